@@ -1,0 +1,106 @@
+"""The one place that knows which array library and kernel set to use.
+
+:func:`array_namespace` detects the array library of the arguments once;
+:func:`get_backend` returns the kernel set for it. The pipeline above is
+written once against this interface (see :mod:`gpucorr._pipeline`).
+
+Only this module decides between backends. A CUDA backend (CuPy arrays,
+kernels from ``kernels/*.cu``) plugs in as a second :class:`Backend`
+returned for the CuPy namespace.
+"""
+import numpy as np
+import scipy.fft
+import array_api_compat
+import sparseconverter
+
+from gpucorr import _numba
+
+__all__ = ["Backend", "array_namespace", "get_backend", "is_sparse"]
+
+
+def is_sparse(arr):
+    """True for scipy.sparse and pydata-sparse arrays."""
+    try:
+        return sparseconverter.get_backend(arr) in sparseconverter.SPARSE_BACKENDS
+    except Exception:  # sparseconverter raises for unknown types
+        return False
+
+
+def _kind(arr):
+    if arr is None or isinstance(arr, (bool, int, float, np.generic, list, tuple)):
+        return None
+    if array_api_compat.is_numpy_array(arr) or is_sparse(arr):
+        if is_sparse(arr) and sparseconverter.get_backend(arr) in sparseconverter.CUPY_BACKENDS:
+            return "cupy"
+        return "numpy"
+    if array_api_compat.is_cupy_array(arr):
+        return "cupy"
+    raise TypeError(
+        f"unsupported array type {type(arr).__module__}.{type(arr).__qualname__}; "
+        "gpucorr accepts NumPy arrays, numpy.memmap, scipy.sparse and pydata sparse arrays"
+    )
+
+
+def array_namespace(*arrays):
+    """The array module (``numpy``) all ``arrays`` belong to.
+
+    ``None``, Python scalars, lists and tuples are neutral. Mixing array
+    libraries raises ``TypeError``: gpucorr never copies between host and
+    device behind the caller's back.
+    """
+    kinds = {k for k in map(_kind, arrays) if k is not None}
+    if len(kinds) > 1:
+        raise TypeError(
+            f"arguments mix array libraries ({', '.join(sorted(kinds))}); "
+            "move them to one device first"
+        )
+    kind = kinds.pop() if kinds else "numpy"
+    if kind == "cupy":
+        raise TypeError(
+            "CuPy arrays were given, but this build of gpucorr has no CUDA backend yet; "
+            "pass NumPy arrays (cupy.asnumpy) to run on the CPU"
+        )
+    return np
+
+
+class Backend:
+    """A kernel set and the array module it works on.
+
+    Attributes
+    ----------
+    name : str
+        ``"cpu"`` or ``"cuda"``.
+    xp : module
+        The array module (``numpy`` or ``cupy``).
+    crop_log, log_scale_frames, evaluate : callables
+        The batch kernels, with the signatures of :mod:`gpucorr._numba`.
+    """
+
+    def __init__(self, name, xp, kernels, fft):
+        self.name = name
+        self.xp = xp
+        self.crop_log = kernels.crop_log
+        self.log_scale_frames = kernels.log_scale_frames
+        self.evaluate = kernels.evaluate
+        self._fft = fft
+
+    def rfft2(self, a):
+        """Real 2-D FFT over the last two axes, keeping single precision."""
+        return self._fft.rfft2(a, axes=(-2, -1))
+
+    def irfft2(self, a, s):
+        """Inverse of :meth:`rfft2` for real output of shape ``s`` (last two axes)."""
+        return self._fft.irfft2(a, s=s, axes=(-2, -1))
+
+    def __repr__(self):
+        return f"Backend({self.name!r})"
+
+
+_CPU = Backend("cpu", np, _numba, scipy.fft)
+
+
+def get_backend(xp):
+    """The kernel set for array module ``xp``: the dispatch point of the pipeline."""
+    if xp is np:
+        return _CPU
+    raise TypeError(f"no gpucorr backend for array module {getattr(xp, '__name__', xp)!r}")

@@ -1,0 +1,158 @@
+"""Argument checks shared by the public functions.
+
+Every check raises ``TypeError`` (wrong kind of thing) or ``ValueError``
+(right kind, wrong value) with a message that names what was given and what
+is allowed.
+"""
+import numbers
+import operator
+
+import numpy as np
+
+#: the largest accepted upsampling factor (the search grid is ``1.5 * factor`` square)
+MAX_UPSAMPLE = 1000
+#: the factor that ``upsample=True`` stands for
+DEFAULT_UPSAMPLE = 20
+
+
+def _shape(arr):
+    return tuple(getattr(arr, "shape", np.shape(arr)))
+
+
+def real_dtype(dtype, name):
+    """Raise TypeError unless ``dtype`` is a real integer or floating dtype."""
+    dtype = np.dtype(dtype)
+    if dtype.kind not in "iuf":
+        raise TypeError(
+            f"{name} must have a real integer or floating dtype "
+            f"(uint8, uint16, int32, float32, float64, ...); got {dtype}"
+        )
+    return dtype
+
+
+def check_peaks(peaks, name="peaks", truncate=False):
+    """Peaks as an int64 array (P, 2).
+
+    Integer dtypes pass; floats pass when they hold whole numbers, or are
+    truncated toward zero with ``truncate=True`` (as libertem-blobfinder's
+    ``peaks.astype(np.int32)`` does).
+    """
+    if isinstance(peaks, (list, tuple)):
+        peaks = np.asarray(peaks)
+    shape = _shape(peaks)
+    if len(shape) != 2 or shape[1] != 2:
+        raise ValueError(f"{name} must have shape (P, 2) of (y, x) positions; got {shape}")
+    if shape[0] == 0:
+        raise ValueError(f"{name} is empty (shape {shape}); give at least one (y, x) position")
+    dtype = np.dtype(peaks.dtype)
+    if dtype.kind not in "iuf":
+        raise TypeError(f"{name} must hold integer (y, x) positions; got dtype {dtype}")
+    if dtype.kind == "f":
+        if not np.all(np.isfinite(peaks)):
+            raise ValueError(f"{name} contain NaN or infinite values")
+        if not truncate and not np.array_equal(peaks, np.trunc(peaks)):
+            bad = peaks[peaks != np.trunc(peaks)][0]
+            raise ValueError(
+                f"{name} must be integer (y, x) positions; got non-integer values "
+                f"(e.g. {bad}); round them first (numpy.rint(peaks).astype(int))"
+            )
+    if np.any(np.abs(peaks) > 2**40):
+        raise ValueError(f"{name} hold positions beyond +-2**40; got {np.abs(peaks).max()}")
+    return np.ascontiguousarray(peaks, dtype=np.int64)
+
+
+def check_upsample(upsample):
+    """Upsampling factor as an int; 0 or 1 mean no upsampling.
+
+    ``False``/``None`` -> 0, ``True`` -> 20, an int 0..1000 -> itself.
+    """
+    if upsample is None or upsample is False:
+        return 0
+    if upsample is True:
+        return DEFAULT_UPSAMPLE
+    if isinstance(upsample, (bool, np.bool_)):
+        return DEFAULT_UPSAMPLE if upsample else 0
+    if not isinstance(upsample, numbers.Integral):
+        raise TypeError(
+            f"upsample must be False, True or an integer factor >= 2; got {upsample!r} "
+            f"({type(upsample).__name__})"
+        )
+    factor = operator.index(upsample)
+    if factor < 0 or factor > MAX_UPSAMPLE:
+        raise ValueError(
+            f"upsample must be False, True or an integer factor from 2 to {MAX_UPSAMPLE}; "
+            f"got {factor}"
+        )
+    return factor
+
+
+def check_crop_size(crop_size, frame_shape=None):
+    """``crop_size`` as a positive int whose crop (2 * crop_size) fits in the frame."""
+    if isinstance(crop_size, (bool, np.bool_)) or not isinstance(crop_size, numbers.Integral):
+        raise TypeError(f"crop_size must be a positive int; got {crop_size!r}")
+    crop_size = operator.index(crop_size)
+    if crop_size < 1:
+        raise ValueError(f"crop_size must be >= 1; got {crop_size}")
+    if frame_shape is not None and (2 * crop_size > frame_shape[0]
+                                    or 2 * crop_size > frame_shape[1]):
+        raise ValueError(
+            f"the crop (2 * crop_size = {2 * crop_size} px) is larger than the frame "
+            f"{tuple(frame_shape)}; use a smaller pattern search radius"
+        )
+    return crop_size
+
+
+def check_template(template, shape, name="template"):
+    """``template`` must be the rfft2 of a real array of ``shape``: (h, w // 2 + 1)."""
+    expected = (shape[0], shape[1] // 2 + 1)
+    got = _shape(template)
+    if got != expected:
+        raise ValueError(
+            f"{name} must be rfft2 of a {shape[0]}x{shape[1]} mask, shape {expected}; got {got}"
+        )
+    if np.dtype(template.dtype).kind not in "fc":
+        raise TypeError(f"{name} must be a complex (or real) spectrum; got dtype {template.dtype}")
+
+
+def check_frame_stack(frames, name="frames"):
+    """Shape (N, H, W) and dtype of a stack, or of a single frame (H, W) as N = 1.
+
+    Returns ``(shape3, single)``: the 3-D shape and whether a 2-D frame was given.
+    """
+    shape = _shape(frames)
+    if len(shape) not in (2, 3):
+        raise ValueError(f"{name} must have shape (N, H, W) or (H, W); got {shape}")
+    real_dtype(frames.dtype, name)
+    single = len(shape) == 2
+    shape3 = (1,) + shape if single else shape
+    if shape3[1] < 1 or shape3[2] < 1:
+        raise ValueError(f"{name} must have non-empty frames; got shape {shape}")
+    return shape3, single
+
+
+def check_out(arr, shape, name, kinds):
+    """An output buffer of exactly ``shape`` with a dtype kind in ``kinds``."""
+    if arr is None:
+        return None
+    if not hasattr(arr, "shape") or not hasattr(arr, "dtype"):
+        raise TypeError(f"{name} must be an array; got {type(arr).__name__}")
+    if tuple(arr.shape) != tuple(shape):
+        raise ValueError(f"{name} must have shape {tuple(shape)}; got {tuple(arr.shape)}")
+    if np.dtype(arr.dtype).kind not in kinds:
+        allowed = {"i": "signed integer", "u": "unsigned integer", "f": "floating"}
+        raise TypeError(
+            f"{name} must have a {' or '.join(allowed[k] for k in kinds)} dtype; "
+            f"got {arr.dtype}"
+        )
+    if hasattr(arr, "flags") and not arr.flags.writeable:
+        raise ValueError(f"{name} is read-only; pass a writeable output buffer")
+    return arr
+
+
+def check_pattern(pattern):
+    """Duck-typed match pattern: needs get_crop_size() and get_template(sig_shape)."""
+    if not (hasattr(pattern, "get_crop_size") and hasattr(pattern, "get_template")):
+        raise TypeError(
+            "pattern must be a match pattern (gpucorr.patterns.Circular, RadialGradient, ...) "
+            f"with get_crop_size() and get_template(); got {type(pattern).__name__}"
+        )

@@ -1,0 +1,601 @@
+"""Drop-in replacement for ``libertem_blobfinder.base.correlation`` (0.6.1).
+
+Same function names, signatures and output buffers, computed by gpucorr's
+pipeline (:mod:`gpucorr._pipeline`) and numba kernels. Where
+libertem-blobfinder is wrong, gpucorr is right instead:
+
+* ``upsample=True`` means an upsampling factor of 20 (it was ignored);
+* DFT upsampling interpolates the real correlation map correctly from the
+  half spectrum (libertem-blobfinder drops the negative x frequencies, which
+  biases x);
+* the template is *correlated* with the frame, not convolved, so an
+  asymmetric template is matched as given, not mirrored;
+* correlation maps are centred for odd sizes too.
+
+For the built-in (symmetric) patterns without upsampling the results equal
+libertem-blobfinder's.
+
+One convention differs in the spectra passed between the low-level
+functions: ``corrspecs`` from :func:`do_correlations` are the ``rfft2`` of the
+returned (centred) correlation maps without their mean, so positions in
+:func:`evaluate_upsampling` are map positions. Use gpucorr's functions
+together; do not mix them with libertem-blobfinder's spectra.
+"""
+import numpy as np
+import sparseconverter
+
+from gpucorr import _numba, _pipeline, _validate
+from gpucorr._backend import array_namespace, get_backend, is_sparse
+from gpucorr._numba import center_of_mass, peak_elevation, refine_center
+
+__all__ = [
+    "process_frame_fast", "process_frame_full", "process_frames_fast", "process_frames_full",
+    "allocate_crop_bufs", "get_buf_count", "do_correlations", "evaluate_correlations",
+    "evaluate_upsampling", "refine_center_upsampling", "refine_center", "center_of_mass",
+    "peak_elevation", "unravel_index", "log_scale", "log_scale_cropbufs_inplace",
+    "crop_disks_from_frame", "crop_disks_from_frame_slicing", "zeros", "fft",
+]
+
+#: ``numpy.fft``, as libertem-blobfinder exposes it
+fft = np.fft
+#: ``numpy.zeros``, as libertem-blobfinder exposes it
+zeros = np.zeros
+
+
+def _real_result_dtype(*dtypes):
+    """Real dtype numpy promotion gives for ``dtypes`` (float32 at least)."""
+    dt = np.result_type(np.float32, *[np.dtype(d) for d in dtypes])
+    return np.dtype(np.float64) if dt in (np.float64, np.complex128) else np.dtype(np.float32)
+
+
+def _frame_2d(frame, name="frame"):
+    """A dense 2-D native-order NumPy frame (sparse frames are densified)."""
+    if is_sparse(frame):
+        frame = sparseconverter.for_backend(frame, sparseconverter.NUMPY)
+    frame = np.asarray(frame)
+    if frame.ndim != 2:
+        raise ValueError(f"{name} must be a 2-D frame (H, W); got shape {frame.shape}")
+    _validate.real_dtype(frame.dtype, name)
+    if frame.dtype == np.float16 or not frame.dtype.isnative:
+        frame = frame.astype(np.float32 if frame.dtype == np.float16 else
+                             frame.dtype.newbyteorder("="))
+    return frame
+
+
+def _out_buffers(n_peaks, out_centers, out_refineds, out_heights, out_elevations):
+    _validate.check_out(out_centers, (n_peaks, 2), "out_centers", "iuf")
+    _validate.check_out(out_refineds, (n_peaks, 2), "out_refineds", "f")
+    _validate.check_out(out_heights, (n_peaks,), "out_heights", "f")
+    _validate.check_out(out_elevations, (n_peaks,), "out_elevations", "f")
+
+
+def _scratch(n_peaks):
+    return (np.empty((n_peaks, 2), np.int64), np.empty((n_peaks, 2), np.float32),
+            np.empty(n_peaks, np.float32), np.empty(n_peaks, np.float32))
+
+
+def _store(dst, src):
+    for d, s in zip(dst, src):
+        if d is not None:
+            d[...] = s
+
+
+def get_buf_count(crop_size, n_peaks, dtype, limit=2**19):
+    """Number of crops of ``2 * crop_size`` square that fit in ``limit`` bytes.
+
+    At least 1, at most ``n_peaks``.
+
+    >>> get_buf_count(crop_size=16, n_peaks=49, dtype="float32")
+    49
+    >>> get_buf_count(crop_size=64, n_peaks=49, dtype="float32")
+    8
+    """
+    crop_size = _validate.check_crop_size(crop_size)
+    full_size = (2 * crop_size) ** 2 * np.dtype(dtype).itemsize
+    return int(min(max(1, int(limit) // full_size), int(n_peaks)))
+
+
+def allocate_crop_bufs(crop_size, n_peaks, dtype, limit=2**19, xp=np):
+    """Zeroed stack of crop buffers ``(get_buf_count(...), 2 * crop_size, 2 * crop_size)``.
+
+    >>> allocate_crop_bufs(crop_size=8, n_peaks=3, dtype="float32").shape
+    (3, 16, 16)
+    """
+    count = get_buf_count(crop_size, n_peaks, dtype, limit)
+    return xp.zeros((count, 2 * crop_size, 2 * crop_size), dtype=dtype)
+
+
+def do_correlations(template, crop_parts, with_specs: bool = False):
+    """Correlate a stack of crops with a template given as its ``rfft2``.
+
+    Parameters
+    ----------
+    template : complex array (h, w // 2 + 1)
+        ``numpy.fft.rfft2`` of the mask (``pattern.get_template((h, w))``).
+    crop_parts : float array (n, h, w)
+        Crops, e.g. log-scaled by :func:`log_scale_cropbufs_inplace`.
+    with_specs : bool
+        Also return the spectra of the maps (for :func:`evaluate_upsampling`).
+
+    Returns
+    -------
+    corrs : array (n, h, w)
+        Correlation maps; a disk centred at pixel ``j`` of a crop peaks at ``j``.
+        Real dtype by numpy promotion of the inputs (float64 for a complex128
+        template).
+    corrspecs : complex array (n, h, w // 2 + 1), only with ``with_specs``
+        ``rfft2`` of ``corrs`` minus their means.
+
+    Examples
+    --------
+    >>> from gpucorr.patterns import Circular
+    >>> from gpucorr.masks import circular
+    >>> disk = circular(centerX=9, centerY=5, imageSizeX=16, imageSizeY=16, radius=2,
+    ...                 antialiased=True)
+    >>> crops = disk[np.newaxis].astype(np.float32)
+    >>> corrs = do_correlations(Circular(radius=2).get_template((16, 16)), crops)
+    >>> np.unravel_index(corrs[0].argmax(), (16, 16))
+    (np.int64(5), np.int64(9))
+    """
+    xp = array_namespace(template, crop_parts)
+    crop_parts = xp.asarray(crop_parts)
+    if crop_parts.ndim != 3:
+        raise ValueError(f"crop_parts must have shape (n, h, w); got {crop_parts.shape}")
+    _validate.real_dtype(crop_parts.dtype, "crop_parts")
+    shape = crop_parts.shape[-2:]
+    _validate.check_template(template, shape)
+    rdtype = _real_result_dtype(crop_parts.dtype, template.dtype)
+    filt = _pipeline.correlation_filter(xp, template, shape, rdtype)
+    corrs, specs, offsets = _pipeline.correlate(get_backend(xp), crop_parts.astype(rdtype), filt)
+    corrs += offsets[:, None, None].astype(rdtype)
+    if with_specs:
+        return corrs, specs
+    return corrs
+
+
+def unravel_index(index, shape):
+    """Like ``numpy.unravel_index`` for one flat index, returning Python ints.
+
+    >>> unravel_index(7, (3, 4))
+    (1, 3)
+    """
+    return tuple(int(i) for i in np.unravel_index(int(index), tuple(shape)))
+
+
+def evaluate_correlations(corrs, peaks, crop_size, out_centers, out_refineds, out_heights,
+                          out_elevations):
+    """Argmax, 5x5 refinement, height and elevation of each correlation map.
+
+    Parameters
+    ----------
+    corrs : float array (P, h, w)
+        Correlation maps, one per peak (from :func:`do_correlations`).
+    peaks : integer array (P, 2)
+        The peaks the maps were cropped around.
+    crop_size : int
+        Results are shifted by ``peaks - crop_size`` into frame coordinates.
+    out_centers, out_refineds : arrays (P, 2)
+        Filled with the integer maxima and the refined positions.
+    out_heights, out_elevations : arrays (P,)
+        Filled with the maxima and the cone slopes.
+    """
+    corrs = np.asarray(corrs)
+    peaks = _validate.check_peaks(peaks)
+    if corrs.ndim != 3 or corrs.shape[0] != len(peaks):
+        raise ValueError(
+            f"corrs must have shape (P, h, w) with P = len(peaks) = {len(peaks)}; "
+            f"got {corrs.shape}")
+    _validate.real_dtype(corrs.dtype, "corrs")
+    crop_size = _validate.check_crop_size(crop_size)
+    outs = (out_centers, out_refineds, out_heights, out_elevations)
+    _out_buffers(len(peaks), *outs)
+    scratch = _scratch(len(peaks))
+    _numba.evaluate(corrs, peaks, crop_size, np.zeros(len(peaks)), *scratch)
+    _store(outs, scratch)
+
+
+def _upsample_factor(upsample_factor):
+    factor = _validate.check_upsample(upsample_factor)
+    if factor < 2:
+        raise ValueError(f"upsample_factor must be an int >= 2; got {upsample_factor!r}")
+    return factor
+
+
+def refine_center_upsampling(corrmap_center, upsample_pos, corrspecs, frequencies,
+                             upsample_factor):
+    """Refine one peak position to ``1 / upsample_factor`` px by DFT upsampling.
+
+    The map whose spectrum is ``corrspecs`` is interpolated on a grid of
+    ``ceil(1.5 * upsample_factor)`` points per axis around
+    ``upsample_pos - corrmap_center``, and the grid maximum plus
+    ``corrmap_center`` is returned.
+
+    Parameters
+    ----------
+    corrmap_center : array (2,)
+        Offset between map positions and spectrum positions: ``(0, 0)`` for
+        spectra from :func:`do_correlations`.
+    upsample_pos : array (2,)
+        Integer (y, x) of the map maximum.
+    corrspecs : complex array (h, w // 2 + 1)
+        ``rfft2`` of the map.
+    frequencies : (array, array)
+        ``(numpy.fft.fftfreq(h, upsample_factor), numpy.fft.rfftfreq(w, upsample_factor))``;
+        they fix ``w`` (even or odd) for the half spectrum.
+    upsample_factor : int
+
+    Returns
+    -------
+    float32 array (2,)
+    """
+    factor = _upsample_factor(upsample_factor)
+    corrspecs = np.asarray(corrspecs)
+    if corrspecs.ndim != 2:
+        raise ValueError(f"corrspecs must have shape (h, w // 2 + 1); got {corrspecs.shape}")
+    h = corrspecs.shape[0]
+    fx = np.asarray(frequencies[1])
+    w = int(round(1 / (fx[1] * factor))) if len(fx) > 1 else 1
+    if w // 2 + 1 != corrspecs.shape[1] or len(frequencies[0]) != h:
+        raise ValueError(
+            f"frequencies do not fit corrspecs of shape {corrspecs.shape}: expected "
+            "(fftfreq(h, upsample_factor), rfftfreq(w, upsample_factor))")
+    center = np.asarray(corrmap_center, dtype=np.float64)
+    pos = np.rint(np.asarray(upsample_pos, dtype=np.float64) - center)
+    cdtype = np.complex128 if corrspecs.dtype == np.complex128 else np.complex64
+    refined = _pipeline.upsample_positions(
+        np, corrspecs.astype(cdtype)[None], pos[None, None], (h, w), factor)
+    return (refined[0, 0] + center).astype(np.float32)
+
+
+def evaluate_upsampling(corrspecs, corrs, peaks, crop_size, sig_shape, upsample_factor,
+                        out_centers, out_refineds):
+    """Replace refined positions by DFT-upsampled ones.
+
+    Parameters
+    ----------
+    corrspecs : complex array (P, h, w // 2 + 1) or (H, W // 2 + 1)
+        Spectra from :func:`do_correlations` (fast mode, one per peak) or the
+        spectrum of a whole-frame map (full mode).
+    corrs : array (P, h, w)
+        The maps (or crops of the full map); their shape gives ``(h, w)``.
+    peaks : integer array (P, 2)
+    crop_size : int
+    sig_shape : (int, int)
+        Frame shape (the map shape in full mode).
+    upsample_factor : int
+    out_centers : array (P, 2)
+        Integer maxima in frame coordinates (from :func:`evaluate_correlations`).
+    out_refineds : float array (P, 2)
+        Overwritten with the upsampled positions.
+    """
+    factor = _upsample_factor(upsample_factor)
+    peaks = _validate.check_peaks(peaks)
+    crop_size = _validate.check_crop_size(crop_size)
+    corrspecs = np.asarray(corrspecs)
+    _validate.check_out(out_centers, (len(peaks), 2), "out_centers", "iuf")
+    _validate.check_out(out_refineds, (len(peaks), 2), "out_refineds", "f")
+    centers = np.asarray(out_centers).astype(np.int64)
+    if corrspecs.ndim == 3:
+        shape = tuple(np.shape(corrs)[-2:])
+        _validate.check_template(corrspecs[0], shape, "corrspecs[i]")
+        if len(corrspecs) != len(peaks):
+            raise ValueError(f"corrspecs holds {len(corrspecs)} spectra for {len(peaks)} peaks")
+        origin = peaks - crop_size
+        pos = _pipeline.upsample_positions(np, corrspecs, (centers - origin)[:, None], shape,
+                                           factor)
+        out_refineds[...] = pos[:, 0] + origin
+    else:
+        shape = tuple(sig_shape)
+        _validate.check_template(corrspecs, shape, "corrspecs")
+        pos = _pipeline.upsample_positions(np, corrspecs[None], centers[None], shape, factor)
+        out_refineds[...] = pos[0]
+
+
+def log_scale(data, out):
+    """``out[...] = log(data - min(data) + 1)``; returns ``out``.
+
+    >>> log_scale(np.array([1., 2., 4.]), out=np.empty(3))
+    array([0.        , 0.69314718, 1.38629436])
+    """
+    data = np.asarray(data)
+    _validate.real_dtype(data.dtype, "data")
+    if not np.all(np.isfinite(data)):
+        raise ValueError("data contain NaN or infinite values; gpucorr needs finite input")
+    return np.log(data - np.min(data) + 1, out=out)
+
+
+def log_scale_cropbufs_inplace(crop_bufs):
+    """Log-scale each crop of a stack in place: ``log(x - min(x) + 1)`` per crop.
+
+    >>> bufs = np.array([[[1., 2.]], [[5., 5.]]])
+    >>> log_scale_cropbufs_inplace(bufs)
+    >>> bufs
+    array([[[0.        , 0.69314718]],
+    <BLANKLINE>
+           [[0.        , 0.        ]]])
+    """
+    if not (hasattr(crop_bufs, "ndim") and crop_bufs.ndim == 3):
+        raise ValueError(
+            f"crop_bufs must be an array (n, h, w); got {getattr(crop_bufs, 'shape', crop_bufs)}")
+    if np.dtype(crop_bufs.dtype).kind != "f":
+        raise TypeError(f"crop_bufs must be floating point to log-scale in place; "
+                        f"got {crop_bufs.dtype}")
+    if not np.all(np.isfinite(crop_bufs)):
+        raise ValueError("crop_bufs contain NaN or infinite values; gpucorr needs finite input")
+    m = np.min(crop_bufs, axis=(-1, -2)) - 1
+    np.log(crop_bufs - m[:, np.newaxis, np.newaxis], out=crop_bufs)
+
+
+def _check_crop_args(peaks, frame, crop_size, out_crop_bufs):
+    peaks = _validate.check_peaks(peaks)
+    crop_size = _validate.check_crop_size(crop_size)
+    expected = (len(peaks), 2 * crop_size, 2 * crop_size)
+    if tuple(out_crop_bufs.shape[1:]) != expected[1:] or len(out_crop_bufs) < len(peaks):
+        raise ValueError(f"out_crop_bufs must have shape {expected} (or more crops); "
+                         f"got {tuple(out_crop_bufs.shape)}")
+    return peaks, crop_size
+
+
+def crop_disks_from_frame(peaks, frame, crop_size, out_crop_bufs):
+    """Copy the ``2 * crop_size`` square around each peak into ``out_crop_bufs``.
+
+    Pixels outside the frame are 0.
+
+    >>> frame = np.arange(16.).reshape(4, 4)
+    >>> bufs = np.empty((1, 2, 2))
+    >>> crop_disks_from_frame(np.array([[0, 1]]), frame, 1, bufs)
+    >>> bufs[0]
+    array([[0., 0.],
+           [0., 1.]])
+    """
+    peaks, crop_size = _check_crop_args(peaks, frame, crop_size, out_crop_bufs)
+    frame = _frame_2d(frame)
+    n = len(peaks)
+    h = 2 * crop_size
+    tmp = np.empty((1, n, h, h), dtype=_real_result_dtype(out_crop_bufs.dtype))
+    _numba.crop_log(frame[None], peaks, crop_size, False, np.zeros(1, tmp.dtype), tmp,
+                    np.zeros(n, np.bool_))
+    out_crop_bufs[:n] = tmp[0]
+
+
+def crop_disks_from_frame_slicing(peaks, frame, crop_size, out_crop_bufs):
+    """Like :func:`crop_disks_from_frame`, by slicing: works on sparse frames.
+
+    ``frame`` may be any array sparseconverter knows (NumPy, scipy.sparse,
+    pydata sparse); each cut-out is converted to the type of ``out_crop_bufs``.
+    """
+    peaks, crop_size = _check_crop_args(peaks, frame, crop_size, out_crop_bufs)
+    fy, fx = frame.shape
+    size = 2 * crop_size
+    target = sparseconverter.get_backend(out_crop_bufs)
+    for i, (py, px) in enumerate(peaks):
+        y0, x0 = py - crop_size, px - crop_size
+        ya, yb = max(y0, 0), min(max(y0 + size, 0), fy)
+        xa, xb = max(x0, 0), min(max(x0 + size, 0), fx)
+        out_crop_bufs[i] = 0
+        if ya < yb and xa < xb:
+            out_crop_bufs[i, ya - y0:yb - y0, xa - x0:xb - x0] = sparseconverter.for_backend(
+                frame[ya:yb, xa:xb], target)
+
+
+def _blocks(n_peaks, block):
+    for start in range(0, n_peaks, block):
+        yield start, min(start + block, n_peaks)
+
+
+def process_frame_fast(template, crop_size, frame, peaks,
+                       out_centers, out_refineds, out_heights, out_elevations,
+                       crop_bufs, upsample=False, crop_function=crop_disks_from_frame):
+    """Find and refine the peaks of one frame: crop around each peak, then correlate.
+
+    Drop-in for libertem-blobfinder's ``process_frame_fast``; see
+    :func:`gpucorr.refine` to process a whole stack in one call.
+
+    Parameters
+    ----------
+    template : complex array (2 cs, cs + 1)
+        ``pattern.get_template((2 * cs, 2 * cs))`` with ``cs = crop_size``.
+    crop_size : int
+        ``pattern.get_crop_size()``.
+    frame : array (H, W)
+        One frame, any real dtype; scipy.sparse and pydata sparse frames work.
+    peaks : integer array (P, 2)
+    out_centers : array (P, 2), integer
+    out_refineds : array (P, 2), float
+    out_heights, out_elevations : arrays (P,), float
+        Output buffers, filled in place.
+    crop_bufs : array (n, 2 cs, 2 cs)
+        Scratch; its length ``n`` is the number of peaks processed per block
+        (:func:`allocate_crop_bufs`). Its contents are undefined afterwards.
+    upsample : bool or int
+        ``True`` (factor 20) or an int >= 2 to refine by DFT upsampling.
+    crop_function : callable
+        Crops the frame (default :func:`crop_disks_from_frame`).
+
+    Returns
+    -------
+    None
+        The results are in the output buffers.
+
+    Examples
+    --------
+    >>> from gpucorr.patterns import RadialGradient
+    >>> from gpucorr.synthetic import cbed_frame
+    >>> frames, indices, peaks = cbed_frame(radius=4)
+    >>> pattern = RadialGradient(radius=4)
+    >>> crop_size = pattern.get_crop_size()
+    >>> template = pattern.get_template(sig_shape=(2 * crop_size, 2 * crop_size))
+    >>> centers = np.zeros((len(frames), len(peaks), 2), dtype=np.uint16)
+    >>> refineds = np.zeros((len(frames), len(peaks), 2), dtype=np.float32)
+    >>> heights = np.zeros((len(frames), len(peaks)), dtype=np.float32)
+    >>> elevations = np.zeros((len(frames), len(peaks)), dtype=np.float32)
+    >>> crop_bufs = allocate_crop_bufs(crop_size, len(peaks), frames.dtype)
+    >>> for i, f in enumerate(frames):
+    ...     process_frame_fast(
+    ...         template=template, crop_size=crop_size,
+    ...         frame=f, peaks=peaks.astype(np.int32),
+    ...         out_centers=centers[i], out_refineds=refineds[i],
+    ...         out_heights=heights[i], out_elevations=elevations[i],
+    ...         crop_bufs=crop_bufs)
+    >>> assert np.allclose(refineds[0], peaks, atol=0.1)
+    """
+    backend = get_backend(array_namespace(frame, peaks, template))
+    peaks = _validate.check_peaks(peaks)
+    factor = _validate.check_upsample(upsample)
+    outs = (out_centers, out_refineds, out_heights, out_elevations)
+    _out_buffers(len(peaks), *outs)
+    _validate.check_out(out_centers, (len(peaks), 2), "out_centers", "iuf")
+    custom_crop = crop_function is not crop_disks_from_frame
+    if not custom_crop:
+        frame = _frame_2d(frame)
+    crop_size = _validate.check_crop_size(crop_size, frame.shape)
+    size = 2 * crop_size
+    if getattr(crop_bufs, "ndim", None) != 3 or tuple(crop_bufs.shape[1:]) != (size, size) \
+            or len(crop_bufs) < 1:
+        raise ValueError(f"crop_bufs must have shape (n >= 1, {size}, {size}); "
+                         f"got {getattr(crop_bufs, 'shape', crop_bufs)}")
+    _validate.check_template(template, (size, size))
+    frame_dtype = frame.dtype if np.dtype(frame.dtype).kind == "f" else np.float32
+    rdtype = _real_result_dtype(frame_dtype, template.dtype)
+    filt = _pipeline.correlation_filter(np, template, (size, size), rdtype)
+    for start, stop in _blocks(len(peaks), len(crop_bufs)):
+        block = peaks[start:stop]
+        if custom_crop:
+            bufs = crop_bufs[:stop - start]
+            crop_function(peaks=block, frame=frame, crop_size=crop_size, out_crop_bufs=bufs)
+            crops = np.array(bufs, dtype=rdtype)
+            log_scale_cropbufs_inplace(crops)
+        else:
+            crops = _pipeline.crop_frames(backend, frame[None], block, crop_size, rdtype)
+        scratch = _scratch(len(block))
+        _pipeline.finish_fast(backend, crops, block, crop_size, filt, factor, scratch)
+        _store([o[start:stop] for o in outs], scratch)
+
+
+def process_frame_full(template, crop_size, frame, peaks,
+                       out_centers=None, out_refineds=None, out_heights=None,
+                       out_elevations=None, frame_buf=None, buf_count=None,
+                       upsample=False, crop_function=crop_disks_from_frame):
+    """Find and refine the peaks of one frame: correlate the whole frame, then crop.
+
+    Drop-in for libertem-blobfinder's ``process_frame_full``; see
+    :func:`gpucorr.refine` (``mode="full"``) for a whole stack.
+
+    Parameters
+    ----------
+    template : complex array (H, W // 2 + 1)
+        ``pattern.get_template(frame.shape)``.
+    crop_size : int
+        ``pattern.get_crop_size()``.
+    frame : array (H, W)
+        One frame, any real dtype.
+    peaks : integer array (P, 2)
+    out_centers, out_refineds, out_heights, out_elevations : arrays, optional
+        Output buffers as in :func:`process_frame_fast`; allocated if omitted.
+    frame_buf : array (H, W), optional
+        Accepted for compatibility; gpucorr uses its own scratch.
+    buf_count : int, optional
+        Accepted for compatibility (peaks per block).
+    upsample : bool or int
+        ``True`` (factor 20) or an int >= 2 to refine by DFT upsampling.
+    crop_function : callable
+        Crops the correlation map (default :func:`crop_disks_from_frame`).
+
+    Returns
+    -------
+    (centers, refineds, heights, elevations)
+        The output buffers (libertem-blobfinder returns None).
+
+    Examples
+    --------
+    >>> from gpucorr.patterns import RadialGradient
+    >>> from gpucorr.synthetic import cbed_frame
+    >>> frames, indices, peaks = cbed_frame()
+    >>> pattern = RadialGradient(radius=4)
+    >>> template = pattern.get_template(sig_shape=frames[0].shape)
+    >>> centers, refineds, heights, elevations = process_frame_full(
+    ...     template=template, crop_size=pattern.get_crop_size(),
+    ...     frame=frames[0], peaks=peaks.astype(np.int32))
+    >>> assert np.allclose(refineds, peaks, atol=0.1)
+    """
+    backend = get_backend(array_namespace(frame, peaks, template))
+    peaks = _validate.check_peaks(peaks)
+    factor = _validate.check_upsample(upsample)
+    frame = _frame_2d(frame)
+    crop_size = _validate.check_crop_size(crop_size, frame.shape)
+    _validate.check_template(template, frame.shape)
+    n = len(peaks)
+    outs = [out_centers, out_refineds, out_heights, out_elevations]
+    _out_buffers(n, *outs)
+    defaults = (np.zeros((n, 2), np.uint16), np.zeros((n, 2), np.float32),
+                np.zeros(n, np.float32), np.zeros(n, np.float32))
+    outs = [d if o is None else o for o, d in zip(outs, defaults)]
+    if buf_count is not None and (not isinstance(buf_count, (int, np.integer)) or buf_count < 1):
+        raise ValueError(f"buf_count must be a positive int or None; got {buf_count!r}")
+    frame_dtype = frame.dtype if np.dtype(frame.dtype).kind == "f" else np.float32
+    rdtype = _real_result_dtype(frame_dtype, template.dtype)
+    filt = _pipeline.correlation_filter(np, template, frame.shape, rdtype)
+    maps, specs, offsets = _pipeline.full_maps(backend, frame[None], filt)
+    if crop_function is crop_disks_from_frame:
+        crops = _pipeline.crop_frames(backend, maps, peaks, crop_size, rdtype, log=False,
+                                      fill=-offsets)
+    else:
+        crops = np.zeros((n, 2 * crop_size, 2 * crop_size), dtype=rdtype)
+        crop_function(peaks=peaks, frame=maps[0] + offsets[0].astype(rdtype),
+                      crop_size=crop_size, out_crop_bufs=crops)
+        crops -= offsets[0].astype(rdtype)
+    scratch = _scratch(n)
+    _pipeline.finish_full(backend, crops, specs, offsets, peaks, crop_size, factor, scratch,
+                          frame.shape)
+    _store(outs, scratch)
+    return tuple(outs)
+
+
+def _frames_and_peaks(pattern, frames, peaks):
+    _validate.check_pattern(pattern)
+    # libertem-blobfinder truncates peaks with astype(np.int32)
+    peaks = _validate.check_peaks(peaks, truncate=True).astype(np.int32).astype(np.int64)
+    return frames, peaks
+
+
+def process_frames_fast(pattern, frames, peaks, upsample=False):
+    """Fast-mode results for a stack of frames, as libertem-blobfinder returns them.
+
+    Runs :func:`gpucorr.refine` (batched) and returns the tuple
+    ``(centers (N, P, 2) int16, refineds, heights, elevations)``.
+
+    Examples
+    --------
+    >>> from gpucorr.patterns import RadialGradient
+    >>> from gpucorr.synthetic import cbed_frame
+    >>> frames, indices, peaks = cbed_frame()
+    >>> centers, refineds, heights, elevations = process_frames_fast(
+    ...     pattern=RadialGradient(radius=4), frames=frames, peaks=peaks.astype(np.int32))
+    >>> assert np.allclose(refineds[0], peaks, atol=0.1)
+    """
+    from gpucorr.api import refine
+    frames, peaks = _frames_and_peaks(pattern, frames, peaks)
+    res = refine(frames, peaks, pattern, mode="fast", upsample=upsample)
+    return (res.centers.astype(np.int16), res.refineds, res.heights, res.elevations)
+
+
+def process_frames_full(pattern, frames, peaks, upsample=False):
+    """Full-mode results for a stack of frames, as libertem-blobfinder returns them.
+
+    Runs :func:`gpucorr.refine` (``mode="full"``, batched) and returns the tuple
+    ``(centers (N, P, 2) uint16, refineds, heights, elevations)``.
+
+    Examples
+    --------
+    >>> from gpucorr.patterns import RadialGradient
+    >>> from gpucorr.synthetic import cbed_frame
+    >>> frames, indices, peaks = cbed_frame(radius=4)
+    >>> centers, refineds, heights, elevations = process_frames_full(
+    ...     pattern=RadialGradient(radius=4), frames=frames, peaks=peaks.astype(np.int32))
+    >>> assert np.allclose(refineds[0], peaks, atol=0.1)
+    """
+    from gpucorr.api import refine
+    frames, peaks = _frames_and_peaks(pattern, frames, peaks)
+    res = refine(frames, peaks, pattern, mode="full", upsample=upsample)
+    return (res.centers.astype(np.uint16), res.refineds, res.heights, res.elevations)
+
