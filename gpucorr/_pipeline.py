@@ -124,6 +124,7 @@ def upsample_positions(xp, specs, positions, shape, factor):
     u = upsample_region_size(factor)
     dftshift = u // 2
     cdtype = specs.dtype
+    n_spec, n_pos = positions.shape[:2]
     fy = xp.fft.fftfreq(h)
     fx = xp.arange(wh, dtype=np.float64) / w
     weight = xp.full(wh, 2.0)
@@ -132,15 +133,29 @@ def upsample_positions(xp, specs, positions, shape, factor):
         weight[-1] = 1.0
     offsets = (xp.arange(u, dtype=np.float64) - dftshift) / factor
     two_pi_i = 2j * np.pi
-    ey = xp.exp(two_pi_i * offsets[:, None] * fy[None, :])                     # (U, H)
-    ex = xp.exp(two_pi_i * offsets[:, None] * fx[None, :]) * weight[None, :]   # (U, Wh)
+    # kernels of the grid offsets, shared by all positions
+    ey = xp.exp(two_pi_i * offsets[:, None] * fy[None, :]).astype(cdtype)          # (U, H)
+    ext = (xp.exp(two_pi_i * fx[:, None] * offsets[None, :])
+           * weight[:, None]).astype(cdtype)                                        # (Wh, U)
     pos = positions.astype(np.float64)
-    phy = xp.exp(two_pi_i * pos[..., 0, None] * fy)                            # (B, Q, H)
-    phx = xp.exp(two_pi_i * pos[..., 1, None] * fx)                            # (B, Q, Wh)
-    ky = (ey * phy[..., None, :]).astype(cdtype)                               # (B, Q, U, H)
-    kxt = xp.swapaxes(ex * phx[..., None, :], -1, -2).astype(cdtype)           # (B, Q, Wh, U)
-    region = xp.matmul(ky, xp.matmul(specs[:, None], kxt)).real                # (B, Q, U, U)
-    idx = xp.argmax(region.reshape(region.shape[:2] + (u * u,)), axis=-1)
+    # phase ramps that move each position to the origin
+    phy = xp.exp(two_pi_i * pos[..., 0, None] * fy).astype(cdtype)                 # (B, Q, H)
+    phx = xp.exp(two_pi_i * pos[..., 1, None] * fx).astype(cdtype)                 # (B, Q, Wh)
+    if n_pos == 1:
+        # one position per spectrum (fast mode): shift the spectra, then two large GEMMs
+        shifted = specs * phy[:, 0, :, None] * phx[:, 0, None, :]                  # (B, H, Wh)
+        cols = xp.matmul(ey, xp.moveaxis(shifted, 0, 1).reshape(h, n_spec * wh))  # (U, B*Wh)
+        cols = xp.moveaxis(cols.reshape(u, n_spec, wh), 1, 0).reshape(n_spec * u, wh)
+        region = xp.matmul(cols, ext).real.reshape(n_spec, 1, u, u)
+    else:
+        # many positions per spectrum (full mode): one GEMM per spectrum along x,
+        # then a small one per position along y
+        kxt = (phx[..., :, None] * ext[None, None])                                 # (B, Q, Wh, U)
+        kxt = xp.moveaxis(kxt, 1, 2).reshape(n_spec, wh, n_pos * u)
+        rows = xp.matmul(specs, kxt).reshape(n_spec, h, n_pos, u)                  # (B, H, Q, U)
+        ky = ey[None, None] * phy[:, :, None, :]                                    # (B, Q, U, H)
+        region = xp.matmul(ky, xp.moveaxis(rows, 2, 1)).real                       # (B, Q, U, U)
+    idx = xp.argmax(region.reshape(n_spec, n_pos, u * u), axis=-1)
     delta = xp.stack((idx // u, idx % u), axis=-1).astype(np.float64) - dftshift
     return (pos + delta / factor).astype(np.float32)
 

@@ -1,0 +1,537 @@
+"""Mask and template helpers on NumPy arrays.
+
+The functions here build the 2-D weight maps that the match patterns in
+:mod:`gpucorr.patterns` correlate with diffraction frames: hard-edged and
+antialiased disks and rings, radial gradients, and background-subtracting
+templates.  They return the same arrays as the functions of the same name in
+``libertem_blobfinder.base.masks`` (version 0.6.1), so existing code can swap
+the import.
+
+Conventions
+-----------
+* Arrays have shape ``(imageSizeY, imageSizeX)``; pixel ``[y, x]`` has its
+  centre at integer coordinates ``(y, x)``.
+* Hard-edged masks (``antialiased=False``) of :func:`circular` and
+  :func:`ring` are boolean; antialiased ones are ``float64``.
+* An antialiased outer edge of radius ``R`` gives a pixel at distance
+  ``r`` from the centre the weight ``clip(R + 0.5 - r, 0, 1)``, an inner
+  edge of radius ``R_i`` the weight ``clip(r - R_i + 0.5, 0, 1)``.  When
+  ``R_i < 0.5`` the pixel at the rounded centre (``numpy.round``, halves to
+  even) is set to ``1 - R_i``, so a small disk never loses its central
+  pixel.
+
+Backends
+--------
+NumPy only; these helpers build templates once, on the host.
+"""
+import math
+import numbers
+
+import numpy as np
+
+__all__ = [
+    "polar_map",
+    "circular",
+    "ring",
+    "radial_gradient",
+    "background_subtraction",
+    "radial_gradient_background_subtraction",
+]
+
+
+# ---------------------------------------------------------------------------
+# Argument checks shared by the modules of gpucorr that build templates.
+# ---------------------------------------------------------------------------
+
+def _is_real_number(value):
+    """True for Python and NumPy real scalars, False for bool and the rest."""
+    return isinstance(value, numbers.Real) and not isinstance(value, (bool, np.bool_))
+
+
+def _check_real(name, value, *, minimum=None, strict=False):
+    """Return ``value`` after checking that it is a finite real number.
+
+    ``minimum`` adds a lower bound, exclusive when ``strict`` is true.
+    """
+    if not _is_real_number(value):
+        raise TypeError(
+            f"{name} must be a real number; got {value!r} of type {type(value).__name__}"
+        )
+    if not math.isfinite(value):
+        raise ValueError(f"{name} must be finite; got {value!r}")
+    if minimum is not None:
+        if strict and not value > minimum:
+            raise ValueError(f"{name} must be > {minimum}; got {value!r}")
+        if not strict and not value >= minimum:
+            raise ValueError(f"{name} must be >= {minimum}; got {value!r}")
+    return value
+
+
+def _check_size(name, value):
+    """Return ``int(value)`` after checking that it is a positive integer."""
+    if not isinstance(value, numbers.Integral) or isinstance(value, (bool, np.bool_)):
+        raise TypeError(
+            f"{name} must be a positive int; got {value!r} of type {type(value).__name__}"
+        )
+    if value <= 0:
+        raise ValueError(f"{name} must be a positive int; got {value!r}")
+    return int(value)
+
+
+def _check_shape(sig_shape, name="sig_shape"):
+    """Return ``sig_shape`` as a tuple of two positive Python ints."""
+    try:
+        items = tuple(sig_shape)
+    except TypeError:
+        raise TypeError(
+            f"{name} must be a sequence of two positive ints; got {sig_shape!r}"
+        ) from None
+    if len(items) != 2:
+        raise ValueError(
+            f"{name} must have two entries (height, width); got {sig_shape!r}"
+        )
+    for item in items:
+        if not isinstance(item, numbers.Integral) or isinstance(item, (bool, np.bool_)):
+            raise TypeError(
+                f"{name} must contain two positive ints; got {sig_shape!r}"
+            )
+        if item <= 0:
+            raise ValueError(
+                f"{name} must contain two positive ints; got {sig_shape!r}"
+            )
+    return tuple(int(item) for item in items)
+
+
+def _check_real_array(name, value, *, ndim=None):
+    """Return ``value`` as an ndarray after checking dtype, ndim and finiteness.
+
+    Boolean, integer and floating dtypes are accepted; complex and
+    non-numeric ones raise :class:`TypeError`.  The array is not copied.
+    """
+    try:
+        arr = np.asarray(value)
+    except Exception as exc:  # e.g. ragged nested lists
+        raise TypeError(f"{name} must be a real-valued array; got {value!r}") from exc
+    if arr.dtype.kind not in "biuf":
+        kind = "complex" if arr.dtype.kind == "c" else "non-numeric"
+        raise TypeError(
+            f"{name} must be a real-valued array (bool, int or float); "
+            f"got {kind} dtype {arr.dtype}"
+        )
+    if ndim is not None and arr.ndim != ndim:
+        raise ValueError(
+            f"{name} must be a {ndim}-D array; got {arr.ndim}-D array of shape {arr.shape}"
+        )
+    if arr.size == 0:
+        raise ValueError(f"{name} must not be empty; got shape {arr.shape}")
+    if arr.dtype.kind == "f" and not np.all(np.isfinite(arr)):
+        raise ValueError(f"{name} must contain only finite values; got NaN or Inf")
+    return arr
+
+
+def _check_geometry(centerX, centerY, imageSizeX, imageSizeY):
+    _check_real("centerX", centerX)
+    _check_real("centerY", centerY)
+    return _check_size("imageSizeX", imageSizeX), _check_size("imageSizeY", imageSizeY)
+
+
+# ---------------------------------------------------------------------------
+# Building blocks
+# ---------------------------------------------------------------------------
+
+def _offsets(centerX, centerY, imageSizeX, imageSizeY):
+    """Column vector of y offsets and row vector of x offsets from the centre."""
+    dy = (np.arange(imageSizeY) - centerY)[:, np.newaxis]
+    dx = (np.arange(imageSizeX) - centerX)[np.newaxis, :]
+    return dy, dx
+
+
+def _ring_profile(r, radius, radius_inner):
+    """Antialiased weight of a ring from ``radius_inner`` to ``radius`` at distance ``r``.
+
+    The band is a triangle-topped box: weight 1 well inside the band, falling
+    linearly to 0 over one pixel centred on each edge.
+    """
+    width = radius - radius_inner
+    middle = radius_inner + width / 2
+    return np.maximum(0, np.minimum(1, width / 2 + 0.5 - np.abs(r - middle)))
+
+
+def _patch_center(mask, centerX, centerY, radius_inner):
+    """Set the pixel at the rounded centre to ``1 - radius_inner`` for small inner radii.
+
+    The linear edge profile would give that pixel less than full weight when
+    the inner edge sits inside it.
+    """
+    if radius_inner < 0.5:
+        yy = int(np.round(centerY))
+        xx = int(np.round(centerX))
+        if 0 <= yy < mask.shape[0] and 0 <= xx < mask.shape[1]:
+            mask[yy, xx] = 1 - radius_inner
+    return mask
+
+
+def _antialiased_ring(centerX, centerY, imageSizeX, imageSizeY, radius, radius_inner):
+    r, _ = polar_map(centerX, centerY, imageSizeX, imageSizeY)
+    mask = _ring_profile(r, radius, radius_inner).astype(np.float64, copy=False)
+    return _patch_center(mask, centerX, centerY, radius_inner)
+
+
+# ---------------------------------------------------------------------------
+# Public functions
+# ---------------------------------------------------------------------------
+
+def polar_map(centerX, centerY, imageSizeX, imageSizeY, stretchY=1., angle=0.):
+    """Distance and direction of every pixel as seen from a centre point.
+
+    Parameters
+    ----------
+    centerX, centerY : float
+        Origin of the polar coordinates in pixel coordinates.
+    imageSizeX, imageSizeY : int
+        Width and height of the maps in pixels.
+    stretchY : float, optional
+        Divide the coordinate along direction ``angle`` by this factor, so
+        that iso-radius lines become ellipses elongated by ``stretchY`` in
+        that direction. Must not be zero. Default 1 (no distortion).
+    angle : float, optional
+        Direction of the stretch in radians; 0 is the y axis. Default 0.
+
+    Returns
+    -------
+    radius, angle : numpy.ndarray
+        Two ``float64`` arrays of shape ``(imageSizeY, imageSizeX)``: the
+        (possibly distorted) distance from the centre and the angle
+        ``arctan2(dy, dx)`` in radians.
+
+    Raises
+    ------
+    TypeError
+        If a size is not an int or a coordinate is not a real number.
+    ValueError
+        If a size is not positive, a value is not finite or ``stretchY`` is 0.
+
+    Notes
+    -----
+    Backends: NumPy only.
+
+    Examples
+    --------
+    >>> r, phi = polar_map(centerX=1, centerY=1, imageSizeX=3, imageSizeY=3)
+    >>> r.round(3)
+    array([[1.414, 1.   , 1.414],
+           [1.   , 0.   , 1.   ],
+           [1.414, 1.   , 1.414]])
+    >>> phi[1, 2], phi[2, 1].round(4)
+    (np.float64(0.0), np.float64(1.5708))
+    """
+    imageSizeX, imageSizeY = _check_geometry(centerX, centerY, imageSizeX, imageSizeY)
+    _check_real("stretchY", stretchY)
+    _check_real("angle", angle)
+    if stretchY == 0:
+        raise ValueError(f"stretchY must be non-zero; got {stretchY!r}")
+    dy, dx = _offsets(centerX, centerY, imageSizeX, imageSizeY)
+    dy, dx = np.broadcast_arrays(dy, dx)
+    if stretchY != 1.0 or angle != 0.:
+        cos, sin = np.cos(angle), np.sin(angle)
+        dy, dx = (dy * cos - dx * sin) / stretchY, dx * cos + dy * sin
+    dy = dy.astype(np.float64)
+    dx = dx.astype(np.float64)
+    radius = np.sqrt(dy * dy + dx * dx)
+    phi = np.arctan2(dy, dx)
+    return radius, phi
+
+
+def circular(centerX, centerY, imageSizeX, imageSizeY, radius, antialiased=False):
+    """Disk of a given radius around a centre point.
+
+    Parameters
+    ----------
+    centerX, centerY : float
+        Centre of the disk in pixel coordinates.
+    imageSizeX, imageSizeY : int
+        Width and height of the mask in pixels.
+    radius : float
+        Radius of the disk in pixels, >= 0.
+    antialiased : bool, optional
+        If False (default) return a boolean mask of the pixels with
+        ``r <= radius``. If True return ``float64`` weights
+        ``clip(radius + 0.5 - r, 0, 1)``, with the pixel at the rounded
+        centre set to 1.
+
+    Returns
+    -------
+    numpy.ndarray
+        Mask of shape ``(imageSizeY, imageSizeX)``.
+
+    Raises
+    ------
+    TypeError, ValueError
+        For sizes that are not positive ints, or coordinates or radii that
+        are not finite real numbers or are negative.
+
+    Notes
+    -----
+    Backends: NumPy only.
+
+    Examples
+    --------
+    >>> circular(2, 2, 5, 5, radius=1).astype(int)
+    array([[0, 0, 0, 0, 0],
+           [0, 0, 1, 0, 0],
+           [0, 1, 1, 1, 0],
+           [0, 0, 1, 0, 0],
+           [0, 0, 0, 0, 0]])
+    >>> circular(2, 2, 5, 5, radius=1, antialiased=True).round(2)
+    array([[0.  , 0.  , 0.  , 0.  , 0.  ],
+           [0.  , 0.09, 0.5 , 0.09, 0.  ],
+           [0.  , 0.5 , 1.  , 0.5 , 0.  ],
+           [0.  , 0.09, 0.5 , 0.09, 0.  ],
+           [0.  , 0.  , 0.  , 0.  , 0.  ]])
+    """
+    imageSizeX, imageSizeY = _check_geometry(centerX, centerY, imageSizeX, imageSizeY)
+    _check_real("radius", radius, minimum=0)
+    if antialiased:
+        return _antialiased_ring(centerX, centerY, imageSizeX, imageSizeY, radius, 0)
+    dy, dx = _offsets(centerX, centerY, imageSizeX, imageSizeY)
+    return dy * dy + dx * dx <= radius * radius
+
+
+def ring(centerX, centerY, imageSizeX, imageSizeY, radius, radius_inner, antialiased=False):
+    """Annulus between an inner and an outer radius.
+
+    Parameters
+    ----------
+    centerX, centerY : float
+        Centre of the ring in pixel coordinates.
+    imageSizeX, imageSizeY : int
+        Width and height of the mask in pixels.
+    radius : float
+        Outer radius in pixels.
+    radius_inner : float
+        Inner radius in pixels, ``0 <= radius_inner <= radius``.
+    antialiased : bool, optional
+        If False (default) return a boolean mask of the pixels with
+        ``radius_inner < r <= radius``. If True return ``float64`` weights
+        that fall linearly to zero over one pixel across both edges.
+
+    Returns
+    -------
+    numpy.ndarray
+        Mask of shape ``(imageSizeY, imageSizeX)``.
+
+    Raises
+    ------
+    TypeError, ValueError
+        For invalid sizes, coordinates or radii, or ``radius_inner > radius``.
+
+    Notes
+    -----
+    Backends: NumPy only.
+
+    Examples
+    --------
+    >>> ring(2, 2, 5, 5, radius=1.5, radius_inner=0.5).astype(int)
+    array([[0, 0, 0, 0, 0],
+           [0, 1, 1, 1, 0],
+           [0, 1, 0, 1, 0],
+           [0, 1, 1, 1, 0],
+           [0, 0, 0, 0, 0]])
+    """
+    imageSizeX, imageSizeY = _check_geometry(centerX, centerY, imageSizeX, imageSizeY)
+    _check_real("radius", radius, minimum=0)
+    _check_real("radius_inner", radius_inner, minimum=0)
+    if radius_inner > radius:
+        raise ValueError(
+            f"radius_inner must be <= radius; got radius_inner={radius_inner!r}, "
+            f"radius={radius!r}"
+        )
+    if antialiased:
+        return _antialiased_ring(
+            centerX, centerY, imageSizeX, imageSizeY, radius, radius_inner
+        )
+    dy, dx = _offsets(centerX, centerY, imageSizeX, imageSizeY)
+    r2 = dy * dy + dx * dx
+    return (r2 <= radius * radius) & ~(r2 <= radius_inner * radius_inner)
+
+
+def radial_gradient(centerX, centerY, imageSizeX, imageSizeY, radius, antialiased=False):
+    """Disk whose weight grows linearly from 0 at the centre to 1 at ``radius``.
+
+    Parameters
+    ----------
+    centerX, centerY : float
+        Centre in pixel coordinates.
+    imageSizeX, imageSizeY : int
+        Width and height of the mask in pixels.
+    radius : float
+        Radius of the disk in pixels, > 0.
+    antialiased : bool, optional
+        If False (default) the weight is ``r / radius`` for ``r <= radius``
+        and 0 outside. If True the weight is ``r / radius`` up to
+        ``radius - 0.5`` and then falls linearly to 0 at ``radius + 0.5``
+        (see :func:`radial_gradient_background_subtraction` with
+        ``r_outer=0``).
+
+    Returns
+    -------
+    numpy.ndarray
+        ``float64`` array of shape ``(imageSizeY, imageSizeX)``.
+
+    Raises
+    ------
+    TypeError, ValueError
+        For invalid sizes or coordinates, or a radius that is not a finite
+        number > 0.
+
+    Notes
+    -----
+    Backends: NumPy only.
+
+    Examples
+    --------
+    >>> radial_gradient(2, 2, 5, 5, radius=2).round(2)
+    array([[0.  , 0.  , 1.  , 0.  , 0.  ],
+           [0.  , 0.71, 0.5 , 0.71, 0.  ],
+           [1.  , 0.5 , 0.  , 0.5 , 1.  ],
+           [0.  , 0.71, 0.5 , 0.71, 0.  ],
+           [0.  , 0.  , 1.  , 0.  , 0.  ]])
+    """
+    imageSizeX, imageSizeY = _check_geometry(centerX, centerY, imageSizeX, imageSizeY)
+    _check_real("radius", radius, minimum=0, strict=True)
+    dy, dx = _offsets(centerX, centerY, imageSizeX, imageSizeY)
+    r2 = dy * dy + dx * dx
+    if antialiased:
+        return radial_gradient_background_subtraction(r=np.sqrt(r2), r0=radius, r_outer=0)
+    return (r2 <= radius * radius) * (np.sqrt(r2) / radius)
+
+
+def background_subtraction(centerX, centerY, imageSizeX, imageSizeY, radius, radius_inner,
+                           antialiased=False):
+    """Disk of radius ``radius_inner`` surrounded by a balancing negative ring.
+
+    The positive disk has the weights of :func:`circular` with
+    ``radius_inner``; the ring out to ``radius`` has the weights of
+    :func:`ring`, scaled so that the whole template sums to zero. A flat
+    background therefore correlates to zero.
+
+    Parameters
+    ----------
+    centerX, centerY : float
+        Centre in pixel coordinates.
+    imageSizeX, imageSizeY : int
+        Width and height of the mask in pixels.
+    radius : float
+        Outer radius of the negative ring in pixels.
+    radius_inner : float
+        Radius of the positive disk in pixels, ``0 <= radius_inner < radius``.
+    antialiased : bool, optional
+        Use antialiased disk and ring (see :func:`circular`). Default False.
+
+    Returns
+    -------
+    numpy.ndarray
+        ``float64`` array of shape ``(imageSizeY, imageSizeX)``.
+
+    Raises
+    ------
+    TypeError, ValueError
+        For invalid sizes, coordinates or radii, or ``radius <= radius_inner``.
+
+    Notes
+    -----
+    Backends: NumPy only.
+
+    Examples
+    --------
+    >>> mask = background_subtraction(3, 3, 7, 7, radius=3, radius_inner=1.5)
+    >>> float(mask[3, 3]), float(mask[3, 0].round(3))
+    (1.0, -0.45)
+    >>> abs(mask.sum()) < 1e-12
+    np.True_
+    """
+    imageSizeX, imageSizeY = _check_geometry(centerX, centerY, imageSizeX, imageSizeY)
+    _check_real("radius", radius, minimum=0)
+    _check_real("radius_inner", radius_inner, minimum=0)
+    if not radius > radius_inner:
+        raise ValueError(
+            f"radius must be > radius_inner; got radius={radius!r}, "
+            f"radius_inner={radius_inner!r}"
+        )
+    disk = circular(
+        centerX, centerY, imageSizeX, imageSizeY, radius_inner, antialiased=antialiased
+    )
+    annulus = ring(
+        centerX, centerY, imageSizeX, imageSizeY, radius, radius_inner, antialiased=antialiased
+    )
+    return disk - annulus * np.sum(disk) / np.sum(annulus)
+
+
+def radial_gradient_background_subtraction(r, r0, r_outer, delta=1):
+    """Radial gradient inside ``r0`` followed by a negative ring out to ``r_outer``.
+
+    Given the radius of each pixel, the weight is
+
+    * ``r / r0`` for ``r < r0 - delta/2`` (linear gradient),
+    * ``(r0 - r) / (delta/2)`` for ``r0 - delta/2 <= r < r0 + delta/2``
+      (linear transition from about +1 to -1),
+    * ``-1`` for ``r0 + delta/2 <= r <= r_outer``,
+    * ``0`` elsewhere.
+
+    Passing the radius map rather than a centre lets the template be drawn
+    in distorted coordinates, for example an elliptical map from
+    :func:`polar_map` with ``stretchY`` and ``angle``.
+
+    Parameters
+    ----------
+    r : array_like
+        Radius of each pixel, any shape, real-valued.
+    r0 : float
+        Radius of the gradient disk in units of ``r``, > 0.
+    r_outer : float
+        Outer radius of the negative ring in units of ``r``; with
+        ``r_outer <= r0 + delta/2`` there is no ring.
+    delta : float, optional
+        Width of the transition in units of ``r``, >= 0. Default 1.
+
+    Returns
+    -------
+    numpy.ndarray
+        Array of the same shape and dtype as ``r``.
+
+    Raises
+    ------
+    TypeError, ValueError
+        If ``r`` is not a real-valued finite array, or a parameter is not a
+        finite number in its allowed range.
+
+    Notes
+    -----
+    Backends: NumPy only.
+
+    Examples
+    --------
+    >>> radial_gradient_background_subtraction(
+    ...     r=np.arange(8.), r0=4, r_outer=6, delta=2)
+    array([ 0.  ,  0.25,  0.5 ,  1.  ,  0.  , -1.  , -1.  ,  0.  ])
+    """
+    r = np.asarray(r)
+    if r.dtype.kind not in "iuf":
+        raise TypeError(f"r must be a real-valued array; got dtype {r.dtype}")
+    if r.dtype.kind == "f" and not np.all(np.isfinite(r)):
+        raise ValueError("r must contain only finite values; got NaN or Inf")
+    _check_real("r0", r0, minimum=0, strict=True)
+    _check_real("r_outer", r_outer)
+    _check_real("delta", delta, minimum=0)
+    half = delta / 2
+    result = np.zeros_like(r)
+
+    inside = r < r0 - half
+    result[inside] = r[inside] / r0
+
+    transition = (r >= r0 - half) & (r < r0 + half)
+    result[transition] = (r0 - r[transition]) / half
+
+    outside = (r >= r0 + half) & (r <= r_outer)
+    result[outside] = -1
+    return result
