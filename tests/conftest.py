@@ -1,0 +1,67 @@
+"""Shared fixtures: the ``xp`` backend fixture, the ``gpu`` marker and ``--gpu``.
+
+Without a usable GPU the ``gpu`` tests skip with the reason shown; with
+``pytest --gpu`` a missing GPU is a usage error, so a GPU run cannot pass by
+skipping.
+"""
+import functools
+
+import numpy as np
+import pytest
+
+
+def pytest_addoption(parser):
+    parser.addoption("--gpu", action="store_true", default=False,
+                     help="require a usable CUDA GPU: fail instead of skipping gpu tests")
+
+
+@functools.lru_cache(maxsize=1)
+def gpu_unusable_reason():
+    """None if CuPy can allocate on a GPU, else why not (probe by allocating)."""
+    try:
+        import cupy
+    except Exception as exc:  # ImportError, or a broken CUDA install
+        return f"CuPy is not importable ({type(exc).__name__}: {exc})"
+    try:
+        cupy.zeros(1)
+    except Exception as exc:
+        return f"CuPy cannot allocate on a GPU ({type(exc).__name__}: {exc})"
+    return None
+
+
+def pytest_configure(config):
+    if config.getoption("--gpu"):
+        reason = gpu_unusable_reason()
+        if reason is not None:
+            raise pytest.UsageError(f"--gpu was given but no GPU is usable: {reason}")
+
+
+def pytest_collection_modifyitems(config, items):
+    reason = gpu_unusable_reason()
+    if reason is None:
+        return
+    skip = pytest.mark.skip(reason=f"gpu test skipped: {reason}")
+    for item in items:
+        if "gpu" in item.keywords:
+            item.add_marker(skip)
+
+
+@pytest.fixture(params=[
+    pytest.param("numpy", id="numpy"),
+    pytest.param("cupy", id="cupy", marks=[
+        pytest.mark.gpu,
+        pytest.mark.xfail(raises=TypeError, strict=True,
+                          reason="the CUDA backend is not implemented yet (issue 3)"),
+    ]),
+])
+def xp(request):
+    """The array module a test runs on."""
+    if request.param == "numpy":
+        return np
+    import cupy
+    return cupy
+
+
+@pytest.fixture
+def rng():
+    return np.random.default_rng(20261124)
