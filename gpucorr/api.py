@@ -158,7 +158,7 @@ def refine(frames, peaks, pattern, *, mode="fast", upsample=False,
     elevations = xp.empty((n_frames, n_peaks), dtype=np.float32)
 
     per_frame = _pipeline.frame_bytes(mode, (fy, fx), n_peaks, crop_size, rdtype, factor)
-    workers = min(int(workers), n_frames)
+    workers = max(1, min(int(workers), n_frames))
     chunk = int(max(1, min(MAX_CHUNK_FRAMES, memory_limit // (workers * per_frame))))
 
     def process(start):

@@ -1,0 +1,205 @@
+"""The batched API: dtypes, layouts, chunking, sparse and memmap input, dispatch."""
+import numpy as np
+import pytest
+
+import gpucorr
+from gpucorr import _backend, patterns
+from gpucorr.synthetic import cbed_frame
+
+from helpers import assert_results_match, jittered_peaks, random_lattice_frames
+
+
+@pytest.fixture
+def stack(rng):
+    frames, true = random_lattice_frames(rng, 6, shape=(96, 80), radius=4, dtype=np.float64)
+    return frames, jittered_peaks(rng, true, (96, 80))
+
+
+@pytest.mark.parametrize("mode", ["fast", "full"])
+@pytest.mark.parametrize("dtype", [np.uint8, np.uint16, np.int32, np.float32, np.float64,
+                                   np.dtype(">u2"), np.float16], ids=str)
+def test_frame_dtypes_give_the_float_result(stack, dtype, mode):
+    frames, peaks = stack
+    frames = np.clip(frames, 0, 250)  # representable in every dtype
+    pattern = patterns.RadialGradient(radius=4)
+    typed = frames.astype(dtype)
+    expected = gpucorr.refine(typed.astype(np.float32), peaks, pattern, mode=mode)
+    got = gpucorr.refine(typed, peaks, pattern, mode=mode)
+    assert got.centers.dtype == np.int32 and got.refineds.dtype == np.float32
+    assert got.heights.dtype == np.float32 and got.elevations.dtype == np.float32
+    if np.dtype(dtype) == np.float64:
+        assert_results_match(got, expected)
+    else:
+        for a, b in zip(got, expected):
+            np.testing.assert_array_equal(a, b)
+
+
+def test_single_frame_and_views(stack):
+    frames, peaks = stack
+    pattern = patterns.Circular(radius=4)
+    full = gpucorr.refine(frames, peaks, pattern)
+    single = gpucorr.refine(frames[2], peaks, pattern)
+    assert single.centers.shape == (len(peaks), 2) and single.heights.shape == (len(peaks),)
+    for a, b in zip(single, full):
+        np.testing.assert_array_equal(a, b[2])
+    # a non-contiguous view (every other frame, transposed memory layout)
+    fortran = np.asfortranarray(frames)[::2]
+    for a, b in zip(gpucorr.refine(fortran, peaks, pattern), full):
+        np.testing.assert_array_equal(a, b[::2])
+
+
+@pytest.mark.parametrize("mode", ["fast", "full"])
+@pytest.mark.parametrize("upsample", [False, 7])
+def test_chunking_and_threads_do_not_change_results(stack, mode, upsample):
+    frames, peaks = stack
+    pattern = patterns.BackgroundSubtraction(radius=4)
+    one = gpucorr.refine(frames, peaks, pattern, mode=mode, upsample=upsample, workers=1)
+    tiny = gpucorr.refine(frames, peaks, pattern, mode=mode, upsample=upsample, workers=3,
+                          memory_limit=1)  # one frame per chunk
+    for a, b in zip(one, tiny):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_compatible_per_frame_api_equals_batched(stack):
+    frames, peaks = stack
+    pattern = patterns.RadialGradient(radius=4)
+    cs = pattern.get_crop_size()
+    template = pattern.get_template((2 * cs, 2 * cs))
+    batched = gpucorr.refine(frames, peaks, pattern, upsample=True)
+    n = len(peaks)
+    for i, frame in enumerate(frames):
+        outs = (np.zeros((n, 2), np.int64), np.zeros((n, 2), np.float32),
+                np.zeros(n, np.float32), np.zeros(n, np.float32))
+        gpucorr.process_frame_fast(template, cs, frame, peaks, *outs,
+                                   crop_bufs=gpucorr.allocate_crop_bufs(cs, 5, np.float64),
+                                   upsample=True)
+        assert_results_match(outs, [a[i] for a in batched])
+
+
+def test_upsample_true_means_20(stack):
+    frames, peaks = stack
+    pattern = patterns.Circular(radius=4)
+    for mode in ("fast", "full"):
+        a = gpucorr.refine(frames, peaks, pattern, mode=mode, upsample=True).refineds
+        b = gpucorr.refine(frames, peaks, pattern, mode=mode, upsample=20).refineds
+        c = gpucorr.refine(frames, peaks, pattern, mode=mode).refineds
+        np.testing.assert_array_equal(a, b)
+        assert not np.array_equal(a, c)
+        # on the 1/20 px grid around the integer centre
+        centers = gpucorr.refine(frames, peaks, pattern, mode=mode).centers
+        steps = (a - centers) * 20
+        np.testing.assert_allclose(steps, np.rint(steps), atol=1e-3)
+
+
+def test_memmap_stack_is_read_in_chunks(tmp_path, rng):
+    clean, _, true = cbed_frame(64, 64, radius=3)
+    frames = rng.poisson(clean[0] * 50 + 2, size=(40, 64, 64)).astype(np.uint16)
+    path = tmp_path / "frames.npy"
+    np.save(path, frames)
+    mm = np.load(path, mmap_mode="r")
+    peaks = np.rint(true).astype(int)
+    pattern = patterns.Circular(radius=3)
+    got = gpucorr.refine(mm, peaks, pattern, memory_limit=200_000)
+    expected = gpucorr.refine(frames, peaks, pattern)
+    for a, b in zip(got, expected):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_sparse_frames(stack):
+    sparse = pytest.importorskip("sparse")
+    import scipy.sparse
+    frames, peaks = stack
+    frames = np.where(frames > 40, frames, 0)
+    pattern = patterns.Circular(radius=4)
+    expected = gpucorr.refine(frames, peaks, pattern)
+    for a, b in zip(gpucorr.refine(sparse.COO.from_numpy(frames), peaks, pattern), expected):
+        np.testing.assert_array_equal(a, b)
+    one = gpucorr.refine(scipy.sparse.csr_matrix(frames[1]), peaks, pattern)
+    for a, b in zip(one, expected):
+        np.testing.assert_array_equal(a, b[1])
+
+
+def test_asymmetric_user_template_is_correlated_not_mirrored():
+    # an L-shaped template and a frame containing the same L: the match lands on it
+    template = np.zeros((7, 7))
+    template[1:6, 2] = 1
+    template[5, 2:6] = 1
+    frame = np.zeros((64, 64))
+    frame[30 - 3:30 + 4, 40 - 3:40 + 4] = template * 100
+    res = gpucorr.refine(frame, np.array([[31, 38]]), patterns.UserTemplate(template, search=8))
+    np.testing.assert_array_equal(res.centers, [[30, 40]])
+    mirrored = gpucorr.refine(frame, np.array([[31, 38]]),
+                              patterns.UserTemplate(template[::-1, ::-1], search=8))
+    assert mirrored.heights[0] < res.heights[0]
+
+
+@pytest.mark.parametrize("shape", [(63, 64), (65, 67)])
+@pytest.mark.parametrize("size", [5, 6])
+def test_odd_sizes_are_centred(shape, size):
+    # a disk at an integer position is found there in full mode (odd frame sizes)
+    # and in fast mode with odd-sized user templates
+    from gpucorr.masks import circular
+    frame = circular(centerX=29, centerY=33, imageSizeX=shape[1], imageSizeY=shape[0],
+                     radius=2.5, antialiased=True) * 50
+    template = circular(centerX=size // 2, centerY=size // 2, imageSizeX=size,
+                        imageSizeY=size, radius=2.5, antialiased=True)
+    for mode in ("fast", "full"):
+        res = gpucorr.refine(frame, np.array([[32, 30]]), patterns.UserTemplate(template),
+                             mode=mode, upsample=10)
+        np.testing.assert_array_equal(res.centers, [[33, 29]])
+        np.testing.assert_allclose(res.refineds, [[33, 29]], atol=0.051)
+
+
+def test_inputs_are_not_modified(stack):
+    frames, peaks = stack
+    frames = frames.astype(np.float32)
+    f0, p0 = frames.copy(), peaks.copy()
+    pattern = patterns.Circular(radius=4)
+    gpucorr.refine(frames, peaks, pattern, mode="full", upsample=True)
+    gpucorr.refine(frames, peaks, pattern, upsample=True)
+    cs = pattern.get_crop_size()
+    n = len(peaks)
+    gpucorr.process_frame_full(pattern.get_template(frames.shape[1:]), cs, frames[0], peaks,
+                               frame_buf=np.zeros(frames.shape[1:], np.float32))
+    gpucorr.process_frame_fast(pattern.get_template((2 * cs, 2 * cs)), cs, frames[0], peaks,
+                               np.zeros((n, 2), int), np.zeros((n, 2)), np.zeros(n),
+                               np.zeros(n), crop_bufs=np.zeros((4, 2 * cs, 2 * cs)))
+    np.testing.assert_array_equal(frames, f0)
+    np.testing.assert_array_equal(peaks, p0)
+
+
+def test_result_unpacks_like_the_reference_tuple(stack):
+    frames, peaks = stack
+    centers, refineds, heights, elevations = gpucorr.refine(frames, peaks,
+                                                            patterns.Circular(radius=4))
+    assert centers.shape == (len(frames), len(peaks), 2)
+    assert elevations.shape == (len(frames), len(peaks))
+
+
+def test_cpu_backend_goes_through_the_dispatch_point(stack, monkeypatch):
+    frames, peaks = stack
+    calls = []
+    real = _backend.get_backend
+
+    def spy(xp):
+        calls.append(xp)
+        return real(xp)
+
+    monkeypatch.setattr("gpucorr.api.get_backend", spy)
+    gpucorr.refine(frames, peaks, patterns.Circular(radius=4))
+    assert calls == [np]
+    assert real(np).name == "cpu"
+
+
+def test_xp_dispatch(xp, stack):
+    """NumPy input runs on the CPU; CuPy input needs the CUDA backend (issue 3)."""
+    frames, peaks = stack
+    res = gpucorr.refine(xp.asarray(frames), xp.asarray(peaks), patterns.Circular(radius=4))
+    assert isinstance(res.centers, type(xp.asarray(frames)))
+
+
+def test_mixed_array_libraries_are_refused():
+    class FakeCupyArray:
+        __module__ = "cupy"
+    with pytest.raises(TypeError, match="unsupported array type"):
+        _backend.array_namespace(np.zeros(3), FakeCupyArray())
