@@ -16,6 +16,7 @@ import numbers
 import numpy as np
 from scipy import ndimage
 
+from gpucorr import _pipeline
 from gpucorr.masks import _check_shape
 from gpucorr.patterns import MatchPattern
 
@@ -117,10 +118,9 @@ def get_correlation(sum_result, match_pattern):
         raise TypeError(
             f"match_pattern.get_mask must return a real-valued array; got dtype {mask.dtype}"
         )
-    spectrum = np.conj(np.fft.rfft2(mask.astype(np.float64, copy=False)))
-    spectrum *= np.fft.rfft2(frame)
-    corr = np.fft.irfft2(spectrum, s=frame.shape)
-    return np.roll(corr, (frame.shape[0] // 2, frame.shape[1] // 2), axis=(0, 1))
+    template = np.fft.rfft2(mask.astype(np.float64, copy=False))
+    filt = _pipeline.correlation_filter(np, template, frame.shape, np.float64)
+    return np.fft.irfft2(np.fft.rfft2(frame) * filt, s=frame.shape)
 
 
 def _local_maxima(image, num_peaks):
