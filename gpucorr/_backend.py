@@ -72,7 +72,7 @@ class Backend:
         ``"cpu"`` or ``"cuda"``.
     xp : module
         The array module (``numpy`` or ``cupy``).
-    crop_log, log_scale_frames, evaluate : callables
+    crop_log, log_scale_frames, evaluate, roll_to_origin : callables
         The batch kernels, with the signatures of :mod:`gpucorr._numba`.
     """
 
@@ -82,6 +82,7 @@ class Backend:
         self.crop_log = kernels.crop_log
         self.log_scale_frames = kernels.log_scale_frames
         self.evaluate = kernels.evaluate
+        self.roll_to_origin = kernels.roll_to_origin
         self._fft = fft
 
     def rfft2(self, a):

@@ -21,7 +21,7 @@ import math
 import numpy as np
 from numba import njit
 
-__all__ = ["crop_log", "log_scale_frames", "evaluate", "center_of_mass",
+__all__ = ["crop_log", "log_scale_frames", "evaluate", "roll_to_origin", "center_of_mass",
            "refine_center", "peak_elevation"]
 
 
@@ -115,6 +115,23 @@ def log_scale_frames(frames, out, bad):
     _shift_frames(frames, out, bad)
     with np.errstate(invalid="ignore", divide="ignore"):
         np.log(out, out=out)
+
+
+@njit(cache=True, nogil=True)
+def roll_to_origin(maps, positions, out):
+    """``out[y, b, x] = maps[b, (positions[b, 0] + y) % H, (positions[b, 1] + x) % W]``.
+
+    Moves each map's position to sample (0, 0), laid out (H, B, W) so that DFT
+    upsampling is one matrix product per axis over all maps.
+    """
+    n_maps, h, w = maps.shape
+    for b in range(n_maps):
+        py = positions[b, 0] % h
+        px = positions[b, 1] % w
+        for y in range(h):
+            yy = (py + y) % h
+            for x in range(w):
+                out[y, b, x] = maps[b, yy, (px + x) % w]
 
 
 @njit(cache=True, nogil=True)

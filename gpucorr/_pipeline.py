@@ -14,6 +14,7 @@ alike. In Fourier space this is ``conj(T) * F`` times the phase ramp of a
 roll by ``c``; :func:`correlation_filter` folds both into one spectrum, so
 one ``irfft2`` gives the final map, with no separate shift.
 """
+import functools
 import math
 
 import numpy as np
@@ -91,27 +92,45 @@ def upsample_region_size(factor):
     return int(math.ceil(1.5 * factor))
 
 
-def upsample_positions(xp, specs, positions, shape, factor):
-    """Refine integer peak positions to ``1 / factor`` px by matrix-multiply DFT.
+@functools.lru_cache(maxsize=64)
+def _interpolation_kernel(n, factor):
+    """Weights ``D[u, m]`` of sample ``m`` for the point ``(u - U // 2) / factor`` (float64).
 
-    The correlation map is evaluated on a ``U x U`` grid (``U = ceil(1.5 factor)``)
-    of spacing ``1 / factor`` around each position, directly from its spectrum
-    (the Guizar-Sicairos method), and the grid point of the largest value is
-    returned (first in C order on ties).
+    ``D(t) = (1/n) sum_k w_k cos(2 pi k t / n)`` over ``k = 0 .. n // 2`` with
+    ``w = 1`` for DC and (even ``n``) Nyquist, 2 otherwise: the real
+    trigonometric interpolant of ``n`` periodic samples, i.e. the inverse DFT
+    of the full, Hermitian-symmetric spectrum evaluated between samples.
+    """
+    u = upsample_region_size(factor)
+    t = (np.arange(u)[:, None] - u // 2) / factor - np.arange(n)[None, :]
+    kernel = np.ones_like(t)
+    for k in range(1, n // 2 + 1):
+        weight = 1.0 if 2 * k == n else 2.0
+        kernel += weight * np.cos(2 * np.pi * k * t / n)
+    kernel /= n
+    kernel.flags.writeable = False
+    return kernel
 
-    Unlike libertem-blobfinder, the real map is interpolated correctly from the
-    half spectrum of ``rfft2``: the interior columns along x stand for two
-    Hermitian-symmetric frequencies each and are weighted 2, the DC and Nyquist
-    columns 1, and the real part of the sum is the interpolated (real) map.
+
+def upsample_positions(backend, maps, positions, factor):
+    """Refine integer peak positions to ``1 / factor`` px by DFT upsampling.
+
+    Each map is evaluated on a ``U x U`` grid (``U = ceil(1.5 factor)``) of
+    spacing ``1 / factor`` around each position by trigonometric (DFT)
+    interpolation, as in the matrix-multiply DFT of Guizar-Sicairos, and the
+    grid point of the largest value is returned (first in C order on ties).
+
+    The interpolation is the exact inverse DFT of the map's full Hermitian
+    spectrum (Nyquist terms split evenly), computed in the spatial domain as
+    ``Dy @ map @ Dx.T`` with real kernels. libertem-blobfinder instead drops
+    the negative x frequencies of the half spectrum, which biases x.
 
     Parameters
     ----------
-    specs : complex array (B, H, W // 2 + 1)
-        Spectra of the (centred) correlation maps.
+    maps : real array (B, H, W)
+        Correlation maps (a constant offset does not matter).
     positions : integer array (B, Q, 2)
-        Integer (y, x) positions in map coordinates; ``Q`` positions per spectrum.
-    shape : (int, int)
-        ``(H, W)`` of the maps.
+        Integer (y, x) positions in map coordinates; ``Q`` positions per map.
     factor : int
         Upsampling factor (> 1).
 
@@ -119,44 +138,30 @@ def upsample_positions(xp, specs, positions, shape, factor):
     -------
     float32 array (B, Q, 2)
     """
-    h, w = shape
-    wh = w // 2 + 1
+    xp = backend.xp
+    n_maps, h, w = maps.shape
+    n_pos = positions.shape[1]
     u = upsample_region_size(factor)
-    dftshift = u // 2
-    cdtype = specs.dtype
-    n_spec, n_pos = positions.shape[:2]
-    fy = xp.fft.fftfreq(h)
-    fx = xp.arange(wh, dtype=np.float64) / w
-    weight = xp.full(wh, 2.0)
-    weight[0] = 1.0
-    if w % 2 == 0:
-        weight[-1] = 1.0
-    offsets = (xp.arange(u, dtype=np.float64) - dftshift) / factor
-    two_pi_i = 2j * np.pi
-    # kernels of the grid offsets, shared by all positions
-    ey = xp.exp(two_pi_i * offsets[:, None] * fy[None, :]).astype(cdtype)          # (U, H)
-    ext = (xp.exp(two_pi_i * fx[:, None] * offsets[None, :])
-           * weight[:, None]).astype(cdtype)                                        # (Wh, U)
-    pos = positions.astype(np.float64)
-    # phase ramps that move each position to the origin
-    phy = xp.exp(two_pi_i * pos[..., 0, None] * fy).astype(cdtype)                 # (B, Q, H)
-    phx = xp.exp(two_pi_i * pos[..., 1, None] * fx).astype(cdtype)                 # (B, Q, Wh)
+    dy = xp.asarray(_interpolation_kernel(h, factor), dtype=maps.dtype)       # (U, H)
+    dx = xp.asarray(_interpolation_kernel(w, factor), dtype=maps.dtype)       # (U, W)
+    pos = positions.astype(np.int64)
     if n_pos == 1:
-        # one position per spectrum (fast mode): shift the spectra, then two large GEMMs
-        shifted = specs * phy[:, 0, :, None] * phx[:, 0, None, :]                  # (B, H, Wh)
-        cols = xp.matmul(ey, xp.moveaxis(shifted, 0, 1).reshape(h, n_spec * wh))  # (U, B*Wh)
-        cols = xp.moveaxis(cols.reshape(u, n_spec, wh), 1, 0).reshape(n_spec * u, wh)
-        region = xp.matmul(cols, ext).real.reshape(n_spec, 1, u, u)
+        # roll each map so that its position is sample 0, laid out (H, B, W):
+        # then both axes are one large GEMM each
+        rolled = xp.empty((h, n_maps, w), dtype=maps.dtype)
+        backend.roll_to_origin(maps, xp.ascontiguousarray(pos[:, 0]), rolled)
+        rows = xp.matmul(dy, rolled.reshape(h, n_maps * w))                   # (U, B*W)
+        region = xp.matmul(rows.reshape(u * n_maps, w), dx.T)                 # (U*B, U)
+        region = xp.moveaxis(region.reshape(u, n_maps, u), 1, 0)[:, None]     # (B, 1, U, U)
     else:
-        # many positions per spectrum (full mode): one GEMM per spectrum along x,
-        # then a small one per position along y
-        kxt = (phx[..., :, None] * ext[None, None])                                 # (B, Q, Wh, U)
-        kxt = xp.moveaxis(kxt, 1, 2).reshape(n_spec, wh, n_pos * u)
-        rows = xp.matmul(specs, kxt).reshape(n_spec, h, n_pos, u)                  # (B, H, Q, U)
-        ky = ey[None, None] * phy[:, :, None, :]                                    # (B, Q, U, H)
-        region = xp.matmul(ky, xp.moveaxis(rows, 2, 1)).real                       # (B, Q, U, U)
-    idx = xp.argmax(region.reshape(n_spec, n_pos, u * u), axis=-1)
-    delta = xp.stack((idx // u, idx % u), axis=-1).astype(np.float64) - dftshift
+        # several positions per map (full mode): roll the kernels instead
+        ky = dy[:, (xp.arange(h) - pos[..., 0, None]) % h]                    # (U, B, Q, H)
+        kx = dx[:, (xp.arange(w) - pos[..., 1, None]) % w]                    # (U, B, Q, W)
+        kxt = xp.transpose(kx, (1, 3, 2, 0)).reshape(n_maps, w, n_pos * u)    # (B, W, Q*U)
+        rows = xp.matmul(maps, kxt).reshape(n_maps, h, n_pos, u)              # (B, H, Q, U)
+        region = xp.matmul(xp.moveaxis(ky, 0, 2), xp.moveaxis(rows, 2, 1))    # (B, Q, U, U)
+    idx = xp.argmax(region.reshape(n_maps, n_pos, u * u), axis=-1)
+    delta = xp.stack((idx // u, idx % u), axis=-1) - u // 2
     return (pos + delta / factor).astype(np.float32)
 
 
@@ -192,7 +197,7 @@ def finish_fast(backend, crops, peaks, crop_size, filt, factor, out):
     if factor > 1:
         origin = xp.tile(peaks - crop_size, (crops.shape[0] // peaks.shape[0], 1))
         rel = out[0] - origin
-        pos = upsample_positions(xp, specs, rel[:, None, :], (h, h), factor)
+        pos = upsample_positions(backend, corrs, rel[:, None, :], factor)
         out[1][...] = pos[:, 0] + origin
 
 
@@ -223,18 +228,17 @@ def full_maps(backend, frames, filt):
     return correlate(backend, logged, filt)
 
 
-def finish_full(backend, crops, specs, offsets, peaks, crop_size, factor, out, shape):
-    """Evaluate crops (N * P, h, h) of full-frame maps of ``shape`` (H, W).
+def finish_full(backend, crops, maps, offsets, peaks, crop_size, factor, out):
+    """Evaluate crops (N * P, h, h) of the full-frame maps (N, H, W).
 
     ``offsets`` (N,) are the maps' means (see :func:`correlate`). Upsampling
-    works on the whole-frame spectra ``specs`` (N, H, W // 2 + 1).
+    works on the whole-frame maps.
     """
     n_peaks = peaks.shape[0]
     backend.evaluate(crops, peaks, crop_size, backend.xp.repeat(offsets, n_peaks), *out)
     if factor > 1:
-        n_frames = specs.shape[0]
-        centers = out[0].reshape(n_frames, -1, 2)
-        pos = upsample_positions(backend.xp, specs, centers, shape, factor)
+        centers = out[0].reshape(maps.shape[0], -1, 2)
+        pos = upsample_positions(backend, maps, centers, factor)
         out[1][...] = pos.reshape(-1, 2)
 
 
@@ -243,10 +247,10 @@ def run_full(backend, frames, peaks, crop_size, filt, factor, out):
 
     Same parameters as :func:`run_fast`, with ``filt`` of shape (H, W // 2 + 1).
     """
-    maps, specs, offsets = full_maps(backend, frames, filt)
+    maps, _, offsets = full_maps(backend, frames, filt)
     # outside the frame the map counts as 0, i.e. -mean in zero-mean terms
     crops = crop_frames(backend, maps, peaks, crop_size, maps.dtype, log=False, fill=-offsets)
-    finish_full(backend, crops, specs, offsets, peaks, crop_size, factor, out, maps.shape[-2:])
+    finish_full(backend, crops, maps, offsets, peaks, crop_size, factor, out)
 
 
 def frame_bytes(mode, frame_shape, n_peaks, crop_size, rdtype, factor):

@@ -26,6 +26,8 @@ import sparseconverter
 
 from gpucorr import _numba, _pipeline, _validate
 from gpucorr._backend import array_namespace, get_backend, is_sparse
+
+_CPU = get_backend(np)
 from gpucorr._numba import center_of_mass, peak_elevation, refine_center
 
 __all__ = [
@@ -241,9 +243,8 @@ def refine_center_upsampling(corrmap_center, upsample_pos, corrspecs, frequencie
             "(fftfreq(h, upsample_factor), rfftfreq(w, upsample_factor))")
     center = np.asarray(corrmap_center, dtype=np.float64)
     pos = np.rint(np.asarray(upsample_pos, dtype=np.float64) - center)
-    cdtype = np.complex128 if corrspecs.dtype == np.complex128 else np.complex64
-    refined = _pipeline.upsample_positions(
-        np, corrspecs.astype(cdtype)[None], pos[None, None], (h, w), factor)
+    corrmap = np.fft.irfft2(corrspecs, s=(h, w))
+    refined = _pipeline.upsample_positions(_CPU, corrmap[None], pos[None, None], factor)
     return (refined[0, 0] + center).astype(np.float32)
 
 
@@ -281,13 +282,14 @@ def evaluate_upsampling(corrspecs, corrs, peaks, crop_size, sig_shape, upsample_
         if len(corrspecs) != len(peaks):
             raise ValueError(f"corrspecs holds {len(corrspecs)} spectra for {len(peaks)} peaks")
         origin = peaks - crop_size
-        pos = _pipeline.upsample_positions(np, corrspecs, (centers - origin)[:, None], shape,
-                                           factor)
+        maps = np.fft.irfft2(corrspecs, s=shape)
+        pos = _pipeline.upsample_positions(_CPU, maps, (centers - origin)[:, None], factor)
         out_refineds[...] = pos[:, 0] + origin
     else:
         shape = tuple(sig_shape)
         _validate.check_template(corrspecs, shape, "corrspecs")
-        pos = _pipeline.upsample_positions(np, corrspecs[None], centers[None], shape, factor)
+        corrmap = np.fft.irfft2(corrspecs, s=shape)
+        pos = _pipeline.upsample_positions(_CPU, corrmap[None], centers[None], factor)
         out_refineds[...] = pos[0]
 
 
@@ -535,7 +537,7 @@ def process_frame_full(template, crop_size, frame, peaks,
     frame_dtype = frame.dtype if np.dtype(frame.dtype).kind == "f" else np.float32
     rdtype = _real_result_dtype(frame_dtype, template.dtype)
     filt = _pipeline.correlation_filter(np, template, frame.shape, rdtype)
-    maps, specs, offsets = _pipeline.full_maps(backend, frame[None], filt)
+    maps, _, offsets = _pipeline.full_maps(backend, frame[None], filt)
     if crop_function is crop_disks_from_frame:
         crops = _pipeline.crop_frames(backend, maps, peaks, crop_size, rdtype, log=False,
                                       fill=-offsets)
@@ -545,8 +547,7 @@ def process_frame_full(template, crop_size, frame, peaks,
                       crop_size=crop_size, out_crop_bufs=crops)
         crops -= offsets[0].astype(rdtype)
     scratch = _scratch(n)
-    _pipeline.finish_full(backend, crops, specs, offsets, peaks, crop_size, factor, scratch,
-                          frame.shape)
+    _pipeline.finish_full(backend, crops, maps, offsets, peaks, crop_size, factor, scratch)
     _store(outs, scratch)
     return tuple(outs)
 
