@@ -196,14 +196,23 @@ def peak_elevation(center, corrmap, height, r_min=1.5, r_max=np.inf):
     peak_y = center[0]
     peak_x = center[1]
     h, w = corrmap.shape
+    r_min2 = r_min * r_min
+    r_max2 = r_max * r_max
     result = np.float32(np.inf)
+    bound2 = np.inf  # result**2 with a margin: pixels above it cannot lower the result
     for y in range(h):
+        dy2 = (y - peak_y) ** 2
         for x in range(w):
-            dist = math.sqrt((y - peak_y) ** 2 + (x - peak_x) ** 2)
-            if dist >= r_min and dist < r_max:
-                slope = np.float32((height - corrmap[y, x]) / dist)
-                if slope < result:
-                    result = slope
+            d2 = dy2 + (x - peak_x) ** 2
+            if d2 < r_min2 or d2 >= r_max2:
+                continue
+            diff = height - corrmap[y, x]
+            if diff >= 0 and diff * diff > bound2 * d2:
+                continue
+            slope = np.float32(diff / math.sqrt(d2))
+            if slope < result:
+                result = slope
+                bound2 = float(result) * float(result) * (1 + 1e-6)
     return max(np.float32(0), result)
 
 
