@@ -159,7 +159,9 @@ def refine(frames, peaks, pattern, *, mode="fast", upsample=False,
 
     per_frame = _pipeline.frame_bytes(mode, (fy, fx), n_peaks, crop_size, rdtype, factor)
     workers = max(1, min(int(workers), n_frames))
-    chunk = int(max(1, min(MAX_CHUNK_FRAMES, memory_limit // (workers * per_frame))))
+    # at most MAX_CHUNK_FRAMES, within the memory budget, and enough chunks for every worker
+    chunk = int(max(1, min(MAX_CHUNK_FRAMES, memory_limit // (workers * per_frame),
+                           -(-n_frames // workers))))
 
     def process(start):
         stop = min(start + chunk, n_frames)

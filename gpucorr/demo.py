@@ -177,8 +177,9 @@ def run(n_frames=200, *, mode="fast", upsample=20, seed=0, shape=(256, 256), rad
 
 def _upsample_arg(text):
     value = int(text)
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be 0 (off) or a factor >= 2; got {value}")
+    if value < 0 or value > 1000:
+        raise argparse.ArgumentTypeError(f"must be 0 (off) or a factor from 2 to 1000; "
+                                         f"got {value}")
     return value if value >= 2 else False
 
 
