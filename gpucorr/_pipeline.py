@@ -117,8 +117,12 @@ def upsample_positions(backend, maps, positions, factor):
 
     Each map is evaluated on a ``U x U`` grid (``U = ceil(1.5 factor)``) of
     spacing ``1 / factor`` around each position by trigonometric (DFT)
-    interpolation, as in the matrix-multiply DFT of Guizar-Sicairos, and the
-    grid point of the largest value is returned (first in C order on ties).
+    interpolation, as in the matrix-multiply DFT of Guizar-Sicairos. The grid
+    point of the largest value (first in C order on ties) is then refined
+    below the grid spacing by the vertex of the parabola through it and its
+    two neighbours along each axis: this removes most of the grid's
+    quantisation error and makes the result a continuous function of the map
+    (no jumps by ``1 / factor`` where two grid points nearly tie).
 
     The interpolation is the exact inverse DFT of the map's full Hermitian
     spectrum (Nyquist terms split evenly), computed in the spatial domain as
@@ -160,9 +164,30 @@ def upsample_positions(backend, maps, positions, factor):
         kxt = xp.transpose(kx, (1, 3, 2, 0)).reshape(n_maps, w, n_pos * u)    # (B, W, Q*U)
         rows = xp.matmul(maps, kxt).reshape(n_maps, h, n_pos, u)              # (B, H, Q, U)
         region = xp.matmul(xp.moveaxis(ky, 0, 2), xp.moveaxis(rows, 2, 1))    # (B, Q, U, U)
-    idx = xp.argmax(region.reshape(n_maps, n_pos, u * u), axis=-1)
-    delta = xp.stack((idx // u, idx % u), axis=-1) - u // 2
-    return (pos + delta / factor).astype(np.float32)
+    flat = region.reshape(n_maps * n_pos, u * u)
+    idx = xp.argmax(flat, axis=-1)
+    iy, ix = idx // u, idx % u
+    delta = xp.stack((iy + _vertex(xp, flat, idx, iy, u, u), ix + _vertex(xp, flat, idx, ix, 1, u)),
+                     axis=-1) - u // 2
+    return (pos + delta.reshape(n_maps, n_pos, 2) / factor).astype(np.float32)
+
+
+def _vertex(xp, flat, idx, i, step, u):
+    """Sub-grid offset of the parabola through the maximum and its two neighbours.
+
+    Along one axis of the upsampled grid (``step`` apart in ``flat``); 0 at the
+    grid's edge or where the three values are not concave. Within +-0.5.
+    """
+    inside = (i > 0) & (i < u - 1)
+    lo = xp.where(inside, idx - step, idx)
+    hi = xp.where(inside, idx + step, idx)
+    a = xp.take_along_axis(flat, lo[:, None], axis=1)[:, 0].astype(np.float64)
+    b = xp.take_along_axis(flat, idx[:, None], axis=1)[:, 0].astype(np.float64)
+    c = xp.take_along_axis(flat, hi[:, None], axis=1)[:, 0].astype(np.float64)
+    curvature = a - 2 * b + c
+    concave = inside & (curvature < 0)
+    offset = 0.5 * (a - c) / xp.where(concave, curvature, -1.0)
+    return xp.where(concave, xp.clip(offset, -0.5, 0.5), 0.0)
 
 
 def _check_finite(xp, bad, what):

@@ -55,6 +55,7 @@ def rms(e):
 
 @pytest.mark.parametrize("name", ["Circular", "BackgroundSubtraction"])
 def test_upsampled_positions_radius8_within_issue_bounds(name):
+    """Measured: RMS about 0.006 px, max about 0.016 px."""
     e = errors(name, 8, ours)
     assert np.all(rms(e) <= 0.02), rms(e)
     assert np.all(np.abs(e).max(axis=0) <= 0.05), np.abs(e).max(axis=0)
@@ -64,19 +65,21 @@ def test_upsampled_positions_radius8_within_issue_bounds(name):
 def test_upsampled_positions_radius4(name):
     """At radius 4 the log scaling of bright, small disks biases the correlation peak.
 
-    Measured: RMS about 0.023 px and max about 0.076 px on both axes, the same
-    as the reference, whose upsampling bias is smaller than this intrinsic one
-    for these patterns. The issue's bounds (0.02 / 0.05) are met at radius 8 only.
+    A single disk of intensity 1 is found within 0.012 px, one of intensity 100
+    only within 0.06 px, however finely it is upsampled: the bias comes from
+    the log scaling of the partially covered edge pixels, not from the
+    interpolation. Measured here: RMS 0.020 to 0.021 px, max 0.046 to 0.055 px,
+    against the reference's 0.024 to 0.027 and 0.061 to 0.080 px on the same
+    frames. The issue's bounds (0.02 / 0.05) are met at radius 8 only.
     """
     e = errors(name, 4, ours)
     e_ref = errors(name, 4, reference)
     print(name, "gpucorr rms", rms(e), "max", np.abs(e).max(axis=0),
           "reference rms", rms(e_ref), "max", np.abs(e_ref).max(axis=0))
-    assert np.all(rms(e) <= 0.026), rms(e)
-    assert np.all(np.abs(e).max(axis=0) <= 0.08), np.abs(e).max(axis=0)
-    assert np.all(rms(e) <= rms(e_ref) + 0.002), (rms(e), rms(e_ref))
-    # near-ties on the 0.05 px grid can fall one grid point apart (Re vs |.|)
-    assert np.all(np.abs(e).max(axis=0) <= np.abs(e_ref).max(axis=0) + 0.02)
+    assert np.all(rms(e) <= 0.022), rms(e)
+    assert np.all(np.abs(e).max(axis=0) <= 0.056), np.abs(e).max(axis=0)
+    assert np.all(rms(e) < rms(e_ref))
+    assert np.all(np.abs(e).max(axis=0) < np.abs(e_ref).max(axis=0))
 
 
 @pytest.mark.parametrize("radius", [4, 8])
@@ -88,4 +91,6 @@ def test_radial_gradient_x_error_below_reference(radius):
     # the reference's x error exceeds its y error (half-spectrum bias); ours is balanced
     assert rms(e_ref)[1] > 1.2 * rms(e_ref)[0]
     assert rms(e)[1] < 1.15 * rms(e)[0]
-    assert rms(e)[1] <= 0.8 * rms(e_ref)[1]
+    # measured: 0.59 (radius 4) and 0.62 (radius 8) of the reference's x RMS;
+    # the issue asks for 0.5, which the flat-topped peak does not allow here
+    assert rms(e)[1] <= 0.7 * rms(e_ref)[1]
