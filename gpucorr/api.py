@@ -93,7 +93,8 @@ def refine(frames, peaks, pattern, *, mode="fast", upsample=False,
         ``"full"`` correlates the whole frame, then crops the map.
     upsample : bool or int
         ``False`` (default): refine by the 5x5 centre of mass. ``True`` or an
-        int from 2 to 1000: refine to ``1 / upsample`` px by DFT upsampling
+        int from 2 to 1000: refine by DFT upsampling on a ``1 / upsample`` px
+        grid, then below the grid by a parabola through the grid maximum
         (``True`` means 20).
     memory_limit : int, optional
         Scratch bytes to use at most (default 256 MiB); frames are processed in
