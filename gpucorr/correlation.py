@@ -29,6 +29,7 @@ from gpucorr._backend import array_namespace, get_backend, is_sparse
 
 _CPU = get_backend(np)
 from gpucorr._numba import center_of_mass, peak_elevation, refine_center
+from gpucorr.api import refine
 
 __all__ = [
     "process_frame_fast", "process_frame_full", "process_frames_fast", "process_frames_full",
@@ -553,11 +554,13 @@ def process_frame_full(template, crop_size, frame, peaks,
     return tuple(outs)
 
 
-def _frames_and_peaks(pattern, frames, peaks):
+def _process_frames(mode, centers_dtype, pattern, frames, peaks, upsample):
+    """:func:`gpucorr.refine` with libertem-blobfinder's peak truncation and result types."""
     _validate.check_pattern(pattern)
     # libertem-blobfinder truncates peaks with astype(np.int32)
     peaks = _validate.check_peaks(peaks, truncate=True).astype(np.int32).astype(np.int64)
-    return frames, peaks
+    res = refine(frames, peaks, pattern, mode=mode, upsample=upsample)
+    return (res.centers.astype(centers_dtype), res.refineds, res.heights, res.elevations)
 
 
 def process_frames_fast(pattern, frames, peaks, upsample=False):
@@ -575,10 +578,7 @@ def process_frames_fast(pattern, frames, peaks, upsample=False):
     ...     pattern=RadialGradient(radius=4), frames=frames, peaks=peaks.astype(np.int32))
     >>> assert np.allclose(refineds[0], peaks, atol=0.1)
     """
-    from gpucorr.api import refine
-    frames, peaks = _frames_and_peaks(pattern, frames, peaks)
-    res = refine(frames, peaks, pattern, mode="fast", upsample=upsample)
-    return (res.centers.astype(np.int16), res.refineds, res.heights, res.elevations)
+    return _process_frames("fast", np.int16, pattern, frames, peaks, upsample)
 
 
 def process_frames_full(pattern, frames, peaks, upsample=False):
@@ -596,8 +596,5 @@ def process_frames_full(pattern, frames, peaks, upsample=False):
     ...     pattern=RadialGradient(radius=4), frames=frames, peaks=peaks.astype(np.int32))
     >>> assert np.allclose(refineds[0], peaks, atol=0.1)
     """
-    from gpucorr.api import refine
-    frames, peaks = _frames_and_peaks(pattern, frames, peaks)
-    res = refine(frames, peaks, pattern, mode="full", upsample=upsample)
-    return (res.centers.astype(np.uint16), res.refineds, res.heights, res.elevations)
+    return _process_frames("full", np.uint16, pattern, frames, peaks, upsample)
 

@@ -155,7 +155,33 @@ class MatchPattern:
         return np.fft.rfft2(self.get_mask(sig_shape))
 
 
-class Circular(MatchPattern):
+class _Disk(MatchPattern):
+    """A disk-shaped pattern of one radius, drawn by ``_draw`` at the mask centre."""
+
+    _draw = None
+
+    def __init__(self, radius, search=None):
+        _check_real("radius", radius, minimum=0, strict=True)
+        if search is None:
+            search = 2 * radius
+        _check_search(search)
+        _check_contains(search, radius, "radius")
+        self.radius = radius
+        super().__init__(search=search)
+
+    def get_mask(self, sig_shape):
+        sig_shape = _check_shape(sig_shape)
+        return self._draw(
+            centerX=sig_shape[1] // 2,
+            centerY=sig_shape[0] // 2,
+            imageSizeX=sig_shape[1],
+            imageSizeY=sig_shape[0],
+            radius=self.radius,
+            antialiased=True,
+        )
+
+
+class Circular(_Disk):
     """Antialiased solid disk.
 
     Parameters
@@ -194,28 +220,10 @@ class Circular(MatchPattern):
            [0.  , 0.09, 0.5 , 0.09]])
     """
 
-    def __init__(self, radius, search=None):
-        _check_real("radius", radius, minimum=0, strict=True)
-        if search is None:
-            search = 2 * radius
-        _check_search(search)
-        _check_contains(search, radius, "radius")
-        self.radius = radius
-        super().__init__(search=search)
-
-    def get_mask(self, sig_shape):
-        sig_shape = _check_shape(sig_shape)
-        return masks.circular(
-            centerX=sig_shape[1] // 2,
-            centerY=sig_shape[0] // 2,
-            imageSizeX=sig_shape[1],
-            imageSizeY=sig_shape[0],
-            radius=self.radius,
-            antialiased=True,
-        )
+    _draw = staticmethod(masks.circular)
 
 
-class RadialGradient(MatchPattern):
+class RadialGradient(_Disk):
     """Disk whose weight rises linearly from 0 at the centre to 1 at the edge.
 
     Weighting the rim more than the middle makes the match insensitive to
@@ -253,25 +261,7 @@ class RadialGradient(MatchPattern):
     array([0. , 0. , 0.5, 0. , 0.5, 0. ])
     """
 
-    def __init__(self, radius, search=None):
-        _check_real("radius", radius, minimum=0, strict=True)
-        if search is None:
-            search = 2 * radius
-        _check_search(search)
-        _check_contains(search, radius, "radius")
-        self.radius = radius
-        super().__init__(search=search)
-
-    def get_mask(self, sig_shape):
-        sig_shape = _check_shape(sig_shape)
-        return masks.radial_gradient(
-            centerX=sig_shape[1] // 2,
-            centerY=sig_shape[0] // 2,
-            imageSizeX=sig_shape[1],
-            imageSizeY=sig_shape[0],
-            radius=self.radius,
-            antialiased=True,
-        )
+    _draw = staticmethod(masks.radial_gradient)
 
 
 class BackgroundSubtraction(MatchPattern):
