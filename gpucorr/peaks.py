@@ -18,7 +18,6 @@ from scipy import ndimage
 
 from gpucorr import _pipeline
 from gpucorr.masks import _check_shape
-from gpucorr.patterns import MatchPattern
 
 __all__ = ["get_correlation", "get_peaks"]
 
@@ -48,9 +47,10 @@ def _check_frame(sum_result):
 
 
 def _check_pattern(match_pattern):
-    if not isinstance(match_pattern, MatchPattern):
+    # duck-typed, like gpucorr.refine: libertem-blobfinder's patterns work too
+    if not callable(getattr(match_pattern, "get_mask", None)):
         raise TypeError(
-            "match_pattern must be a gpucorr.patterns.MatchPattern; "
+            "match_pattern must be a gpucorr.patterns.MatchPattern (or have get_mask()); "
             f"got {type(match_pattern).__name__}"
         )
 

@@ -296,6 +296,14 @@ def test_num_peaks_accepts_numpy_int():
 
 
 def test_match_pattern_type_is_checked():
-    match = r"match_pattern must be a gpucorr.patterns.MatchPattern; got str"
+    match = r"match_pattern must be a gpucorr.patterns.MatchPattern \(or have get_mask\(\)\); got str"
     with pytest.raises(TypeError, match=match):
         peaks.get_correlation(np.ones((8, 8)), "circular")
+
+
+def test_libertem_blobfinder_patterns_are_accepted():
+    ref_patterns = pytest.importorskip("libertem_blobfinder.common.patterns")
+    frame, _, _ = cbed_frame(radius=4)
+    np.testing.assert_array_equal(
+        peaks.get_peaks(frame[0], ref_patterns.RadialGradient(4), 7),
+        peaks.get_peaks(frame[0], patterns.RadialGradient(4), 7))
