@@ -35,9 +35,13 @@ def _kind(arr):
         return "numpy"
     if array_api_compat.is_cupy_array(arr):
         return "cupy"
+    if hasattr(arr, "__array__") and hasattr(arr, "shape") and hasattr(arr, "dtype"):
+        # lazy host arrays (h5py datasets, zarr arrays): read by slicing, chunk by chunk
+        return "numpy"
     raise TypeError(
         f"unsupported array type {type(arr).__module__}.{type(arr).__qualname__}; "
-        "gpucorr accepts NumPy arrays, numpy.memmap, scipy.sparse and pydata sparse arrays"
+        "gpucorr accepts NumPy arrays, numpy.memmap, h5py datasets, zarr arrays, "
+        "scipy.sparse and pydata sparse arrays"
     )
 
 

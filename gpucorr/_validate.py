@@ -115,19 +115,15 @@ def check_template(template, shape, name="template"):
 
 
 def check_frame_stack(frames, name="frames"):
-    """Shape (N, H, W) and dtype of a stack, or of a single frame (H, W) as N = 1.
-
-    Returns ``(shape3, single)``: the 3-D shape and whether a 2-D frame was given.
-    """
+    """Shape ``(..., H, W)`` and dtype of a stack of frames; returns the shape."""
     shape = _shape(frames)
-    if len(shape) not in (2, 3):
-        raise ValueError(f"{name} must have shape (N, H, W) or (H, W); got {shape}")
+    if len(shape) < 2:
+        raise ValueError(f"{name} must have shape (..., H, W), e.g. (N, H, W), "
+                         f"(scan_y, scan_x, H, W) or (H, W); got {shape}")
     real_dtype(frames.dtype, name)
-    single = len(shape) == 2
-    shape3 = (1,) + shape if single else shape
-    if shape3[1] < 1 or shape3[2] < 1:
+    if shape[-2] < 1 or shape[-1] < 1:
         raise ValueError(f"{name} must have non-empty frames; got shape {shape}")
-    return shape3, single
+    return shape
 
 
 def check_out(arr, shape, name, kinds):

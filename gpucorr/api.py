@@ -49,10 +49,7 @@ class RefineResult:
 
 def _dense_chunk(frames, start, stop):
     """Frames ``start:stop`` as a dense array numba can read (native byte order)."""
-    chunk = frames[start:stop]
-    if is_sparse(chunk):
-        chunk = sparseconverter.for_backend(chunk, sparseconverter.NUMPY)
-    chunk = np.asarray(chunk)
+    chunk = _dense(frames[start:stop])
     if chunk.dtype == np.float16:
         chunk = chunk.astype(np.float32)
     elif not chunk.dtype.isnative:
@@ -60,27 +57,66 @@ def _dense_chunk(frames, start, stop):
     return chunk
 
 
+class _FlatFrames:
+    """Read-only view of frames ``(..., H, W)`` as a stack ``(N, H, W)``, read by slices.
+
+    Slicing reads runs of frames along the last scan axis from the underlying
+    array (NumPy, memmap, h5py, zarr, pydata sparse), so nothing is copied whole.
+    """
+
+    def __init__(self, arr):
+        self.arr = arr
+        self.lead = tuple(arr.shape[:-2])
+        self.shape = (int(np.prod(self.lead)),) + tuple(arr.shape[-2:])
+        self.dtype = arr.dtype
+
+    def __getitem__(self, index):
+        start, stop, step = index.indices(self.shape[0])
+        assert step == 1
+        parts = []
+        i = start
+        while i < stop:
+            pos = np.unravel_index(i, self.lead)
+            run = min(stop - i, self.lead[-1] - pos[-1])
+            parts.append(_dense(self.arr[tuple(int(p) for p in pos[:-1])
+                                         + (slice(int(pos[-1]), int(pos[-1]) + run),)]))
+            i += run
+        if not parts:
+            return np.empty((0,) + self.shape[1:], dtype=self.dtype)
+        return parts[0] if len(parts) == 1 else np.concatenate(parts)
+
+
+def _dense(chunk):
+    if is_sparse(chunk):
+        chunk = sparseconverter.for_backend(chunk, sparseconverter.NUMPY)
+    return np.asarray(chunk)
+
+
 def _as_stack(frames):
-    """A 3-D, sliceable view of ``frames`` (N, H, W) and whether one 2-D frame was given."""
+    """``frames`` as a sliceable 3-D stack (N, H, W), and the leading shape to restore."""
     if is_sparse(frames) and len(frames.shape) == 2:
         # scipy.sparse matrices are 2-D only: one frame
         frames = sparseconverter.for_backend(frames, sparseconverter.NUMPY)
-    shape3, single = _validate.check_frame_stack(frames)
-    if single:
-        frames = frames[np.newaxis] if not is_sparse(frames) else frames.reshape(shape3)
-    return frames, shape3, single
+    shape = _validate.check_frame_stack(frames)
+    lead = tuple(shape[:-2])
+    if len(shape) <= 3:
+        return frames, lead
+    return _FlatFrames(frames), lead
 
 
 def refine(frames, peaks, pattern, *, mode="fast", upsample=False,
-           memory_limit=None, workers=None):
+           memory_limit=None, workers=None, progress=None):
     """Find and refine the peaks of every frame of a stack by template correlation.
 
     Parameters
     ----------
-    frames : array (N, H, W) or (H, W)
+    frames : array (..., H, W)
         Frames of any real dtype (uint8, uint16, int32, float32, float64, ...),
-        with any strides: a NumPy array or view, a ``numpy.memmap`` (read in
-        chunks, never copied whole), or a scipy.sparse / pydata sparse array.
+        with any number of leading (scan) axes, e.g. (N, H, W),
+        (scan_y, scan_x, H, W) or a single frame (H, W), and any strides: a
+        NumPy array or view, a ``numpy.memmap``, an h5py dataset or a zarr
+        array (all read in chunks, never copied whole), or a scipy.sparse /
+        pydata sparse array.
     peaks : integer array (P, 2)
         Approximate (y, x) peak positions, the same for every frame (e.g. from
         :func:`gpucorr.get_peaks`). Peaks may lie at or beyond the frame edge;
@@ -101,13 +137,16 @@ def refine(frames, peaks, pattern, *, mode="fast", upsample=False,
         chunks sized to fit.
     workers : int, optional
         Threads working on chunks in parallel (default: one per CPU core).
+    progress : callable, optional
+        Called as ``progress(done, total)`` (frames) after each chunk, from the
+        calling thread.
 
     Returns
     -------
     RefineResult
-        ``centers`` (N, P, 2) int32, ``refineds`` (N, P, 2) float32,
-        ``heights`` (N, P) float32, ``elevations`` (N, P) float32; without the
-        N axis for a 2-D frame.
+        ``centers`` (..., P, 2) int32, ``refineds`` (..., P, 2) float32,
+        ``heights`` (..., P) float32, ``elevations`` (..., P) float32, with the
+        leading axes of ``frames`` (none for a single 2-D frame).
 
     Notes
     -----
@@ -132,7 +171,12 @@ def refine(frames, peaks, pattern, *, mode="fast", upsample=False,
     xp = array_namespace(frames, peaks)
     backend = get_backend(xp)
     _validate.check_pattern(pattern)
-    frames, (n_frames, fy, fx), single = _as_stack(frames)
+    frames, lead = _as_stack(frames)
+    n_frames, fy, fx = (int(np.prod(lead)),) + tuple(frames.shape[-2:])
+    if len(lead) == 0:
+        frames = frames[np.newaxis] if not is_sparse(frames) else frames.reshape((1, fy, fx))
+    if progress is not None and not callable(progress):
+        raise TypeError(f"progress must be callable(done, total) or None; got {progress!r}")
     peaks = _validate.check_peaks(peaks)
     factor = _validate.check_upsample(upsample)
     crop_size = _validate.check_crop_size(pattern.get_crop_size(), (fy, fx))
@@ -170,21 +214,30 @@ def refine(frames, peaks, pattern, *, mode="fast", upsample=False,
                heights[start:stop].reshape(-1), elevations[start:stop].reshape(-1))
         run(backend, _dense_chunk(frames, start, stop), peaks, crop_size, filt, factor, out)
 
+    def done(start):
+        if progress is not None:
+            progress(min(start + chunk, n_frames), n_frames)
+
     starts = range(0, n_frames, chunk)
     if workers == 1 or len(starts) == 1:
         for start in starts:
             process(start)
+            done(start)
     else:
         with ThreadPoolExecutor(max_workers=workers) as pool:
             pending = deque()
             for start in starts:
                 if len(pending) >= 2 * workers:
-                    pending.popleft().result()
-                pending.append(pool.submit(process, start))
+                    done(_wait(pending))
+                pending.append((start, pool.submit(process, start)))
             while pending:
-                pending.popleft().result()
+                done(_wait(pending))
 
-    result = RefineResult(centers, refineds, heights, elevations)
-    if single:
-        result = RefineResult(*(a[0] for a in result))
-    return result
+    return RefineResult(*(a.reshape(lead + a.shape[1:])
+                          for a in (centers, refineds, heights, elevations)))
+
+
+def _wait(pending):
+    start, future = pending.popleft()
+    future.result()
+    return start

@@ -32,8 +32,8 @@ def test_bad_peaks(peaks, exc, match):
 
 
 @pytest.mark.parametrize("frames, exc, match", [
-    (np.zeros((2, 3, 48, 40)), ValueError, r"frames must have shape \(N, H, W\) or \(H, W\)"),
-    (np.zeros(40), ValueError, r"frames must have shape"),
+    (np.zeros(40), ValueError, r"frames must have shape \(\.\.\., H, W\).*got \(40,\)"),
+    (np.zeros((2, 48, 0)), ValueError, r"frames must have non-empty frames; got shape"),
     (np.zeros((2, 48, 40), complex), TypeError, "real integer or floating.*complex128"),
     (np.zeros((2, 48, 40), bool), TypeError, "real integer or floating.*bool"),
     (np.zeros((0, 48, 40)), ValueError, None),
@@ -85,6 +85,10 @@ def test_bad_mode_pattern_workers_memory():
         refine(workers=0)
     with pytest.raises(ValueError, match="memory_limit must be > 0 bytes; got -5"):
         refine(memory_limit=-5)
+    with pytest.raises(TypeError, match="progress must be callable"):
+        refine(progress=5)
+    with pytest.raises(TypeError, match="unsupported array type builtins.str"):
+        refine(frames="frames.npy")
 
 
 def outs(n=3, centers_dtype=np.int32):

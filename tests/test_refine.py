@@ -204,3 +204,46 @@ def test_mixed_array_libraries_are_refused():
         __module__ = "cupy"
     with pytest.raises(TypeError, match="unsupported array type"):
         _backend.array_namespace(np.zeros(3), FakeCupyArray())
+
+
+def test_scan_axes_are_kept(stack):
+    frames, peaks = stack
+    pattern = patterns.Circular(radius=4)
+    flat = gpucorr.refine(frames, peaks, pattern)
+    scan = frames.reshape(2, 3, *frames.shape[1:])
+    for a, b in zip(gpucorr.refine(scan, peaks, pattern, memory_limit=1), flat):
+        assert a.shape == (2, 3) + b.shape[1:]
+        np.testing.assert_array_equal(a.reshape(b.shape), b)
+    # a non-contiguous 4-D view, five leading axes
+    view = np.asfortranarray(frames).reshape(1, 2, 1, 3, 1, *frames.shape[1:])
+    for a, b in zip(gpucorr.refine(view, peaks, pattern, memory_limit=1), flat):
+        np.testing.assert_array_equal(a.reshape(b.shape), b)
+
+
+def test_hdf5_and_zarr_datasets_are_read_in_chunks(stack, tmp_path):
+    h5py = pytest.importorskip("h5py")
+    zarr = pytest.importorskip("zarr")
+    frames, peaks = stack
+    frames = frames.astype(np.uint16).reshape(2, 3, *frames.shape[1:])
+    pattern = patterns.RadialGradient(radius=4)
+    expected = gpucorr.refine(frames, peaks, pattern)
+    with h5py.File(tmp_path / "scan.h5", "w") as f:
+        f.create_dataset("data/frames", data=frames, chunks=(1, 1) + frames.shape[2:])
+    with h5py.File(tmp_path / "scan.h5", "r") as f:
+        got = gpucorr.refine(f["data/frames"], peaks, pattern, memory_limit=1)
+    for a, b in zip(got, expected):
+        np.testing.assert_array_equal(a, b)
+    z = zarr.open(str(tmp_path / "scan.zarr"), mode="w", shape=frames.shape,
+                  chunks=(1, 2) + frames.shape[2:], dtype=frames.dtype)
+    z[...] = frames
+    got = gpucorr.refine(zarr.open(str(tmp_path / "scan.zarr"), mode="r"), peaks, pattern)
+    for a, b in zip(got, expected):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_progress_is_reported_per_chunk(stack):
+    frames, peaks = stack
+    calls = []
+    gpucorr.refine(frames, peaks, patterns.Circular(radius=4), memory_limit=1, workers=2,
+                   progress=lambda done, total: calls.append((done, total)))
+    assert calls == [(i, len(frames)) for i in range(1, len(frames) + 1)]
