@@ -1,7 +1,7 @@
-"""``python -m gpucorr``: run the demo (see :mod:`gpucorr.demo`)."""
+"""``python -m gpucorr``: the ``gpucorr`` command (see :mod:`gpucorr.cli`)."""
 import sys
 
-from gpucorr.demo import main
+from gpucorr.cli import main
 
 if __name__ == "__main__":
     sys.exit(main())

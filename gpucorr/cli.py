@@ -1,0 +1,366 @@
+"""The ``gpucorr`` command: ``demo``, ``refine``, ``bench``, ``info``.
+
+Errors the user can fix (a missing file, a wrong dataset path, an unknown
+pattern, no GPU for ``--device cuda``) print one line and exit with status 2;
+nothing prints a traceback for them.
+"""
+import argparse
+import os
+import platform
+import sys
+import time
+
+import numpy as np
+
+import gpucorr
+
+__all__ = ["main"]
+
+#: pattern classes by command-line name
+PATTERNS = {
+    "circular": "Circular",
+    "radial-gradient": "RadialGradient",
+    "background-subtraction": "BackgroundSubtraction",
+    "radial-gradient-background-subtraction": "RadialGradientBackgroundSubtraction",
+}
+
+
+class CLIError(Exception):
+    """A problem with the command line or its inputs, reported as one line."""
+
+
+# --------------------------------------------------------------------------- devices
+
+def cpu_name():
+    """The CPU model, e.g. ``"AMD EPYC 7B13"``, and the core count."""
+    model = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    model = line.split(":", 1)[1].strip()
+                    break
+    except OSError:
+        pass
+    return f"{model}, {os.cpu_count()} cores"
+
+
+def cuda_status():
+    """``(usable, reason)`` for the CUDA backend, probing CuPy by allocating."""
+    try:
+        import cupy
+    except Exception as exc:
+        return False, f"CuPy is not installed ({type(exc).__name__}); pip install gpucorr[cuda13]"
+    try:
+        cupy.zeros(1)
+        count = cupy.cuda.runtime.getDeviceCount()
+    except Exception as exc:
+        return False, f"CuPy finds no usable GPU ({type(exc).__name__}: {exc})"
+    return False, (f"{count} GPU(s) visible, but this version of gpucorr has no CUDA "
+                   "backend yet")
+
+
+def resolve_device(device):
+    """The device a command runs on: ``"cpu"`` for auto/cpu; CLIError where unusable."""
+    if device in ("auto", "cpu"):
+        return "cpu"
+    if device == "cuda" or device.startswith("cuda:"):
+        usable, reason = cuda_status()
+        if not usable:
+            raise CLIError(f"--device {device}: no usable GPU: {reason}")
+        return device
+    raise CLIError(f"--device must be auto, cpu, cuda or cuda:N; got {device!r}")
+
+
+# --------------------------------------------------------------------------- progress
+
+class Progress:
+    """A one-line progress bar with frames/s on stderr (only where it is a terminal)."""
+
+    def __init__(self, label, stream=None, enabled=None):
+        self.stream = stream or sys.stderr
+        self.enabled = self.stream.isatty() if enabled is None else enabled
+        self.label = label
+        self.t0 = time.perf_counter()
+
+    def __call__(self, done, total):
+        if not self.enabled:
+            return
+        rate = done / max(time.perf_counter() - self.t0, 1e-9)
+        width = 30
+        filled = int(width * done / max(total, 1))
+        self.stream.write(f"\r{self.label} [{'#' * filled}{'.' * (width - filled)}] "
+                          f"{done}/{total} frames, {rate:.0f} frames/s")
+        if done >= total:
+            self.stream.write("\n")
+        self.stream.flush()
+
+
+# --------------------------------------------------------------------------- commands
+
+def cmd_demo(args):
+    from gpucorr import demo
+    if args.scan < 1:
+        raise CLIError(f"--scan must be >= 1; got {args.scan}")
+    resolve_device(args.device)
+    summary = demo.run((args.scan, args.scan), out_dir=args.out, force=args.force,
+                       seed=args.seed, upsample=args.upsample, mode=args.mode,
+                       workers=args.workers, progress=Progress("refine"))
+    return 0 if summary["strain_rms_error"] else 1
+
+
+def _pattern(args):
+    from gpucorr import patterns
+    if args.pattern not in PATTERNS:
+        raise CLIError(f"--pattern must be one of {', '.join(PATTERNS)}; got {args.pattern!r}")
+    if args.radius is None or not args.radius > 0:
+        raise CLIError(f"--radius must be a number > 0 (disk radius in px); got {args.radius}")
+    return getattr(patterns, PATTERNS[args.pattern])(radius=args.radius)
+
+
+def _peaks(args, frames, pattern):
+    """Peaks and lattice indices (None where unknown) from --peaks."""
+    from gpucorr.demo import find_indexed_peaks
+    if args.peaks == "auto":
+        from gpucorr.api import _as_stack
+        stack, _ = _as_stack(frames)
+        if len(stack.shape) == 2:
+            total = np.asarray(stack, dtype=np.float64)
+        else:
+            total = np.zeros(stack.shape[-2:], dtype=np.float64)
+            for start in range(0, stack.shape[0], 64):
+                total += np.asarray(stack[start:start + 64], dtype=np.float64).sum(axis=0)
+        try:
+            return find_indexed_peaks(total, pattern, args.num_peaks)
+        except ValueError as exc:
+            raise CLIError(f"could not find a lattice of peaks on the sum frame: {exc}") from exc
+    if not os.path.exists(args.peaks):
+        raise CLIError(f"--peaks: no such file: {args.peaks}")
+    try:
+        table = np.loadtxt(args.peaks, ndmin=2, delimiter=None)
+    except ValueError as exc:
+        raise CLIError(f"--peaks {args.peaks}: not a table of numbers ({exc})") from exc
+    if table.shape[1] not in (2, 4):
+        raise CLIError(f"--peaks {args.peaks}: expected 2 columns (y x) or 4 (y x i j); "
+                       f"got {table.shape[1]}")
+    peaks = np.rint(table[:, :2]).astype(np.int64)
+    indices = np.rint(table[:, 2:]).astype(np.int64) if table.shape[1] == 4 else None
+    return peaks, indices
+
+
+def cmd_refine(args):
+    from gpucorr.io import InputError, open_frames, write_results
+    from gpucorr.lattice import fit_lattice, strain
+
+    out = args.output or os.path.splitext(args.input.split(":")[0].rstrip("/"))[0] \
+        + "-gpucorr.h5"
+    if os.path.exists(out) and not args.force:
+        raise CLIError(f"{out} exists; pass --force to overwrite it")
+    device = resolve_device(args.device)
+    pattern = _pattern(args)
+    try:
+        frames = open_frames(args.input)
+    except InputError as exc:
+        raise CLIError(str(exc)) from exc
+    shape = tuple(frames.shape)
+    cs = pattern.get_crop_size()
+    if 2 * cs > min(shape[-2:]):
+        raise CLIError(f"--radius {args.radius}: the {2 * cs}-px crop is larger than the "
+                       f"{shape[-2]}x{shape[-1]} frames")
+    peaks, indices = _peaks(args, frames, pattern)
+    print(f"{args.input}: frames {shape} {frames.dtype}; {len(peaks)} peaks "
+          f"({'indexed' if indices is not None else 'no lattice indices'}); "
+          f"{type(pattern).__name__}(radius={args.radius}), mode={args.mode}, "
+          f"upsample={args.upsample}, device={device}")
+    memory_limit = None if args.memory_limit is None else int(args.memory_limit * 2**20)
+    t0 = time.perf_counter()
+    res = gpucorr.refine(frames, peaks, pattern, mode=args.mode, upsample=args.upsample,
+                         memory_limit=memory_limit, workers=args.workers,
+                         progress=Progress("refine"))
+    seconds = time.perf_counter() - t0
+    n = int(np.prod(shape[:-2]))
+    print(f"refined {n} frames in {seconds:.2f} s = {n / seconds:.0f} frames/s")
+    datasets = {"centers": res.centers, "refineds": res.refineds, "heights": res.heights,
+                "elevations": res.elevations, "peaks": peaks}
+    if indices is not None and len(shape) > 2:
+        fit = fit_lattice(res.refineds, indices, elevations=res.elevations, weighted=True)
+        st = strain(fit)
+        datasets.update({"indices": indices, "lattice/zero": fit.zero, "lattice/a": fit.a,
+                         "lattice/b": fit.b, "lattice/residual": fit.residual,
+                         "strain/exx": st.exx, "strain/eyy": st.eyy, "strain/exy": st.exy,
+                         "strain/rotation": st.rotation})
+        print(f"lattice fit: median residual {float(np.nanmedian(fit.residual)):.3f} px; "
+              "strain relative to the median lattice")
+    write_results(out, force=args.force, datasets=datasets, attrs={
+        "gpucorr_version": gpucorr.__version__, "input": args.input,
+        "pattern": type(pattern).__name__, "radius": float(args.radius), "mode": args.mode,
+        "upsample": int(args.upsample), "device": device,
+        "peaks_source": args.peaks, "created": time.strftime("%Y-%m-%dT%H:%M:%S%z")})
+    print(f"wrote {out}")
+    return 0
+
+
+def cmd_bench(args):
+    from gpucorr.patterns import RadialGradient
+    from gpucorr.synthetic import cbed_frame
+
+    rng = np.random.default_rng(0)
+    clean, _, true = cbed_frame(256, 256, zero=(128.3, 127.6), a=(36.6, 2.1), b=(-2.1, 36.6),
+                                radius=8, margin=16)
+    frames = rng.poisson(clean[0] / clean.sum() * 2e6, size=(args.frames, 256, 256))
+    frames = frames.astype(np.float32)
+    peaks = np.rint(true).astype(np.int64)
+    pattern = RadialGradient(radius=8)
+    try:
+        from libertem_blobfinder.common import correlation as lbf
+        from libertem_blobfinder.common import patterns as lbf_patterns
+    except ImportError:
+        lbf = None
+    cases = [("fast", "fast", False), ("fast-upsample20", "fast", 20), ("full", "full", False)]
+    print(f"gpucorr {gpucorr.__version__} bench: {args.frames} frames 256x256 float32, "
+          f"{len(peaks)} peaks, RadialGradient(radius=8), best of {args.rounds} rounds")
+    print(f"CPU: {cpu_name()}")
+    usable, reason = cuda_status()
+    print(f"GPU: {'usable' if usable else 'not used: ' + reason}")
+    if lbf is None:
+        print("libertem-blobfinder: not installed (pip install libertem-blobfinder)")
+    print()
+    print("| case | gpucorr CPU frames/s | libertem-blobfinder frames/s | ratio |")
+    print("|---|---:|---:|---:|")
+    for name, mode, up in cases:
+        def ours():
+            gpucorr.refine(frames, peaks, pattern, mode=mode, upsample=up)
+        ours()
+        t_ours = min(_timed(ours) for _ in range(args.rounds))
+        row = f"| {name} | {args.frames / t_ours:.0f} |"
+        if lbf is not None:
+            ref_fn = lbf.process_frames_fast if mode == "fast" else lbf.process_frames_full
+            ref_pattern = lbf_patterns.RadialGradient(radius=8)
+
+            def ref():
+                ref_fn(ref_pattern, frames, peaks, upsample=up)
+            ref()
+            t_ref = min(_timed(ref) for _ in range(args.rounds))
+            row += f" {args.frames / t_ref:.0f} | {t_ref / t_ours:.2f}x |"
+        else:
+            row += " - | - |"
+        print(row)
+    return 0
+
+
+def _timed(fn):
+    t0 = time.perf_counter()
+    fn()
+    return time.perf_counter() - t0
+
+
+def cmd_info(args):
+    import numba
+    import scipy
+    print(f"gpucorr {gpucorr.__version__} (Python {platform.python_version()}, "
+          f"NumPy {np.__version__}, numba {numba.__version__}, SciPy {scipy.__version__})")
+    print("backends:")
+    print(f"  cpu: usable - numba kernels, scipy.fft; {cpu_name()}")
+    usable, reason = cuda_status()
+    print(f"  cuda: {'usable' if usable else 'unusable - ' + reason}")
+    optional = []
+    for module in ("h5py", "zarr", "matplotlib", "rsciio", "libertem_blobfinder"):
+        try:
+            mod = __import__(module)
+            optional.append(f"{module} {getattr(mod, '__version__', '')}".strip())
+        except ImportError:
+            optional.append(f"{module} (not installed)")
+    print("optional: " + ", ".join(optional))
+    return 0
+
+
+# --------------------------------------------------------------------------- parser
+
+def _upsample(text):
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be an integer; got {text!r}") from None
+    if value < 0 or value > 1000:
+        raise argparse.ArgumentTypeError(f"must be 0 (off) or a factor from 2 to 1000; "
+                                         f"got {value}")
+    return value if value >= 2 else 0
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message):
+        raise CLIError(f"{self.prog}: {message}")
+
+
+def build_parser():
+    parser = _Parser(prog="gpucorr", description="Find and refine diffraction-disk positions "
+                     "by template correlation, fit lattices and map strain.")
+    parser.add_argument("--version", action="version", version=f"gpucorr {gpucorr.__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    def common(p):
+        p.add_argument("--mode", choices=("fast", "full"), default="fast",
+                       help="'fast': correlate crops around the peaks; 'full': whole frames")
+        p.add_argument("--upsample", type=_upsample, default=20,
+                       help="DFT upsampling factor, 0 for none (default 20)")
+        p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
+        p.add_argument("--workers", type=int, default=None, help="CPU threads")
+        p.add_argument("--force", action="store_true", help="overwrite existing results")
+
+    p = sub.add_parser("demo", help="synthetic 4D-STEM scan with a known strain field")
+    p.add_argument("--scan", type=int, default=64, help="scan positions per axis (default 64)")
+    p.add_argument("--out", default="gpucorr-demo", help="output folder")
+    p.add_argument("--seed", type=int, default=0)
+    common(p)
+    p.set_defaults(func=cmd_demo)
+
+    p = sub.add_parser("refine", help="refine the peaks of every frame of a file")
+    p.add_argument("input", help="frames.npy, frames.npz[:name], file.h5:/path, store.zarr")
+    p.add_argument("-o", "--output", help="results file (default INPUT-gpucorr.h5)")
+    p.add_argument("--pattern", default="circular", help=", ".join(PATTERNS))
+    p.add_argument("--radius", type=float, required=True, help="disk radius in px")
+    p.add_argument("--peaks", default="auto",
+                   help="'auto' (from the sum frame) or a text file of y x [i j] rows")
+    p.add_argument("--num-peaks", type=int, default=100,
+                   help="peaks to look for with --peaks auto")
+    p.add_argument("--memory-limit", type=float, default=None, help="scratch memory in MiB")
+    common(p)
+    p.set_defaults(func=cmd_refine)
+
+    p = sub.add_parser("bench", help="time the CPU path (and libertem-blobfinder)")
+    p.add_argument("--frames", type=int, default=64)
+    p.add_argument("--rounds", type=int, default=3)
+    p.set_defaults(func=cmd_bench)
+
+    p = sub.add_parser("info", help="version, backends and devices")
+    p.set_defaults(func=cmd_info)
+    return parser
+
+
+def main(argv=None):
+    """Run the ``gpucorr`` command; returns the exit status.
+
+    Examples
+    --------
+    >>> main(["info"])  # doctest: +ELLIPSIS
+    gpucorr ...
+    backends:
+      cpu: usable ...
+    ...
+    0
+    """
+    try:
+        args = build_parser().parse_args(argv)
+        if args.command is None:
+            build_parser().print_help()
+            return 2
+        return args.func(args)
+    except (CLIError, FileExistsError) as exc:
+        print(f"gpucorr: error: {exc}", file=sys.stderr)
+        return 2
+    except (ValueError, TypeError, OSError, KeyError) as exc:
+        print(f"gpucorr: error: {type(exc).__name__}: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("gpucorr: interrupted", file=sys.stderr)
+        return 130
