@@ -23,7 +23,8 @@ def python_blocks(path):
 def test_docs_exist():
     names = {p.relative_to(ROOT).as_posix() for p in DOC_FILES if p.exists()}
     assert {"README.md", "docs/quickstart.md", "docs/api.md", "docs/backends.md",
-            "docs/benchmarks.md"} <= names
+            "docs/benchmarks.md", "docs/tutorial.md", "docs/migration.md",
+            "docs/cli.md"} <= names
 
 
 def test_fence_parser():
