@@ -173,3 +173,16 @@ def test_progress_bar_shows_frames_per_second():
     quiet = io.StringIO()
     cli.Progress("refine", stream=quiet, enabled=False)(1, 2)
     assert quiet.getvalue() == ""
+
+
+def test_refine_reads_detector_formats_through_rosettasciio(tmp_path, scan):
+    pytest.importorskip("rsciio")
+    tifffile = pytest.importorskip("tifffile")
+    stack = scan[0]  # (4, 256, 256)
+    tifffile.imwrite(tmp_path / "stack.tif", stack, photometric="minisblack")
+    out = tmp_path / "out.h5"
+    assert cli.main(["refine", str(tmp_path / "stack.tif"), "--radius", "8", "-o", str(out),
+                     "--upsample", "0"]) == 0
+    data, _ = read(out)
+    expected = gpucorr.refine(stack, data["peaks"], Circular(radius=8))
+    np.testing.assert_array_equal(data["refineds"], expected.refineds)
