@@ -44,7 +44,10 @@ def _open_hdf5(path, inner):
         import h5py
     except ImportError as exc:
         raise InputError("reading HDF5 needs h5py: pip install h5py") from exc
-    f = h5py.File(path, "r")
+    try:
+        f = h5py.File(path, "r")
+    except OSError as exc:
+        raise InputError(f"{path}: not a readable HDF5 file ({exc})") from exc
     if inner is None:
         candidates = _datasets(f, h5py)
         if len(candidates) != 1:

@@ -186,3 +186,51 @@ def test_refine_reads_detector_formats_through_rosettasciio(tmp_path, scan):
     data, _ = read(out)
     expected = gpucorr.refine(stack, data["peaks"], Circular(radius=8))
     np.testing.assert_array_equal(data["refineds"], expected.refineds)
+
+
+def test_truncated_files_fail_cleanly(tmp_path, scan, capsys):
+    frames = scan[0]
+    np.save(tmp_path / "scan.npy", frames)
+    with open(tmp_path / "scan.npy", "r+b") as f:
+        f.truncate(os.path.getsize(tmp_path / "scan.npy") // 2)
+    assert cli.main(["refine", str(tmp_path / "scan.npy"), "--radius", "8"]) == 2
+    assert "not a readable .npy file" in capsys.readouterr().err
+
+    (tmp_path / "junk.h5").write_bytes(b"not hdf5 at all")
+    assert cli.main(["refine", str(tmp_path / "junk.h5") + ":/x", "--radius", "8"]) == 2
+    assert "not a readable HDF5 file" in capsys.readouterr().err
+
+    # an HDF5 file cut short: HDF5 notices at open
+    with h5py.File(tmp_path / "cut.h5", "w") as f:
+        f.create_dataset("frames", data=frames, chunks=(1,) + frames.shape[1:])
+    size = os.path.getsize(tmp_path / "cut.h5")
+    with open(tmp_path / "cut.h5", "r+b") as f:
+        f.truncate(size - frames[0].nbytes * 2)
+    assert cli.main(["refine", str(tmp_path / "cut.h5") + ":/frames", "--radius", "8"]) == 2
+    assert "truncated file" in capsys.readouterr().err
+
+    # a damaged compressed chunk in the middle: the read fails mid-run, refine
+    # raises (no partial results) and the command reports it without writing results
+    with h5py.File(tmp_path / "bad.h5", "w") as f:
+        ds = f.create_dataset("frames", data=frames, chunks=(1,) + frames.shape[1:],
+                              compression="gzip")
+        offset = ds.id.get_chunk_info(2).byte_offset
+    with open(tmp_path / "bad.h5", "r+b") as f:
+        f.seek(offset + 16)
+        f.write(b"\xff" * 64)
+    with h5py.File(tmp_path / "bad.h5", "r") as f:
+        with pytest.raises(OSError):
+            gpucorr.refine(f["frames"], np.array([[128, 128]]), Circular(radius=8),
+                           memory_limit=1)
+    out = tmp_path / "bad-results.h5"
+    status = cli.main(["refine", str(tmp_path / "bad.h5") + ":/frames", "--radius", "8",
+                       "--peaks", str(write_peaks(tmp_path)), "-o", str(out)])
+    err = capsys.readouterr().err
+    assert status != 0 and err.startswith("gpucorr: error: ") and err.count("\n") == 1
+    assert not out.exists()
+
+
+def write_peaks(tmp_path):
+    path = tmp_path / "peaks.txt"
+    np.savetxt(path, np.array([[128, 128], [135, 161]]), fmt="%d")
+    return path
