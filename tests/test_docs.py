@@ -24,7 +24,7 @@ def test_docs_exist():
     names = {p.relative_to(ROOT).as_posix() for p in DOC_FILES if p.exists()}
     assert {"README.md", "docs/quickstart.md", "docs/api.md", "docs/backends.md",
             "docs/benchmarks.md", "docs/tutorial.md", "docs/migration.md",
-            "docs/cli.md"} <= names
+            "docs/cli.md", "docs/dask.md", "docs/libertem.md"} <= names
 
 
 def test_fence_parser():
