@@ -62,6 +62,12 @@ def _outer_defaults(radius, search, radius_outer):
     return search, radius_outer
 
 
+def _centred(sig_shape):
+    """Mask geometry keywords: a ``sig_shape`` image centred at ``sig_shape // 2``."""
+    sy, sx = _check_shape(sig_shape)
+    return dict(centerX=sx // 2, centerY=sy // 2, imageSizeX=sx, imageSizeY=sy)
+
+
 class MatchPattern:
     """Base class of correlation patterns.
 
@@ -170,15 +176,7 @@ class _Disk(MatchPattern):
         super().__init__(search=search)
 
     def get_mask(self, sig_shape):
-        sig_shape = _check_shape(sig_shape)
-        return self._draw(
-            centerX=sig_shape[1] // 2,
-            centerY=sig_shape[0] // 2,
-            imageSizeX=sig_shape[1],
-            imageSizeY=sig_shape[0],
-            radius=self.radius,
-            antialiased=True,
-        )
+        return self._draw(**_centred(sig_shape), radius=self.radius, antialiased=True)
 
 
 class Circular(_Disk):
@@ -317,16 +315,8 @@ class BackgroundSubtraction(MatchPattern):
         super().__init__(search=search)
 
     def get_mask(self, sig_shape):
-        sig_shape = _check_shape(sig_shape)
-        return masks.background_subtraction(
-            centerX=sig_shape[1] // 2,
-            centerY=sig_shape[0] // 2,
-            imageSizeX=sig_shape[1],
-            imageSizeY=sig_shape[0],
-            radius=self.radius_outer,
-            radius_inner=self.radius,
-            antialiased=True,
-        )
+        return masks.background_subtraction(**_centred(sig_shape), radius=self.radius_outer,
+                                            radius_inner=self.radius, antialiased=True)
 
 
 class UserTemplate(MatchPattern):
