@@ -5,6 +5,7 @@ use names from earlier ones), in a temporary working directory. Blocks in
 other languages (```bash, ```text, ```diff) are not run.
 """
 import re
+import shlex
 from pathlib import Path
 
 import pytest
@@ -41,3 +42,21 @@ def test_python_blocks_run(path, tmp_path, monkeypatch):
         # pad with newlines so tracebacks show the line numbers of the markdown file
         code = compile("\n" * (line - 1) + source, str(path), "exec")
         exec(code, namespace)
+    # then the `gpucorr ...` command lines of its ```bash blocks, in the same folder
+    from gpucorr.cli import main
+    for command in gpucorr_commands(path):
+        assert main(shlex.split(command)[1:]) == 0, command
+
+
+BASH = re.compile(r"^```bash[ \t]*\n(.*?)^```[ \t]*$", re.S | re.M)
+
+
+def gpucorr_commands(path):
+    """The lines of ```bash blocks that run the gpucorr command."""
+    text = path.read_text(encoding="utf-8")
+    return [line.strip() for m in BASH.finditer(text) for line in m.group(1).splitlines()
+            if line.strip().startswith("gpucorr ")]
+
+
+def test_gpucorr_commands_are_found():
+    assert "gpucorr refine scan.npy" in " ".join(gpucorr_commands(ROOT / "docs/tutorial.md"))
