@@ -4,9 +4,9 @@
 :func:`get_backend` returns the kernel set for it. The pipeline above is
 written once against this interface (see :mod:`gpucorr._pipeline`).
 
-Only this module decides between backends. A CUDA backend (CuPy arrays,
-kernels from ``kernels/*.cu``) plugs in as a second :class:`Backend`
-returned for the CuPy namespace.
+Only this module decides between backends: NumPy input gets the numba
+kernel set (:mod:`gpucorr._numba`), CuPy input the CUDA kernel set
+(:mod:`gpucorr._cuda`, imported only then).
 """
 import numpy as np
 import scipy.fft
@@ -46,7 +46,7 @@ def _kind(arr):
 
 
 def array_namespace(*arrays):
-    """The array module (``numpy``) all ``arrays`` belong to.
+    """The array module (``numpy`` or ``cupy``) all ``arrays`` belong to.
 
     ``None``, Python scalars, lists and tuples are neutral. Mixing array
     libraries raises ``TypeError``: gpucorr never copies between host and
@@ -60,10 +60,8 @@ def array_namespace(*arrays):
         )
     kind = kinds.pop() if kinds else "numpy"
     if kind == "cupy":
-        raise TypeError(
-            "CuPy arrays were given, but this build of gpucorr has no CUDA backend yet; "
-            "pass NumPy arrays (cupy.asnumpy) to run on the CPU"
-        )
+        import cupy
+        return cupy
     return np
 
 
@@ -104,8 +102,39 @@ class Backend:
 _CPU = Backend("cpu", np, _numba, scipy.fft)
 
 
+_CUDA = None
+
+
 def get_backend(xp):
     """The kernel set for array module ``xp``: the dispatch point of the pipeline."""
+    global _CUDA
     if xp is np:
         return _CPU
+    if getattr(xp, "__name__", None) == "cupy":
+        if _CUDA is None:
+            import cupy.fft
+            from gpucorr import _cuda
+            _CUDA = Backend("cuda", xp, _cuda, cupy.fft)
+        return _CUDA
     raise TypeError(f"no gpucorr backend for array module {getattr(xp, '__name__', xp)!r}")
+
+
+def cuda_unusable_reason():
+    """None where the CUDA backend can run, else why not (no CuPy, no driver, no GPU).
+
+    Probes by allocating, not by importing: CuPy imports fine without a driver.
+    """
+    try:
+        import cupy
+    except Exception as exc:
+        return f"CuPy is not installed ({type(exc).__name__}); pip install gpucorr[cuda13]"
+    try:
+        cupy.zeros(1)
+    except Exception as exc:
+        return f"CuPy finds no usable GPU ({type(exc).__name__}: {exc})"
+    return None
+
+
+def cuda_available():
+    """True where CuPy can allocate on a GPU, so CuPy input runs on the CUDA backend."""
+    return cuda_unusable_reason() is None

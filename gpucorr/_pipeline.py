@@ -191,20 +191,32 @@ def _vertex(xp, flat, idx, i, step, u):
 
 
 def _check_finite(xp, bad, what):
-    if bool(xp.any(bad)):
+    """Raise for non-finite input on the CPU; on a GPU raising would need a host sync."""
+    if xp is np and bool(xp.any(bad)):
         raise ValueError(f"{what} contain NaN or infinite values; gpucorr needs finite input")
 
 
-def crop_frames(backend, frames, peaks, crop_size, rdtype, log=True, fill=None):
+def _mark_bad(xp, bad, out):
+    """On a GPU, rows from non-finite input get NaN refineds, heights and elevations."""
+    if xp is np:
+        return
+    out[1][...] = xp.where(bad[:, None], np.float32(np.nan), out[1])
+    out[2][...] = xp.where(bad, np.float32(np.nan), out[2])
+    out[3][...] = xp.where(bad, np.float32(np.nan), out[3])
+
+
+def crop_frames(backend, frames, peaks, crop_size, rdtype, log=True, fill=None, bad=None):
     """Crops (N * P, h, h) of every (frame, peak) pair, log-scaled unless ``log=False``.
 
-    Pixels outside frame ``n`` take the value ``fill[n]`` (default 0).
+    Pixels outside frame ``n`` take the value ``fill[n]`` (default 0). ``bad``
+    (N * P,), if given, receives which crops hold non-finite values.
     """
     xp = backend.xp
     n = frames.shape[0] * peaks.shape[0]
     h = 2 * crop_size
     crops = xp.empty((frames.shape[0], peaks.shape[0], h, h), dtype=rdtype)
-    bad = xp.zeros(n, dtype=np.bool_)
+    if bad is None:
+        bad = xp.zeros(n, dtype=np.bool_)
     if fill is None:
         fill = xp.zeros(frames.shape[0], dtype=rdtype)
     backend.crop_log(frames, peaks, crop_size, log, fill.astype(rdtype), crops, bad)
@@ -239,15 +251,22 @@ def run_fast(backend, frames, peaks, crop_size, filt, factor, out):
     out : tuple of arrays (centers (N*P, 2), refineds (N*P, 2), heights (N*P,),
         elevations (N*P,)), written in place.
     """
-    crops = crop_frames(backend, frames, peaks, crop_size, real_dtype(filt.dtype))
+    xp = backend.xp
+    bad = xp.zeros(frames.shape[0] * peaks.shape[0], dtype=np.bool_)
+    crops = crop_frames(backend, frames, peaks, crop_size, real_dtype(filt.dtype), bad=bad)
     finish_fast(backend, crops, peaks, crop_size, filt, factor, out)
+    _mark_bad(xp, bad, out)
 
 
-def full_maps(backend, frames, filt):
-    """Log-scale and correlate whole frames (N, H, W); returns (maps, specs, offsets)."""
+def full_maps(backend, frames, filt, bad=None):
+    """Log-scale and correlate whole frames (N, H, W); returns (maps, specs, offsets).
+
+    ``bad`` (N,), if given, receives which frames hold non-finite values.
+    """
     xp = backend.xp
     logged = xp.empty(frames.shape, dtype=real_dtype(filt.dtype))
-    bad = xp.zeros(frames.shape[0], dtype=np.bool_)
+    if bad is None:
+        bad = xp.zeros(frames.shape[0], dtype=np.bool_)
     backend.log_scale_frames(frames, logged, bad)
     _check_finite(xp, bad, "frames")
     return correlate(backend, logged, filt)
@@ -272,10 +291,13 @@ def run_full(backend, frames, peaks, crop_size, filt, factor, out):
 
     Same parameters as :func:`run_fast`, with ``filt`` of shape (H, W // 2 + 1).
     """
-    maps, _, offsets = full_maps(backend, frames, filt)
+    xp = backend.xp
+    bad = xp.zeros(frames.shape[0], dtype=np.bool_)
+    maps, _, offsets = full_maps(backend, frames, filt, bad=bad)
     # outside the frame the map counts as 0, i.e. -mean in zero-mean terms
     crops = crop_frames(backend, maps, peaks, crop_size, maps.dtype, log=False, fill=-offsets)
     finish_full(backend, crops, maps, offsets, peaks, crop_size, factor, out)
+    _mark_bad(xp, xp.repeat(bad, peaks.shape[0]), out)
 
 
 def frame_bytes(mode, frame_shape, n_peaks, crop_size, rdtype, factor):

@@ -4,6 +4,7 @@ from collections import deque
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
+import array_api_compat
 import numpy as np
 import sparseconverter
 
@@ -14,8 +15,10 @@ __all__ = ["refine", "RefineResult", "DEFAULT_MEMORY_LIMIT"]
 
 #: scratch memory :func:`refine` may use by default, all workers together (bytes)
 DEFAULT_MEMORY_LIMIT = 256 * 2**20
-#: frames per chunk at most: small chunks stay in the CPU caches
+#: frames per chunk at most on the CPU: small chunks stay in the CPU caches
 MAX_CHUNK_FRAMES = 64
+#: share of the free device memory that refine may use by default on a GPU
+GPU_MEMORY_FRACTION = 0.5
 
 
 @dataclass
@@ -83,10 +86,17 @@ class _FlatFrames:
             i += run
         if not parts:
             return np.empty((0,) + self.shape[1:], dtype=self.dtype)
-        return parts[0] if len(parts) == 1 else np.concatenate(parts)
+        if len(parts) == 1:
+            return parts[0]
+        if array_api_compat.is_cupy_array(parts[0]):
+            import cupy
+            return cupy.concatenate(parts)
+        return np.concatenate(parts)
 
 
 def _dense(chunk):
+    if array_api_compat.is_cupy_array(chunk):
+        return chunk
     if is_sparse(chunk):
         chunk = sparseconverter.for_backend(chunk, sparseconverter.NUMPY)
     return np.asarray(chunk)
@@ -177,17 +187,27 @@ def refine(frames, peaks, pattern, *, mode="fast", upsample=False,
         frames = frames[np.newaxis] if not is_sparse(frames) else frames.reshape((1, fy, fx))
     if progress is not None and not callable(progress):
         raise TypeError(f"progress must be callable(done, total) or None; got {progress!r}")
-    peaks = _validate.check_peaks(peaks)
+    peaks = _peaks_for(xp, peaks)
     factor = _validate.check_upsample(upsample)
     crop_size = _validate.check_crop_size(pattern.get_crop_size(), (fy, fx))
-    if memory_limit is None:
-        memory_limit = DEFAULT_MEMORY_LIMIT
     if workers is None:
         workers = os.cpu_count() or 1
     if int(workers) < 1:
         raise ValueError(f"workers must be >= 1; got {workers}")
-    if int(memory_limit) <= 0:
+    if memory_limit is not None and int(memory_limit) <= 0:
         raise ValueError(f"memory_limit must be > 0 bytes; got {memory_limit}")
+    gpu = backend.name == "cuda"
+    if gpu:
+        # one thread on the caller's current stream; batches sized from free device memory
+        workers = 1
+        max_chunk = max(n_frames, 1)
+        if memory_limit is None:
+            with frames.device:
+                memory_limit = int(xp.cuda.runtime.memGetInfo()[0] * GPU_MEMORY_FRACTION)
+    else:
+        max_chunk = MAX_CHUNK_FRAMES
+        if memory_limit is None:
+            memory_limit = DEFAULT_MEMORY_LIMIT
 
     n_peaks = len(peaks)
     rdtype = _pipeline.compute_dtype(frames.dtype)
@@ -204,12 +224,12 @@ def refine(frames, peaks, pattern, *, mode="fast", upsample=False,
 
     per_frame = _pipeline.frame_bytes(mode, (fy, fx), n_peaks, crop_size, rdtype, factor)
     workers = max(1, min(int(workers), n_frames))
-    # at most MAX_CHUNK_FRAMES, within the memory budget, and enough chunks for every worker
-    chunk = int(max(1, min(MAX_CHUNK_FRAMES, memory_limit // (workers * per_frame),
+    # at most max_chunk, within the memory budget, and enough chunks for every worker
+    chunk = int(max(1, min(max_chunk, int(memory_limit) // (workers * per_frame),
                            -(-n_frames // workers))))
 
-    def process(start):
-        stop = min(start + chunk, n_frames)
+    def process(start, stop=None):
+        stop = min(start + chunk, n_frames) if stop is None else stop
         out = (centers[start:stop].reshape(-1, 2), refineds[start:stop].reshape(-1, 2),
                heights[start:stop].reshape(-1), elevations[start:stop].reshape(-1))
         run(backend, _dense_chunk(frames, start, stop), peaks, crop_size, filt, factor, out)
@@ -219,7 +239,10 @@ def refine(frames, peaks, pattern, *, mode="fast", upsample=False,
             progress(min(start + chunk, n_frames), n_frames)
 
     starts = range(0, n_frames, chunk)
-    if workers == 1 or len(starts) == 1:
+    if gpu:
+        with frames.device:
+            _run_gpu(xp, process, progress, n_frames, chunk)
+    elif workers == 1 or len(starts) == 1:
         for start in starts:
             process(start)
             done(start)
@@ -235,6 +258,38 @@ def refine(frames, peaks, pattern, *, mode="fast", upsample=False,
 
     return RefineResult(*(a.reshape(lead + a.shape[1:])
                           for a in (centers, refineds, heights, elevations)))
+
+
+def _run_gpu(xp, process, progress, n_frames, chunk):
+    """Chunks one after the other; an out-of-memory error halves the chunk and retries."""
+    start = 0
+    while start < n_frames:
+        stop = min(start + chunk, n_frames)
+        try:
+            process(start, stop)
+        except xp.cuda.memory.OutOfMemoryError:
+            if chunk == 1:
+                raise
+            xp.get_default_memory_pool().free_all_blocks()
+            chunk = max(1, chunk // 2)
+            continue
+        if progress is not None:
+            progress(stop, n_frames)
+        start = stop
+
+
+def _peaks_for(xp, peaks):
+    """Validated int64 peaks (P, 2) in the array library of the frames.
+
+    Integer CuPy peaks are checked by shape and dtype only, on the device (no
+    host sync); others are validated on the host and moved once.
+    """
+    if array_api_compat.is_cupy_array(peaks) and np.dtype(peaks.dtype).kind in "iu":
+        if peaks.ndim != 2 or peaks.shape[1] != 2 or peaks.shape[0] == 0:
+            _validate.check_peaks(np.empty(peaks.shape, np.int64))  # raises the usual error
+        return xp.ascontiguousarray(peaks, dtype=np.int64)
+    host = peaks.get() if array_api_compat.is_cupy_array(peaks) else peaks
+    return xp.asarray(_validate.check_peaks(host))
 
 
 def _wait(pending):

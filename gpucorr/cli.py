@@ -46,18 +46,15 @@ def cpu_name():
 
 
 def cuda_status():
-    """``(usable, reason)`` for the CUDA backend, probing CuPy by allocating."""
-    try:
-        import cupy
-    except Exception as exc:
-        return False, f"CuPy is not installed ({type(exc).__name__}); pip install gpucorr[cuda13]"
-    try:
-        cupy.zeros(1)
-        count = cupy.cuda.runtime.getDeviceCount()
-    except Exception as exc:
-        return False, f"CuPy finds no usable GPU ({type(exc).__name__}: {exc})"
-    return False, (f"{count} GPU(s) visible, but this version of gpucorr has no CUDA "
-                   "backend yet")
+    """``(usable, reason)`` of the GPU for the command line."""
+    from gpucorr._backend import cuda_unusable_reason
+    reason = cuda_unusable_reason()
+    if reason is not None:
+        return False, reason
+    import cupy
+    count = cupy.cuda.runtime.getDeviceCount()
+    return False, (f"{count} GPU(s) usable from the Python API (CuPy arrays), but the "
+                   "command line does not move frames to a GPU yet")
 
 
 def resolve_device(device):

@@ -187,12 +187,9 @@ class CorrelationUDF(UDF):
         return self.USE_NATIVE_DTYPE
 
     def get_backends(self):
-        """NumPy and pydata-sparse (COO, GCXS); CuPy once the CUDA backend exists."""
+        """NumPy and pydata-sparse (COO, GCXS); CuPy where a GPU is usable."""
         backends = [self.BACKEND_NUMPY, self.BACKEND_SPARSE_COO, self.BACKEND_SPARSE_GCXS]
-        # gpucorr has no CUDA backend yet (CuPy input to refine raises TypeError).
-        # The CuPy backend is declared once the CUDA backend lands and
-        # gpucorr._backend.cuda_available() reports a usable GPU.
-        if getattr(_backend, "cuda_available", lambda: False)():
+        if _backend.cuda_available():
             backends.append(self.BACKEND_CUPY)
         return tuple(backends)
 

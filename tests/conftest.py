@@ -48,11 +48,7 @@ def pytest_collection_modifyitems(config, items):
 
 @pytest.fixture(params=[
     pytest.param("numpy", id="numpy"),
-    pytest.param("cupy", id="cupy", marks=[
-        pytest.mark.gpu,
-        pytest.mark.xfail(raises=TypeError, strict=True,
-                          reason="the CUDA backend is not implemented yet (issue 3)"),
-    ]),
+    pytest.param("cupy", id="cupy", marks=pytest.mark.gpu),
 ])
 def xp(request):
     """The array module a test runs on."""

@@ -213,8 +213,6 @@ def test_cupy_chunks_give_cupy_meta(data):
 
 
 @pytest.mark.gpu
-@pytest.mark.xfail(raises=TypeError, strict=True,
-                   reason="the CUDA backend is not implemented yet (issue 3)")
 def test_cupy_chunks_equal_cpu(data):
     cupy = pytest.importorskip("cupy")
     frames, peaks = data

@@ -193,7 +193,7 @@ def test_cpu_backend_goes_through_the_dispatch_point(stack, monkeypatch):
 
 
 def test_xp_dispatch(xp, stack):
-    """NumPy input runs on the CPU; CuPy input needs the CUDA backend (issue 3)."""
+    """NumPy input runs on the CPU, CuPy input on its GPU; results stay in that library."""
     frames, peaks = stack
     res = gpucorr.refine(xp.asarray(frames), xp.asarray(peaks), patterns.Circular(radius=4))
     assert isinstance(res.centers, type(xp.asarray(frames)))

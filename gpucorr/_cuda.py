@@ -1,0 +1,130 @@
+"""GPU kernel set (CuPy + RawKernels from ``kernels/*.cu``) for the correlation pipeline.
+
+The sibling of :mod:`gpucorr._numba`: the same functions with the same
+signatures, on CuPy arrays. Imported only when CuPy input is given, so a
+CPU-only install never imports CuPy. Kernels are compiled by NVRTC from the
+sources shipped in the package (``gpucorr/kernels``), once per device and
+type combination.
+
+Status: written and compiled with nvcc on a machine without a GPU; the GPU
+parity tests (``pytest --gpu``) have not run yet.
+"""
+import importlib.resources
+
+import cupy
+import numpy as np
+
+__all__ = ["crop_log", "log_scale_frames", "evaluate", "roll_to_origin", "load_kernel",
+           "C_TYPES"]
+
+#: NumPy dtype -> C type of the kernel templates
+C_TYPES = {
+    np.dtype(np.uint8): "unsigned char",
+    np.dtype(np.int8): "signed char",
+    np.dtype(np.uint16): "unsigned short",
+    np.dtype(np.int16): "short",
+    np.dtype(np.uint32): "unsigned int",
+    np.dtype(np.int32): "int",
+    np.dtype(np.uint64): "unsigned long long",
+    np.dtype(np.int64): "long long",
+    np.dtype(np.float32): "float",
+    np.dtype(np.float64): "double",
+}
+
+#: threads per block of the per-crop and per-map kernels
+BLOCK = 256
+
+
+def kernel_source(name):
+    """Text of ``kernels/<name>`` shipped inside the package."""
+    return (importlib.resources.files("gpucorr") / "kernels" / name).read_text()
+
+
+@cupy.memoize(for_each_device=True)
+def _module(name, expressions):
+    return cupy.RawModule(code=kernel_source(name), options=("-std=c++17",),
+                          name_expressions=list(expressions))
+
+
+def load_kernel(name, expression, all_expressions):
+    """The kernel ``expression`` (e.g. ``crop_log<float, float>``) of source ``name``."""
+    return _module(name, tuple(all_expressions)).get_function(expression)
+
+
+def _crop_expressions():
+    return [f"crop_log<{c}, {r}>" for c in C_TYPES.values() for r in ("float", "double")]
+
+
+def _shared_bytes(rtype, extra_per_thread):
+    return BLOCK * (np.dtype(rtype).itemsize + extra_per_thread)
+
+
+def _check_shared(nbytes):
+    limit = cupy.cuda.Device().attributes["MaxSharedMemoryPerBlock"]
+    if nbytes > limit:
+        raise RuntimeError(f"kernel needs {nbytes} bytes of shared memory; the device allows "
+                           f"{limit}")
+
+
+def crop_log(frames, peaks, crop_size, do_log, fill, out, bad):
+    """GPU :func:`gpucorr._numba.crop_log`: one block per (frame, peak) crop."""
+    frames = cupy.ascontiguousarray(frames)
+    n_frames, fy, fx = frames.shape
+    n_peaks = peaks.shape[0]
+    h, w = out.shape[2], out.shape[3]
+    if n_frames * n_peaks == 0:
+        return
+    rtype = out.dtype
+    expression = f"crop_log<{C_TYPES[frames.dtype]}, {C_TYPES[rtype]}>"
+    kernel = load_kernel("crop.cu", expression, _crop_expressions())
+    shared = _shared_bytes(rtype, 4)
+    _check_shared(shared)
+    kernel((n_frames * n_peaks,), (BLOCK,),
+           (frames, np.int32(fy), np.int32(fx), cupy.ascontiguousarray(peaks, dtype=np.int64),
+            np.int32(n_peaks), np.int32(crop_size), np.int32(h), np.int32(w),
+            np.int32(bool(do_log)), cupy.ascontiguousarray(fill, dtype=rtype), out, bad),
+           shared_mem=shared)
+
+
+def log_scale_frames(frames, out, bad):
+    """GPU :func:`gpucorr._numba.log_scale_frames` with CuPy reductions (no host sync)."""
+    out[...] = frames
+    axes = (1, 2)
+    bad[...] = ~cupy.isfinite(out).all(axis=axes)
+    lowest = out.min(axis=axes)
+    cupy.log(out - (lowest - 1)[:, None, None], out=out)
+
+
+def evaluate(corrs, peaks, crop_size, offsets, out_centers, out_refineds, out_heights,
+             out_elevations):
+    """GPU :func:`gpucorr._numba.evaluate`: one block per correlation map."""
+    corrs = cupy.ascontiguousarray(corrs)
+    n_maps, h, w = corrs.shape
+    if n_maps == 0:
+        return
+    for arr, dtype, name in ((out_centers, np.int32, "out_centers"),
+                             (out_refineds, np.float32, "out_refineds"),
+                             (out_heights, np.float32, "out_heights"),
+                             (out_elevations, np.float32, "out_elevations")):
+        if arr.dtype != dtype or not arr.flags.c_contiguous:
+            raise TypeError(f"{name} must be a C-contiguous {np.dtype(dtype)} CuPy array on the "
+                            f"GPU backend; got {arr.dtype}")
+    rtype = corrs.dtype
+    expressions = ["evaluate<float>", "evaluate<double>"]
+    kernel = load_kernel("evaluate.cu", f"evaluate<{C_TYPES[rtype]}>", expressions)
+    shared = _shared_bytes(rtype, 4 + 4)
+    _check_shared(shared)
+    kernel((n_maps,), (BLOCK,),
+           (corrs, np.int32(h), np.int32(w), cupy.ascontiguousarray(peaks, dtype=np.int64),
+            np.int32(peaks.shape[0]), np.int32(crop_size),
+            cupy.ascontiguousarray(offsets, dtype=np.float64), out_centers, out_refineds,
+            out_heights, out_elevations),
+           shared_mem=shared)
+
+
+def roll_to_origin(maps, positions, out):
+    """GPU :func:`gpucorr._numba.roll_to_origin` as one gather."""
+    n_maps, h, w = maps.shape
+    iy = (positions[None, :, 0, None] + cupy.arange(h)[:, None, None]) % h
+    ix = (positions[None, :, 1, None] + cupy.arange(w)[None, None, :]) % w
+    out[...] = maps[cupy.arange(n_maps)[None, :, None], iy, ix]

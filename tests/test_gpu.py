@@ -1,0 +1,141 @@
+"""The CUDA backend: parity with the CPU, GPU residency, and the kernel sources.
+
+GPU tests carry the ``gpu`` marker: they skip (with the reason) where CuPy
+cannot allocate on a GPU, and ``pytest --gpu`` refuses to run there. Every GPU
+result is compared with the CPU backend's on the same input, to the tolerances
+of DESIGN.md (same integer centres, refined positions within 1e-3 px, heights
+and elevations within 1e-4 relative).
+"""
+import glob
+import os
+import shutil
+import subprocess
+import sys
+import zipfile
+
+import numpy as np
+import pytest
+
+import gpucorr
+from gpucorr import patterns
+
+from helpers import assert_results_match, jittered_peaks, random_lattice_frames
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+KERNELS = sorted(glob.glob(os.path.join(ROOT, "kernels", "*.cu")))
+
+PATTERNS = [
+    patterns.Circular(radius=4),
+    patterns.RadialGradient(radius=3.5, search=7),
+    patterns.BackgroundSubtraction(radius=4),
+    patterns.RadialGradientBackgroundSubtraction(radius=4),
+    patterns.UserTemplate(np.arange(35.0).reshape(5, 7) % 4, search=6),
+]
+
+
+def test_kernel_sources_exist_and_are_self_contained():
+    assert KERNELS, "no kernels/*.cu"
+    for path in KERNELS:
+        text = open(path).read()
+        assert "#include" not in text, f"{path}: NVRTC accepts no host headers"
+        assert text.startswith("//"), f"{path}: opens with a prose header"
+
+
+@pytest.mark.skipif(shutil.which("nvcc") is None, reason="nvcc is not installed")
+@pytest.mark.parametrize("path", KERNELS, ids=os.path.basename)
+def test_kernels_compile_with_nvcc(path, tmp_path):
+    run = subprocess.run(["nvcc", "-arch=sm_90", "-std=c++17", "-cubin", "-o",
+                          str(tmp_path / "k.cubin"), path], capture_output=True, text=True)
+    assert run.returncode == 0, run.stderr
+
+
+@pytest.mark.slow
+def test_wheel_ships_the_kernel_sources(tmp_path):
+    """A built wheel contains kernels/*.cu where the loader looks for them."""
+    run = subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps",
+                          "-q", "-w", str(tmp_path), ROOT], capture_output=True, text=True)
+    if run.returncode != 0:
+        pytest.skip(f"cannot build a wheel here: {run.stderr.strip()[-200:]}")
+    wheel = glob.glob(str(tmp_path / "gpucorr-*.whl"))[0]
+    names = zipfile.ZipFile(wheel).namelist()
+    for path in KERNELS:
+        assert f"gpucorr/kernels/{os.path.basename(path)}" in names
+    # the loader reads them through importlib.resources from the installed package
+    target = tmp_path / "site"
+    zipfile.ZipFile(wheel).extractall(target)
+    code = ("import importlib.resources as r; "
+            "print(sorted(p.name for p in (r.files('gpucorr') / 'kernels').iterdir()))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         env=dict(os.environ, PYTHONPATH=str(target)), cwd=str(tmp_path))
+    assert out.returncode == 0, out.stderr
+    for path in KERNELS:
+        assert os.path.basename(path) in out.stdout
+
+
+@pytest.fixture
+def cupy():
+    import cupy
+    return cupy
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("mode", ["fast", "full"])
+@pytest.mark.parametrize("upsample", [False, 20])
+@pytest.mark.parametrize("dtype", [np.uint16, np.float32, np.float64], ids=str)
+@pytest.mark.parametrize("shape", [(96, 80), (75, 91)], ids=lambda s: f"{s[0]}x{s[1]}")
+@pytest.mark.parametrize("pattern", PATTERNS, ids=lambda p: type(p).__name__)
+def test_gpu_matches_cpu(cupy, rng, pattern, shape, dtype, upsample, mode):
+    frames, true = random_lattice_frames(rng, 5, shape=shape, radius=4, dtype=dtype)
+    peaks = jittered_peaks(rng, true, shape)
+    expected = gpucorr.refine(frames, peaks, pattern, mode=mode, upsample=upsample)
+    got = gpucorr.refine(cupy.asarray(frames), cupy.asarray(peaks), pattern, mode=mode,
+                         upsample=upsample)
+    assert all(isinstance(a, cupy.ndarray) for a in got)
+    assert_results_match([cupy.asnumpy(a) for a in got], expected)
+
+
+@pytest.mark.gpu
+def test_gpu_is_resident_and_uses_the_current_stream(cupy, rng):
+    import cupyx
+    frames, true = random_lattice_frames(rng, 8, shape=(128, 128), radius=4)
+    frames_gpu = cupy.asarray(frames)
+    peaks_gpu = cupy.asarray(np.rint(true).astype(np.int64))
+    pattern = patterns.RadialGradient(radius=4)
+    for mode in ("fast", "full"):
+        gpucorr.refine(frames_gpu, peaks_gpu, pattern, mode=mode, upsample=20)  # warm-up
+        stream = cupy.cuda.Stream(non_blocking=True)
+        with stream, cupyx.allow_synchronize(False):
+            res = gpucorr.refine(frames_gpu, peaks_gpu, pattern, mode=mode, upsample=20)
+        stream.synchronize()
+        expected = gpucorr.refine(frames, np.rint(true).astype(np.int64), pattern, mode=mode,
+                                  upsample=20)
+        assert_results_match([cupy.asnumpy(a) for a in res], expected)
+
+
+@pytest.mark.gpu
+def test_gpu_non_finite_frames_give_nan_rows(cupy, rng):
+    frames, true = random_lattice_frames(rng, 3, shape=(96, 96), radius=4)
+    frames[1, 48, 48] = np.nan
+    peaks = np.rint(true).astype(np.int64)
+    res = gpucorr.refine(cupy.asarray(frames), cupy.asarray(peaks), patterns.Circular(radius=4),
+                         mode="full")
+    heights = cupy.asnumpy(res.heights)
+    assert np.isnan(heights[1]).all() and np.isfinite(heights[[0, 2]]).all()
+
+
+@pytest.mark.gpu
+def test_gpu_small_memory_budget_gives_the_same(cupy, rng):
+    frames, true = random_lattice_frames(rng, 9, shape=(96, 96), radius=4)
+    peaks = cupy.asarray(np.rint(true).astype(np.int64))
+    pattern = patterns.Circular(radius=4)
+    big = gpucorr.refine(cupy.asarray(frames), peaks, pattern)
+    small = gpucorr.refine(cupy.asarray(frames), peaks, pattern, memory_limit=1)
+    for a, b in zip(big, small):
+        cupy.testing.assert_array_equal(a, b)
+
+
+@pytest.mark.gpu
+def test_mixed_numpy_and_cupy_is_a_type_error(cupy, rng):
+    frames, true = random_lattice_frames(rng, 2, shape=(64, 64), radius=3)
+    with pytest.raises(TypeError, match="arguments mix array libraries"):
+        gpucorr.refine(cupy.asarray(frames), np.rint(true).astype(int), patterns.Circular(3))
