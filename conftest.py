@@ -1,12 +1,10 @@
 """Root pytest configuration: modules whose optional dependency is missing are not collected.
 
-``pytest`` collects doctests from ``gpucorr/``; the GPU kernel set needs CuPy
-and the LiberTEM UDF needs LiberTEM, which a CPU-only or minimal install lacks.
+``pytest`` collects doctests from ``gpucorr/``; the LiberTEM UDF needs
+LiberTEM, which a minimal install lacks.
 """
 import importlib.util
 
 collect_ignore = []
-if importlib.util.find_spec("cupy") is None:
-    collect_ignore.append("gpucorr/_cuda.py")
 if importlib.util.find_spec("libertem") is None:
     collect_ignore.append("gpucorr/libertem.py")

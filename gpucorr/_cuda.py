@@ -1,21 +1,22 @@
 """GPU kernel set (CuPy + RawKernels from ``kernels/*.cu``) for the correlation pipeline.
 
 The sibling of :mod:`gpucorr._numba`: the same functions with the same
-signatures, on CuPy arrays. Imported only when CuPy input is given, so a
-CPU-only install never imports CuPy. Kernels are compiled by NVRTC from the
+signatures, on CuPy arrays. CuPy itself is imported inside the
+functions, so this module (its C-type table and kernel names) imports on a
+CPU-only install, and gpucorr imports it only for CuPy input. Kernels are compiled by NVRTC from the
 sources shipped in the package (``gpucorr/kernels``), once per device and
 type combination.
 
 Status: written and compiled with nvcc on a machine without a GPU; the GPU
 parity tests (``pytest --gpu``) have not run yet.
 """
+import functools
 import importlib.resources
 
-import cupy
 import numpy as np
 
 __all__ = ["crop_log", "log_scale_frames", "evaluate", "roll_to_origin", "load_kernel",
-           "C_TYPES"]
+           "kernel_source", "crop_expressions", "evaluate_expressions", "C_TYPES"]
 
 #: NumPy dtype -> C type of the kernel templates
 C_TYPES = {
@@ -40,19 +41,31 @@ def kernel_source(name):
     return (importlib.resources.files("gpucorr") / "kernels" / name).read_text()
 
 
-@cupy.memoize(for_each_device=True)
-def _module(name, expressions):
+@functools.lru_cache(maxsize=None)
+def _module(device_id, name, expressions):
+    import cupy
     return cupy.RawModule(code=kernel_source(name), options=("-std=c++17",),
                           name_expressions=list(expressions))
 
 
 def load_kernel(name, expression, all_expressions):
-    """The kernel ``expression`` (e.g. ``crop_log<float, float>``) of source ``name``."""
-    return _module(name, tuple(all_expressions)).get_function(expression)
+    """The kernel ``expression`` (e.g. ``crop_log<float, float>``) of source ``name``.
+
+    Each source is compiled once per device, for all of ``all_expressions``.
+    """
+    import cupy
+    module = _module(cupy.cuda.Device().id, name, tuple(all_expressions))
+    return module.get_function(expression)
 
 
-def _crop_expressions():
+def crop_expressions():
+    """Name expressions of every ``crop_log`` instantiation the launcher uses."""
     return [f"crop_log<{c}, {r}>" for c in C_TYPES.values() for r in ("float", "double")]
+
+
+def evaluate_expressions():
+    """Name expressions of every ``evaluate`` instantiation the launcher uses."""
+    return ["evaluate<float>", "evaluate<double>"]
 
 
 def _shared_bytes(rtype, extra_per_thread):
@@ -60,6 +73,7 @@ def _shared_bytes(rtype, extra_per_thread):
 
 
 def _check_shared(nbytes):
+    import cupy
     limit = cupy.cuda.Device().attributes["MaxSharedMemoryPerBlock"]
     if nbytes > limit:
         raise RuntimeError(f"kernel needs {nbytes} bytes of shared memory; the device allows "
@@ -68,6 +82,7 @@ def _check_shared(nbytes):
 
 def crop_log(frames, peaks, crop_size, do_log, fill, out, bad):
     """GPU :func:`gpucorr._numba.crop_log`: one block per (frame, peak) crop."""
+    import cupy
     frames = cupy.ascontiguousarray(frames)
     n_frames, fy, fx = frames.shape
     n_peaks = peaks.shape[0]
@@ -76,7 +91,7 @@ def crop_log(frames, peaks, crop_size, do_log, fill, out, bad):
         return
     rtype = out.dtype
     expression = f"crop_log<{C_TYPES[frames.dtype]}, {C_TYPES[rtype]}>"
-    kernel = load_kernel("crop.cu", expression, _crop_expressions())
+    kernel = load_kernel("crop.cu", expression, crop_expressions())
     shared = _shared_bytes(rtype, 4)
     _check_shared(shared)
     kernel((n_frames * n_peaks,), (BLOCK,),
@@ -88,6 +103,7 @@ def crop_log(frames, peaks, crop_size, do_log, fill, out, bad):
 
 def log_scale_frames(frames, out, bad):
     """GPU :func:`gpucorr._numba.log_scale_frames` with CuPy reductions (no host sync)."""
+    import cupy
     out[...] = frames
     axes = (1, 2)
     bad[...] = ~cupy.isfinite(out).all(axis=axes)
@@ -98,6 +114,7 @@ def log_scale_frames(frames, out, bad):
 def evaluate(corrs, peaks, crop_size, offsets, out_centers, out_refineds, out_heights,
              out_elevations):
     """GPU :func:`gpucorr._numba.evaluate`: one block per correlation map."""
+    import cupy
     corrs = cupy.ascontiguousarray(corrs)
     n_maps, h, w = corrs.shape
     if n_maps == 0:
@@ -110,8 +127,7 @@ def evaluate(corrs, peaks, crop_size, offsets, out_centers, out_refineds, out_he
             raise TypeError(f"{name} must be a C-contiguous {np.dtype(dtype)} CuPy array on the "
                             f"GPU backend; got {arr.dtype}")
     rtype = corrs.dtype
-    expressions = ["evaluate<float>", "evaluate<double>"]
-    kernel = load_kernel("evaluate.cu", f"evaluate<{C_TYPES[rtype]}>", expressions)
+    kernel = load_kernel("evaluate.cu", f"evaluate<{C_TYPES[rtype]}>", evaluate_expressions())
     shared = _shared_bytes(rtype, 4 + 4)
     _check_shared(shared)
     kernel((n_maps,), (BLOCK,),
@@ -124,6 +140,7 @@ def evaluate(corrs, peaks, crop_size, offsets, out_centers, out_refineds, out_he
 
 def roll_to_origin(maps, positions, out):
     """GPU :func:`gpucorr._numba.roll_to_origin` as one gather."""
+    import cupy
     n_maps, h, w = maps.shape
     iy = (positions[None, :, 0, None] + cupy.arange(h)[:, None, None]) % h
     ix = (positions[None, :, 1, None] + cupy.arange(w)[None, None, :]) % w

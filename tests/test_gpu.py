@@ -139,3 +139,48 @@ def test_mixed_numpy_and_cupy_is_a_type_error(cupy, rng):
     frames, true = random_lattice_frames(rng, 2, shape=(64, 64), radius=3)
     with pytest.raises(TypeError, match="arguments mix array libraries"):
         gpucorr.refine(cupy.asarray(frames), np.rint(true).astype(int), patterns.Circular(3))
+
+
+def _find_nvrtc():
+    """libnvrtc from the nvidia-cuda-nvrtc wheel or a CUDA toolkit, or None."""
+    import ctypes
+    import ctypes.util
+    candidates = [ctypes.util.find_library("nvrtc")]
+    try:
+        import nvidia
+        for base in nvidia.__path__:
+            candidates += glob.glob(os.path.join(base, "*", "lib", "libnvrtc.so*"))
+    except ImportError:
+        pass
+    candidates += glob.glob("/usr/local/cuda*/lib64/libnvrtc.so*")
+    for path in candidates:
+        if path and "builtins" not in path:
+            try:
+                return ctypes.CDLL(path)
+            except OSError:
+                continue
+    return None
+
+
+@pytest.mark.parametrize("name", ["crop.cu", "evaluate.cu"])
+def test_kernels_compile_with_nvrtc_for_every_instantiation(name):
+    """NVRTC (what CuPy compiles with at run time) accepts the sources, no host headers."""
+    import ctypes
+    from gpucorr import _cuda
+    lib = _find_nvrtc()
+    if lib is None:
+        pytest.skip("libnvrtc not found (pip install nvidia-cuda-nvrtc)")
+    expressions = _cuda.crop_expressions() if name == "crop.cu" else _cuda.evaluate_expressions()
+    prog = ctypes.c_void_p()
+    assert lib.nvrtcCreateProgram(ctypes.byref(prog), _cuda.kernel_source(name).encode(),
+                                  name.encode(), 0, None, None) == 0
+    for expression in expressions:
+        assert lib.nvrtcAddNameExpression(prog, expression.encode()) == 0
+    options = [b"-std=c++17", b"--gpu-architecture=compute_90"]
+    status = lib.nvrtcCompileProgram(prog, len(options), (ctypes.c_char_p * 2)(*options))
+    size = ctypes.c_size_t()
+    lib.nvrtcGetProgramLogSize(prog, ctypes.byref(size))
+    log = ctypes.create_string_buffer(size.value)
+    lib.nvrtcGetProgramLog(prog, log)
+    lib.nvrtcDestroyProgram(ctypes.byref(prog))
+    assert status == 0, log.value.decode()
