@@ -181,6 +181,7 @@ def refine(frames, peaks, pattern, *, mode="fast", upsample=False,
     xp = array_namespace(frames, peaks)
     backend = get_backend(xp)
     _validate.check_pattern(pattern)
+    device = getattr(frames, "device", None) if backend.name == "cuda" else None
     frames, lead = _as_stack(frames)
     n_frames, fy, fx = (int(np.prod(lead)),) + tuple(frames.shape[-2:])
     if len(lead) == 0:
@@ -202,7 +203,7 @@ def refine(frames, peaks, pattern, *, mode="fast", upsample=False,
         workers = 1
         max_chunk = max(n_frames, 1)
         if memory_limit is None:
-            with frames.device:
+            with device:
                 memory_limit = int(xp.cuda.runtime.memGetInfo()[0] * GPU_MEMORY_FRACTION)
     else:
         max_chunk = MAX_CHUNK_FRAMES
@@ -240,7 +241,7 @@ def refine(frames, peaks, pattern, *, mode="fast", upsample=False,
 
     starts = range(0, n_frames, chunk)
     if gpu:
-        with frames.device:
+        with device:
             _run_gpu(xp, process, progress, n_frames, chunk)
     elif workers == 1 or len(starts) == 1:
         for start in starts:
