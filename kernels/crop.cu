@@ -29,7 +29,7 @@ __global__ void crop_log(const T* __restrict__ frames, int fy, int fx,
                          const long long* __restrict__ peaks, int n_peaks, int crop_size,
                          int h, int w, int do_log, const R* __restrict__ fill,
                          R* __restrict__ out, bool* __restrict__ bad) {
-    extern __shared__ unsigned char shared_bytes[];
+    extern __shared__ __align__(16) unsigned char shared_bytes[];
     R* shared_min = reinterpret_cast<R*>(shared_bytes);
     int* shared_bad = reinterpret_cast<int*>(shared_min + blockDim.x);
 

@@ -25,7 +25,7 @@ __global__ void evaluate(const R* __restrict__ corrs, int h, int w,
                          const double* __restrict__ offsets, int* __restrict__ out_centers,
                          float* __restrict__ out_refineds, float* __restrict__ out_heights,
                          float* __restrict__ out_elevations) {
-    extern __shared__ unsigned char shared_bytes[];
+    extern __shared__ __align__(16) unsigned char shared_bytes[];
     R* shared_value = reinterpret_cast<R*>(shared_bytes);
     int* shared_index = reinterpret_cast<int*>(shared_value + blockDim.x);
     float* shared_slope = reinterpret_cast<float*>(shared_index + blockDim.x);
