@@ -8,3 +8,5 @@ import importlib.util
 collect_ignore = []
 if importlib.util.find_spec("libertem") is None:
     collect_ignore.append("gpucorr/libertem.py")
+if importlib.util.find_spec("dask") is None:
+    collect_ignore.append("gpucorr/dask.py")
