@@ -13,6 +13,7 @@ from gpucorr.correlation import (  # noqa: F401
     crop_disks_from_frame, crop_disks_from_frame_slicing, zeros, fft,
 )
 from gpucorr.api import refine, RefineResult  # noqa: F401
+from gpucorr._backend import devices, Device  # noqa: F401
 from gpucorr.peaks import get_correlation, get_peaks  # noqa: F401
 from gpucorr.synthetic import cbed_frame  # noqa: F401
 from gpucorr import patterns  # noqa: F401

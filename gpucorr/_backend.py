@@ -8,6 +8,8 @@ Only this module decides between backends: NumPy input gets the numba
 kernel set (:mod:`gpucorr._numba`), CuPy input the CUDA kernel set
 (:mod:`gpucorr._cuda`, imported only then).
 """
+import dataclasses
+
 import numpy as np
 import scipy.fft
 import array_api_compat
@@ -15,7 +17,8 @@ import sparseconverter
 
 from gpucorr import _numba
 
-__all__ = ["Backend", "array_namespace", "get_backend", "is_sparse"]
+__all__ = ["Backend", "Device", "array_namespace", "get_backend", "is_sparse", "devices",
+           "cuda_available", "cuda_unusable_reason"]
 
 
 def is_sparse(arr):
@@ -133,6 +136,57 @@ def cuda_unusable_reason():
     except Exception as exc:
         return f"CuPy finds no usable GPU ({type(exc).__name__}: {exc})"
     return None
+
+
+@dataclasses.dataclass(frozen=True)
+class Device:
+    """A place gpucorr can compute: the CPU or one GPU.
+
+    Attributes
+    ----------
+    name : str
+        ``"cpu"`` or ``"cuda:N"`` (``"cuda"`` for a GPU backend that cannot start).
+    usable : bool
+        Whether gpucorr can run there now.
+    description : str
+        The CPU model, or the GPU's name and memory; or why it is not usable.
+    """
+
+    name: str
+    usable: bool
+    description: str
+
+
+def _cpu_model():
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    import platform
+    return platform.processor() or platform.machine()
+
+
+def devices():
+    """The CPU and every GPU, with whether gpucorr can use each and why not.
+
+    >>> devices()[0].name, devices()[0].usable
+    ('cpu', True)
+    """
+    import os
+    found = [Device("cpu", True, f"{_cpu_model()}, {os.cpu_count()} cores (numba kernels)")]
+    reason = cuda_unusable_reason()
+    if reason is not None:
+        return found + [Device("cuda", False, reason)]
+    import cupy
+    for i in range(cupy.cuda.runtime.getDeviceCount()):
+        props = cupy.cuda.runtime.getDeviceProperties(i)
+        name = props["name"].decode() if isinstance(props["name"], bytes) else props["name"]
+        found.append(Device(f"cuda:{i}", True,
+                            f"{name}, {props['totalGlobalMem'] / 2**30:.0f} GiB (CUDA kernels)"))
+    return found
 
 
 def cuda_available():

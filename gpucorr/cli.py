@@ -33,16 +33,8 @@ class CLIError(Exception):
 
 def cpu_name():
     """The CPU model, e.g. ``"AMD EPYC 7B13"``, and the core count."""
-    model = platform.processor() or platform.machine()
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    model = line.split(":", 1)[1].strip()
-                    break
-    except OSError:
-        pass
-    return f"{model}, {os.cpu_count()} cores"
+    from gpucorr._backend import _cpu_model
+    return f"{_cpu_model()}, {os.cpu_count()} cores"
 
 
 def cuda_status():
@@ -257,9 +249,10 @@ def cmd_info(args):
     print(f"gpucorr {gpucorr.__version__} (Python {platform.python_version()}, "
           f"NumPy {np.__version__}, numba {numba.__version__}, SciPy {scipy.__version__})")
     print("backends:")
-    print(f"  cpu: usable - numba kernels, scipy.fft; {cpu_name()}")
-    usable, reason = cuda_status()
-    print(f"  cuda: {'usable' if usable else 'unusable - ' + reason}")
+    for device in gpucorr.devices():
+        kind = device.name.split(":")[0]
+        state = "usable" if device.usable else "unusable"
+        print(f"  {kind}: {state} - {device.name}: {device.description}")
     optional = []
     for module in ("h5py", "zarr", "matplotlib", "rsciio", "libertem_blobfinder"):
         try:

@@ -247,3 +247,15 @@ def test_progress_is_reported_per_chunk(stack):
     gpucorr.refine(frames, peaks, patterns.Circular(radius=4), memory_limit=1, workers=2,
                    progress=lambda done, total: calls.append((done, total)))
     assert calls == [(i, len(frames)) for i in range(1, len(frames) + 1)]
+
+
+def test_devices_lists_the_cpu_and_why_a_gpu_is_not_usable():
+    found = gpucorr.devices()
+    assert found[0].name == "cpu" and found[0].usable and "cores" in found[0].description
+    gpus = found[1:]
+    assert gpus, "the CUDA backend is always listed"
+    if _backend.cuda_available():
+        assert all(d.name.startswith("cuda:") and d.usable for d in gpus)
+    else:
+        assert [(d.name, d.usable) for d in gpus] == [("cuda", False)]
+        assert gpus[0].description == _backend.cuda_unusable_reason()
