@@ -81,14 +81,9 @@ def reference_call(w, mode, upsample):
 
 
 def cpu_model():
-    """CPU model name from /proc/cpuinfo (platform.processor() elsewhere)."""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
+    """CPU model name, as gpucorr reports it."""
+    from gpucorr._backend import _cpu_model
+    return _cpu_model()
 
 
 def device():
