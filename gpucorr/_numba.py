@@ -26,6 +26,29 @@ __all__ = ["crop_log", "log_scale_frames", "evaluate", "roll_to_origin", "center
 
 
 @njit(cache=True, nogil=True)
+def _shift_for_log(img, shift):
+    """Whether ``img`` (2-D) is finite; if so and ``shift``, subtract ``min(img) - 1``.
+
+    Afterwards ``log(img)`` is the log scaling ``log(x - min + 1)``, computed in
+    the image's dtype (as libertem-blobfinder does).
+    """
+    mn = np.inf
+    for y in range(img.shape[0]):
+        for x in range(img.shape[1]):
+            v = img[y, x]
+            if not math.isfinite(v):
+                return False
+            if v < mn:
+                mn = v
+    if shift:
+        m = img[0, 0] * 0 + mn - 1  # keeps the compute dtype
+        for y in range(img.shape[0]):
+            for x in range(img.shape[1]):
+                img[y, x] -= m
+    return True
+
+
+@njit(cache=True, nogil=True)
 def _crop(frames, peaks, crop_size, do_log, fill, out, bad):
     n_frames, fy, fx = frames.shape
     n_peaks = peaks.shape[0]
@@ -36,8 +59,6 @@ def _crop(frames, peaks, crop_size, do_log, fill, out, bad):
         y0 = peaks[p, 0] - crop_size
         x0 = peaks[p, 1] - crop_size
         crop = out[n, p]
-        mn = np.inf
-        finite = True
         for y in range(h):
             yy = y0 + y
             for x in range(w):
@@ -46,17 +67,7 @@ def _crop(frames, peaks, crop_size, do_log, fill, out, bad):
                     crop[y, x] = frames[n, yy, xx]
                 else:
                     crop[y, x] = fill[n]
-                v = crop[y, x]
-                if not math.isfinite(v):
-                    finite = False
-                if v < mn:
-                    mn = v
-        bad[job] = not finite
-        if do_log and finite:
-            m = crop[0, 0] * 0 + mn - 1  # keeps the compute dtype
-            for y in range(h):
-                for x in range(w):
-                    crop[y, x] -= m
+        bad[job] = not _shift_for_log(crop, do_log)
 
 
 def crop_log(frames, peaks, crop_size, do_log, fill, out, bad):
@@ -89,22 +100,10 @@ def _shift_frames(frames, out, bad):
     n_frames, fy, fx = frames.shape
     for n in range(n_frames):
         dst = out[n]
-        mn = np.inf
-        finite = True
         for y in range(fy):
             for x in range(fx):
                 dst[y, x] = frames[n, y, x]
-                v = dst[y, x]
-                if not math.isfinite(v):
-                    finite = False
-                if v < mn:
-                    mn = v
-        bad[n] = not finite
-        if finite:
-            m = dst[0, 0] * 0 + mn - 1
-            for y in range(fy):
-                for x in range(fx):
-                    dst[y, x] -= m
+        bad[n] = not _shift_for_log(dst, True)
 
 
 def log_scale_frames(frames, out, bad):
