@@ -112,6 +112,26 @@ def _interpolation_kernel(n, factor):
     return kernel
 
 
+def _kernel_on(xp, n, factor, dtype):
+    """:func:`_interpolation_kernel` in ``dtype`` on the current device of ``xp``.
+
+    Cached per device, so a GPU receives each kernel once, not once per chunk.
+    """
+    device = xp.cuda.Device().id if xp is not np else None
+    return _cached_kernel(xp, device, n, factor, np.dtype(dtype).str)
+
+
+@functools.lru_cache(maxsize=64)
+def _cached_kernel(xp, device, n, factor, dtype):
+    kernel = xp.asarray(_interpolation_kernel(n, factor), dtype=dtype)
+    if xp is np:
+        kernel.flags.writeable = False
+    else:
+        # once per device: later calls may use the kernel from any stream
+        xp.cuda.get_current_stream().synchronize()
+    return kernel
+
+
 def upsample_positions(backend, maps, positions, factor):
     """Refine integer peak positions to ``1 / factor`` px by DFT upsampling.
 
@@ -146,8 +166,8 @@ def upsample_positions(backend, maps, positions, factor):
     n_maps, h, w = maps.shape
     n_pos = positions.shape[1]
     u = upsample_region_size(factor)
-    dy = xp.asarray(_interpolation_kernel(h, factor), dtype=maps.dtype)       # (U, H)
-    dx = xp.asarray(_interpolation_kernel(w, factor), dtype=maps.dtype)       # (U, W)
+    dy = _kernel_on(xp, h, factor, maps.dtype)                                # (U, H)
+    dx = _kernel_on(xp, w, factor, maps.dtype)                                # (U, W)
     pos = positions.astype(np.int64)
     if n_pos == 1:
         # roll each map so that its position is sample 0, laid out (H, B, W):
