@@ -1,6 +1,7 @@
 """gpucorr: find and refine diffraction-disk positions by template correlation.
 
-The same calls run on the CPU (NumPy + numba). The functions of
+The same calls run on the CPU (NumPy + numba) and on NVIDIA GPUs (CuPy +
+CUDA kernels): CuPy input, ``device=`` or :func:`use_device` select the GPU. The functions of
 ``libertem_blobfinder.base.correlation`` are here under the same names
 (see :mod:`gpucorr.correlation`); :func:`refine` processes a whole stack of
 frames in one call.
@@ -14,6 +15,7 @@ from gpucorr.correlation import (  # noqa: F401
 )
 from gpucorr.api import refine, RefineResult  # noqa: F401
 from gpucorr._backend import devices, Device  # noqa: F401
+from gpucorr._device import use_device, get_device  # noqa: F401
 from gpucorr.peaks import get_correlation, get_peaks  # noqa: F401
 from gpucorr.synthetic import cbed_frame  # noqa: F401
 from gpucorr import patterns  # noqa: F401

@@ -8,7 +8,7 @@ import array_api_compat
 import numpy as np
 import sparseconverter
 
-from gpucorr import _pipeline, _validate
+from gpucorr import _device, _pipeline, _validate
 from gpucorr._backend import array_namespace, get_backend, is_sparse
 
 __all__ = ["refine", "RefineResult", "DEFAULT_MEMORY_LIMIT"]
@@ -114,7 +114,7 @@ def _as_stack(frames):
     return _FlatFrames(frames), lead
 
 
-def refine(frames, peaks, pattern, *, mode="fast", upsample=False,
+def refine(frames, peaks, pattern, *, mode="fast", upsample=False, device=None,
            memory_limit=None, workers=None, progress=None):
     """Find and refine the peaks of every frame of a stack by template correlation.
 
@@ -125,8 +125,9 @@ def refine(frames, peaks, pattern, *, mode="fast", upsample=False,
         with any number of leading (scan) axes, e.g. (N, H, W),
         (scan_y, scan_x, H, W) or a single frame (H, W), and any strides: a
         NumPy array or view, a ``numpy.memmap``, an h5py dataset or a zarr
-        array (all read in chunks, never copied whole), or a scipy.sparse /
-        pydata sparse array.
+        array (all read in chunks, never copied whole), a scipy.sparse /
+        pydata sparse array, a CuPy array, or any DLPack array (PyTorch, JAX,
+        ...) on the CPU or a GPU, taken zero-copy.
     peaks : integer array (P, 2)
         Approximate (y, x) peak positions, the same for every frame (e.g. from
         :func:`gpucorr.get_peaks`). Peaks may lie at or beyond the frame edge;
@@ -142,11 +143,20 @@ def refine(frames, peaks, pattern, *, mode="fast", upsample=False,
         int from 2 to 1000: refine by DFT upsampling on a ``1 / upsample`` px
         grid, then below the grid by a parabola through the grid maximum
         (``True`` means 20).
+    device : {"cpu", "cuda", "cuda:N", "auto"}, optional
+        Where to compute. Default: the device of the innermost
+        :func:`gpucorr.use_device` block, else where the frames are (CuPy on
+        their GPU, everything else on the CPU). ``"auto"``: a usable GPU,
+        else the CPU. Host frames computed on a GPU are streamed there in
+        chunks (through pinned staging buffers, copies overlapped with
+        compute); results always come back in the array library of
+        ``frames`` (NumPy for host frames).
     memory_limit : int, optional
-        Scratch bytes to use at most (default 256 MiB); frames are processed in
-        chunks sized to fit.
+        Scratch bytes to use at most: default 256 MiB on the CPU, half the
+        free memory of the GPU; frames are processed in chunks sized to fit.
     workers : int, optional
-        Threads working on chunks in parallel (default: one per CPU core).
+        Threads working on chunks in parallel on the CPU, or filling the
+        staging buffers of a GPU (default: one per CPU core).
     progress : callable, optional
         Called as ``progress(done, total)`` (frames) after each chunk, from the
         calling thread.
@@ -160,8 +170,11 @@ def refine(frames, peaks, pattern, *, mode="fast", upsample=False,
 
     Notes
     -----
-    Backends: NumPy (and memmap, sparse) input runs on the CPU with numba
-    kernels. Float64 frames are computed in float64, all others in float32.
+    Backends: the CPU runs numba kernels, the GPU CUDA kernels through CuPy
+    on the caller's current CuPy stream. Float64 frames are computed in
+    float64, all others in float32. On a GPU, frames holding NaN or infinite
+    values give NaN rows (the CPU raises ``ValueError``): raising would need a
+    device-to-host synchronisation.
 
     Examples
     --------
@@ -178,105 +191,286 @@ def refine(frames, peaks, pattern, *, mode="fast", upsample=False,
     """
     if mode not in ("fast", "full"):
         raise ValueError(f"mode must be 'fast' or 'full'; got {mode!r}")
-    xp = array_namespace(frames, peaks)
-    backend = get_backend(xp)
+    frames = _device.as_native(frames, "frames")
+    peaks = _device.as_native(peaks, "peaks")
+    in_xp = array_namespace(frames, peaks)
     _validate.check_pattern(pattern)
-    device = getattr(frames, "device", None) if backend.name == "cuda" else None
-    frames, lead = _as_stack(frames)
-    n_frames, fy, fx = (int(np.prod(lead)),) + tuple(frames.shape[-2:])
-    if len(lead) == 0:
-        frames = frames[np.newaxis] if not is_sparse(frames) else frames.reshape((1, fy, fx))
     if progress is not None and not callable(progress):
         raise TypeError(f"progress must be callable(done, total) or None; got {progress!r}")
-    peaks = _peaks_for(xp, peaks)
-    factor = _validate.check_upsample(upsample)
-    crop_size = _validate.check_crop_size(pattern.get_crop_size(), (fy, fx))
     if workers is None:
         workers = os.cpu_count() or 1
     if int(workers) < 1:
         raise ValueError(f"workers must be >= 1; got {workers}")
     if memory_limit is not None and int(memory_limit) <= 0:
         raise ValueError(f"memory_limit must be > 0 bytes; got {memory_limit}")
-    gpu = backend.name == "cuda"
-    if gpu:
-        # one thread on the caller's current stream; batches sized from free device memory
-        workers = 1
-        max_chunk = max(n_frames, 1)
-        if memory_limit is None:
-            with device:
-                memory_limit = int(xp.cuda.runtime.memGetInfo()[0] * GPU_MEMORY_FRACTION)
+    target = _device.resolve(device, frames)
+    home = frames.device if in_xp is not np else None
+    factor = _validate.check_upsample(upsample)
+    frames, lead = _as_stack(frames)
+    fy, fx = tuple(frames.shape[-2:])
+    crop_size = _validate.check_crop_size(pattern.get_crop_size(), (fy, fx))
+    if len(lead) == 0:
+        frames = frames[np.newaxis] if not is_sparse(frames) else frames.reshape((1, fy, fx))
+    if target.kind == "cpu" and in_xp is not np:
+        frames = _OnHost(frames)
+    if target.kind == "cuda":
+        import cupy
+        with cupy.cuda.Device(target.index):
+            job = _Job(cupy, frames, peaks, pattern, mode, factor, crop_size, memory_limit)
+            if in_xp is np:
+                result = job.stream(min(int(workers), job.n_frames or 1), progress)
+            else:
+                result = job.resident(progress)
     else:
-        max_chunk = MAX_CHUNK_FRAMES
-        if memory_limit is None:
-            memory_limit = DEFAULT_MEMORY_LIMIT
+        job = _Job(np, frames, peaks, pattern, mode, factor, crop_size, memory_limit)
+        result = job.on_cpu(int(workers), progress)
+        if home is not None:
+            # computed on the CPU as asked; results go back to the frames' GPU
+            with home:
+                result = [in_xp.asarray(a) for a in result]
+    return RefineResult(*(a.reshape(lead + a.shape[1:]) for a in result))
 
-    n_peaks = len(peaks)
-    rdtype = _pipeline.compute_dtype(frames.dtype)
-    shape = (2 * crop_size, 2 * crop_size) if mode == "fast" else (fy, fx)
-    template = xp.asarray(pattern.get_template(sig_shape=shape))
-    _validate.check_template(template, shape, name="pattern.get_template()")
-    filt = _pipeline.correlation_filter(xp, template, shape, rdtype)
-    run = _pipeline.run_fast if mode == "fast" else _pipeline.run_full
 
-    centers = xp.empty((n_frames, n_peaks, 2), dtype=np.int32)
-    refineds = xp.empty((n_frames, n_peaks, 2), dtype=np.float32)
-    heights = xp.empty((n_frames, n_peaks), dtype=np.float32)
-    elevations = xp.empty((n_frames, n_peaks), dtype=np.float32)
+class _OnHost:
+    """CuPy frames (N, H, W) read to the host chunk by chunk, for ``device="cpu"``."""
 
-    per_frame = _pipeline.frame_bytes(mode, (fy, fx), n_peaks, crop_size, rdtype, factor)
-    workers = max(1, min(int(workers), n_frames))
-    # at most max_chunk, within the memory budget, and enough chunks for every worker
-    chunk = int(max(1, min(max_chunk, int(memory_limit) // (workers * per_frame),
-                           -(-n_frames // workers))))
+    def __init__(self, stack):
+        self.stack = stack
+        self.shape = tuple(stack.shape)
+        self.dtype = stack.dtype
 
-    def process(start, stop=None):
-        stop = min(start + chunk, n_frames) if stop is None else stop
-        out = (centers[start:stop].reshape(-1, 2), refineds[start:stop].reshape(-1, 2),
-               heights[start:stop].reshape(-1), elevations[start:stop].reshape(-1))
-        run(backend, _dense_chunk(frames, start, stop), peaks, crop_size, filt, factor, out)
+    def __getitem__(self, index):
+        chunk = self.stack[index]
+        return chunk.get() if hasattr(chunk, "get") else np.asarray(chunk)
 
-    def done(start):
-        if progress is not None:
-            progress(min(start + chunk, n_frames), n_frames)
 
-    starts = range(0, n_frames, chunk)
-    if gpu:
-        with device:
-            _run_gpu(xp, process, progress, n_frames, chunk)
-    elif workers == 1 or len(starts) == 1:
-        for start in starts:
-            process(start)
-            done(start)
-    else:
-        with ThreadPoolExecutor(max_workers=workers) as pool:
-            pending = deque()
+class _Job:
+    """One refine call on one backend: validated inputs, filter, result arrays, chunking."""
+
+    def __init__(self, xp, frames, peaks, pattern, mode, factor, crop_size, memory_limit):
+        self.xp = xp
+        self.backend = get_backend(xp)
+        self.frames = frames
+        self.n_frames = int(frames.shape[0])
+        fy, fx = tuple(frames.shape[-2:])
+        self.peaks = _peaks_for(xp, peaks)
+        self.crop_size = crop_size
+        self.factor = factor
+        self.mode = mode
+        self.memory_limit = memory_limit
+        self.rdtype = _pipeline.compute_dtype(frames.dtype)
+        shape = (2 * crop_size, 2 * crop_size) if mode == "fast" else (fy, fx)
+        template = xp.asarray(pattern.get_template(sig_shape=shape))
+        _validate.check_template(template, shape, name="pattern.get_template()")
+        self.filt = _pipeline.correlation_filter(xp, template, shape, self.rdtype)
+        self.run = _pipeline.run_fast if mode == "fast" else _pipeline.run_full
+        self.per_frame = _pipeline.frame_bytes(mode, (fy, fx), len(self.peaks), crop_size,
+                                               self.rdtype, factor)
+
+    def results(self, xp, n_frames=None):
+        """Empty result arrays (centers, refineds, heights, elevations) in ``xp``."""
+        n = self.n_frames if n_frames is None else n_frames
+        p = len(self.peaks)
+        return (xp.empty((n, p, 2), dtype=np.int32), xp.empty((n, p, 2), dtype=np.float32),
+                xp.empty((n, p), dtype=np.float32), xp.empty((n, p), dtype=np.float32))
+
+    def compute(self, chunk, out, start, stop):
+        """Refine frames ``chunk`` (already on the backend) into ``out[start:stop]``."""
+        flat = (out[0][start:stop].reshape(-1, 2), out[1][start:stop].reshape(-1, 2),
+                out[2][start:stop].reshape(-1), out[3][start:stop].reshape(-1))
+        self.run(self.backend, chunk, self.peaks, self.crop_size, self.filt, self.factor, flat)
+
+    def chunk_frames(self, budget, workers, max_chunk, extra_per_frame=0):
+        """Frames per chunk: within ``budget`` bytes for ``workers`` chunks at a time."""
+        per_frame = self.per_frame + extra_per_frame
+        return int(max(1, min(max_chunk, int(budget) // (workers * per_frame),
+                              -(-self.n_frames // workers))))
+
+    # ------------------------------------------------------------------ CPU
+    def on_cpu(self, workers, progress):
+        """Chunks of at most ``MAX_CHUNK_FRAMES`` on a pool of ``workers`` threads."""
+        out = self.results(np)
+        n = self.n_frames
+        workers = max(1, min(workers, n))
+        budget = DEFAULT_MEMORY_LIMIT if self.memory_limit is None else self.memory_limit
+        chunk = self.chunk_frames(budget, workers, MAX_CHUNK_FRAMES)
+
+        def process(start):
+            stop = min(start + chunk, n)
+            self.compute(_dense_chunk(self.frames, start, stop), out, start, stop)
+
+        def done(start):
+            if progress is not None:
+                progress(min(start + chunk, n), n)
+
+        starts = range(0, n, chunk)
+        if workers == 1 or len(starts) == 1:
             for start in starts:
-                if len(pending) >= 2 * workers:
+                process(start)
+                done(start)
+        else:
+            with ThreadPoolExecutor(max_workers=workers) as pool:
+                pending = deque()
+                for start in starts:
+                    if len(pending) >= 2 * workers:
+                        done(_wait(pending))
+                    pending.append((start, pool.submit(process, start)))
+                while pending:
                     done(_wait(pending))
-                pending.append((start, pool.submit(process, start)))
-            while pending:
-                done(_wait(pending))
+        return out
 
-    return RefineResult(*(a.reshape(lead + a.shape[1:])
-                          for a in (centers, refineds, heights, elevations)))
+    # ------------------------------------------------------------------ GPU
+    def gpu_budget(self):
+        if self.memory_limit is not None:
+            return int(self.memory_limit)
+        return int(self.xp.cuda.runtime.memGetInfo()[0] * GPU_MEMORY_FRACTION)
 
+    def resident(self, progress):
+        """CuPy frames: chunks one after the other on the current stream, no host sync."""
+        out = self.results(self.xp)
+        chunk = self.chunk_frames(self.gpu_budget(), 1, max(self.n_frames, 1))
 
-def _run_gpu(xp, process, progress, n_frames, chunk):
-    """Chunks one after the other; an out-of-memory error halves the chunk and retries."""
-    start = 0
-    while start < n_frames:
-        stop = min(start + chunk, n_frames)
+        def process(start, stop):
+            self.compute(_dense_chunk(self.frames, start, stop), out, start, stop)
+
+        self.gpu_chunk = chunk
+        _run_gpu(self, process, progress, 0, self.n_frames)
+        return out
+
+    def stream(self, workers, progress):
+        """Host frames: copied to the GPU chunk by chunk, the copies overlapped with compute.
+
+        Two slots, each a pinned host buffer and a device buffer of one chunk:
+        while the GPU refines the chunk of one slot on the caller's stream, the
+        host reads the next chunk into the other slot's pinned buffer
+        (``workers`` threads) and a second stream copies it to the device, as
+        frames of their own dtype (uint16 stays uint16; the crop kernel
+        converts). Results come back through pinned buffers the same way.
+        """
+        import cupyx
+        cupy = self.xp
+        n = self.n_frames
+        out = self.results(np)
+        if n == 0:
+            return out
+        dtype = _dense_chunk(self.frames, 0, 1).dtype
+        frame_nbytes = int(np.prod(self.frames.shape[1:])) * dtype.itemsize
+        budget = self.gpu_budget()
+        # two device slots of frames and results beside the scratch of one chunk
+        chunk = self.chunk_frames(budget, 1, max(1, STAGING_BYTES // frame_nbytes),
+                                  extra_per_frame=2 * frame_nbytes)
+        self.gpu_chunk = chunk
+        compute = cupy.cuda.get_current_stream()
+        copy = cupy.cuda.Stream(non_blocking=True)
+        slots = [_Slot(cupy, cupyx, self, chunk, dtype) for _ in range(2)]
+        pool = ThreadPoolExecutor(max_workers=workers) if workers > 1 else None
+        pending = deque()  # (slot, start, stop) whose results are on their way back
         try:
-            process(start, stop)
+            for start in range(0, n, chunk):
+                stop = min(start + chunk, n)
+                slot = slots[(start // chunk) % 2]
+                if pending and pending[0][0] is slot:
+                    self._collect(pending.popleft(), out, progress)
+                slot.fill(self.frames, start, stop, pool, workers)
+                slot.upload(copy, stop - start)
+                compute.wait_event(slot.uploaded)
+                slot.refine(self, stop - start)
+                slot.download(compute, stop - start)
+                pending.append((slot, start, stop))
+            while pending:
+                self._collect(pending.popleft(), out, progress)
+        finally:
+            if pool is not None:
+                pool.shutdown()
+            copy.synchronize()
+            compute.synchronize()
+        return out
+
+    def _collect(self, item, out, progress):
+        slot, start, stop = item
+        slot.downloaded.synchronize()
+        for dst, src in zip(out, slot.host_out):
+            dst[start:stop] = src[:stop - start]
+        if progress is not None:
+            progress(stop, self.n_frames)
+
+
+#: bytes of frames per pinned staging buffer (there are two) when streaming to a GPU
+STAGING_BYTES = 128 * 2**20
+
+
+class _Slot:
+    """One staging slot of :meth:`_Job.stream`: pinned and device buffers, and their events."""
+
+    def __init__(self, cupy, cupyx, job, chunk, dtype):
+        shape = (chunk,) + tuple(job.frames.shape[1:])
+        self.cupy = cupy
+        self.host = cupyx.empty_pinned(shape, dtype=dtype)
+        self.device = cupy.empty(shape, dtype=dtype)
+        self.dev_out = job.results(cupy, chunk)
+        self.host_out = tuple(cupyx.empty_pinned(a.shape, dtype=a.dtype) for a in self.dev_out)
+        self.uploaded = cupy.cuda.Event(disable_timing=True)
+        self.downloaded = cupy.cuda.Event(disable_timing=True)
+
+    def fill(self, frames, start, stop, pool, workers):
+        """Read frames ``start:stop`` into the pinned buffer (NumPy input: ``workers`` threads)."""
+        if pool is None or not isinstance(frames, np.ndarray):
+            _read_into(frames, start, stop, self.host)
+            return
+        step = -(-(stop - start) // workers)
+        futures = [pool.submit(_read_into, frames, a, min(a + step, stop), self.host[a - start:])
+                   for a in range(start, stop, step)]
+        for future in futures:
+            future.result()
+
+    def upload(self, stream, n):
+        nbytes = n * self.host[0].nbytes
+        self.device.data.copy_from_host_async(self.host.ctypes.data, nbytes, stream=stream)
+        self.uploaded.record(stream)
+
+    def refine(self, job, n):
+        """Refine the first ``n`` frames of the device buffer on the current stream."""
+        def process(start, stop):
+            job.compute(self.device[start:stop], self.dev_out, start, stop)
+
+        _run_gpu(job, process, None, 0, n)
+
+    def download(self, stream, n):
+        for src, dst in zip(self.dev_out, self.host_out):
+            nbytes = n * src[0].nbytes
+            src.data.copy_to_host_async(dst.ctypes.data, nbytes, stream=stream)
+        self.downloaded.record(stream)
+
+
+def _read_into(frames, start, stop, out):
+    """Frames ``start:stop`` into ``out[:stop - start]`` (native dtype, as in _dense_chunk)."""
+    if isinstance(frames, np.ndarray):
+        np.copyto(out[:stop - start], frames[start:stop], casting="same_kind")
+    else:
+        out[:stop - start] = _dense_chunk(frames, start, stop)
+
+
+def _run_gpu(job, process, progress, start, stop):
+    """``process(a, b)`` over ``start:stop`` in chunks of ``job.gpu_chunk`` frames.
+
+    An out-of-memory error halves ``job.gpu_chunk`` (for the rest of the call)
+    and retries.
+    """
+    xp = job.xp
+    total = stop
+    while start < stop:
+        end = min(start + job.gpu_chunk, stop)
+        try:
+            process(start, end)
         except xp.cuda.memory.OutOfMemoryError:
-            if chunk == 1:
+            if job.gpu_chunk == 1:
                 raise
             xp.get_default_memory_pool().free_all_blocks()
-            chunk = max(1, chunk // 2)
+            job.gpu_chunk = max(1, job.gpu_chunk // 2)
             continue
         if progress is not None:
-            progress(stop, n_frames)
-        start = stop
+            progress(end, total)
+        start = end
 
 
 def _peaks_for(xp, peaks):

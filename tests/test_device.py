@@ -1,0 +1,316 @@
+"""Choosing the device (``device=``, :func:`gpucorr.use_device`), streaming host frames
+to a GPU, and arrays of other libraries (DLPack, ``__cuda_array_interface__``).
+
+The CPU tests run everywhere; the ``gpu`` tests skip with the reason shown where
+no GPU is usable (``pytest --gpu`` refuses to run there).
+"""
+import threading
+
+import numpy as np
+import pytest
+
+import gpucorr
+from gpucorr import _device, api, patterns
+from gpucorr._backend import cuda_unusable_reason
+
+from helpers import assert_results_match, jittered_peaks, random_lattice_frames
+
+PATTERN = patterns.RadialGradient(radius=4)
+
+
+@pytest.fixture
+def data(rng):
+    frames, true = random_lattice_frames(rng, 6, shape=(96, 88), radius=4, dtype=np.uint16)
+    return frames, jittered_peaks(rng, true, (96, 88))
+
+
+class DLPackOnly:
+    """An array of a foreign library that offers nothing but the DLPack protocol."""
+
+    def __init__(self, arr, device=None):
+        self.arr = arr
+        self.device_type = device
+
+    def __dlpack__(self, **kwargs):
+        return self.arr.__dlpack__(**kwargs)
+
+    def __dlpack_device__(self):
+        if self.device_type is not None:
+            return (self.device_type, 0)
+        return self.arr.__dlpack_device__()
+
+
+# ---------------------------------------------------------------- names and use_device
+
+@pytest.mark.parametrize("bad", ["nvidia", "cuda:", "cuda:x", "cuda:-1", "CPU", 0, 1.5, "cuda:1:2"])
+def test_malformed_device_is_a_value_error(data, bad):
+    frames, peaks = data
+    with pytest.raises(ValueError, match="device must be 'cpu', 'cuda', 'cuda:N', 'auto'"):
+        gpucorr.refine(frames, peaks, PATTERN, device=bad)
+    with pytest.raises(ValueError, match="got " + repr(bad).replace("[", r"\[")):
+        with gpucorr.use_device(bad):
+            pass
+
+
+@pytest.mark.parametrize("device", [None, "cpu", "auto"])
+def test_cpu_and_auto_without_gpu_give_numpy(data, device):
+    if device == "auto" and cuda_unusable_reason() is None:
+        pytest.skip("a GPU is usable here: auto picks it (see the gpu tests)")
+    frames, peaks = data
+    expected = gpucorr.refine(frames, peaks, PATTERN)
+    got = gpucorr.refine(frames, peaks, PATTERN, device=device)
+    for a, b in zip(got, expected):
+        assert isinstance(a, np.ndarray)
+        np.testing.assert_array_equal(a, b)
+
+
+@pytest.mark.skipif(cuda_unusable_reason() is None, reason="a GPU is usable here")
+@pytest.mark.parametrize("device", ["cuda", "cuda:0", "cuda:3"])
+def test_cuda_without_gpu_says_why(data, device):
+    frames, peaks = data
+    with pytest.raises(ValueError, match=f"device='{device}' asked for, but no GPU is usable: "
+                                         f"{cuda_unusable_reason()[:20]}"):
+        gpucorr.refine(frames, peaks, PATTERN, device=device)
+    with gpucorr.use_device(device):
+        with pytest.raises(ValueError, match="no GPU is usable"):
+            gpucorr.refine(frames, peaks, PATTERN)
+        # an explicit argument wins over the block
+        gpucorr.refine(frames, peaks, PATTERN, device="cpu")
+
+
+def test_use_device_nests_and_restores():
+    assert gpucorr.get_device() is None
+    with gpucorr.use_device("cpu"):
+        assert gpucorr.get_device() == "cpu"
+        with gpucorr.use_device("cuda:1"):
+            assert gpucorr.get_device() == "cuda:1"
+        assert gpucorr.get_device() == "cpu"
+    assert gpucorr.get_device() is None
+    with pytest.raises(RuntimeError):
+        with gpucorr.use_device("auto"):
+            raise RuntimeError
+    assert gpucorr.get_device() is None
+
+
+def test_use_device_is_per_thread():
+    seen = {}
+
+    def other():
+        seen["other"] = gpucorr.get_device()
+
+    with gpucorr.use_device("cpu"):
+        thread = threading.Thread(target=other)
+        thread.start()
+        thread.join()
+        seen["here"] = gpucorr.get_device()
+    assert seen == {"other": None, "here": "cpu"}
+
+
+# ---------------------------------------------------------------- foreign arrays
+
+def test_dlpack_frames_and_peaks_on_the_cpu(data):
+    frames, peaks = data
+    expected = gpucorr.refine(frames, peaks, PATTERN, upsample=True)
+    got = gpucorr.refine(DLPackOnly(frames), DLPackOnly(peaks), PATTERN, upsample=True)
+    for a, b in zip(got, expected):
+        assert isinstance(a, np.ndarray)
+        np.testing.assert_array_equal(a, b)
+
+
+def test_dlpack_input_is_taken_without_a_copy(data):
+    frames, _ = data
+    view = _device.as_native(DLPackOnly(frames), "frames")
+    assert np.shares_memory(view, frames)
+
+
+def test_dlpack_on_an_unknown_device_is_a_type_error(data):
+    frames, peaks = data
+    with pytest.raises(TypeError, match="frames: .*DLPackOnly lives on DLPack device type 4"):
+        gpucorr.refine(DLPackOnly(frames, device=4), peaks, PATTERN)
+
+
+def test_foreign_array_that_cannot_export_is_a_type_error(data):
+    frames, peaks = data
+
+    class Refuses(DLPackOnly):
+        def __dlpack__(self, **kwargs):
+            raise BufferError("Can't export tensors that require gradient, use tensor.detach()")
+
+    with pytest.raises(TypeError, match="cannot take .*Refuses zero-copy.*detach"):
+        gpucorr.refine(Refuses(frames), peaks, PATTERN)
+
+
+def test_torch_cpu_tensors(data):
+    torch = pytest.importorskip("torch")
+    frames, peaks = data
+    expected = gpucorr.refine(frames, peaks, PATTERN)
+    got = gpucorr.refine(torch.from_numpy(frames.astype(np.float32)), torch.from_numpy(peaks),
+                         PATTERN)
+    assert_results_match(got, expected)
+    # results go back to torch zero-copy
+    back = torch.from_dlpack(got.refineds)
+    assert back.data_ptr() == got.refineds.ctypes.data
+
+
+# ---------------------------------------------------------------- chunking of the stream
+
+def test_staging_chunks_respect_the_budget_and_the_staging_size(data):
+    frames, peaks = data
+    job = api._Job(np, frames, peaks, PATTERN, "fast", 1, PATTERN.get_crop_size(), None)
+    frame_nbytes = frames[0].nbytes
+    per = job.per_frame + 2 * frame_nbytes
+    assert job.chunk_frames(10 * per, 1, 1000, extra_per_frame=2 * frame_nbytes) == 6
+    assert job.chunk_frames(3 * per, 1, 1000, extra_per_frame=2 * frame_nbytes) == 3
+    assert job.chunk_frames(1, 1, 1000, extra_per_frame=2 * frame_nbytes) == 1
+    assert job.chunk_frames(10 * per, 1, 2, extra_per_frame=2 * frame_nbytes) == 2
+
+
+def test_read_into_converts_byte_order_and_float16(data):
+    frames, _ = data
+    out = np.empty((3,) + frames.shape[1:], np.uint16)
+    api._read_into(frames.astype(">u2")[::2], 0, 3, out)
+    np.testing.assert_array_equal(out, frames[::2][:3])
+    out32 = np.empty((2,) + frames.shape[1:], np.float32)
+    api._read_into(api._FlatFrames(frames.astype(np.float16).reshape(2, 3, 96, 88)), 1, 3,
+                   out32)
+    np.testing.assert_array_equal(out32, frames[1:3].astype(np.float16).astype(np.float32))
+
+
+# ---------------------------------------------------------------- on a GPU
+
+@pytest.fixture
+def cupy():
+    import cupy
+    return cupy
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("mode,upsample", [("fast", False), ("fast", 20), ("full", 20)])
+def test_host_frames_on_cuda_come_back_as_numpy(cupy, data, mode, upsample):
+    frames, peaks = data
+    expected = gpucorr.refine(frames, peaks, PATTERN, mode=mode, upsample=upsample)
+    got = gpucorr.refine(frames, peaks, PATTERN, mode=mode, upsample=upsample, device="cuda")
+    assert all(isinstance(a, np.ndarray) for a in got)
+    assert_results_match(got, expected)
+    with gpucorr.use_device("cuda:0"):
+        again = gpucorr.refine(frames, peaks, PATTERN, mode=mode, upsample=upsample)
+    for a, b in zip(again, got):
+        np.testing.assert_array_equal(a, b)
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("workers", [1, 3])
+def test_streaming_many_chunks_in_their_order(cupy, rng, monkeypatch, tmp_path, workers):
+    """Small staging buffers: many chunks through both slots, a strided memmap, progress."""
+    frames, true = random_lattice_frames(rng, 23, shape=(64, 72), radius=3, dtype=np.uint16)
+    path = tmp_path / "frames.npy"
+    np.save(path, frames)
+    mm = np.load(path, mmap_mode="r")[::-1]
+    peaks = jittered_peaks(rng, true, (64, 72))
+    pattern = patterns.Circular(radius=3)
+    monkeypatch.setattr(api, "STAGING_BYTES", 4 * frames[0].nbytes)
+    calls = []
+    got = gpucorr.refine(mm, peaks, pattern, device="cuda", workers=workers,
+                         progress=lambda done, total: calls.append((done, total)))
+    expected = gpucorr.refine(np.ascontiguousarray(mm), peaks, pattern)
+    assert_results_match(got, expected)
+    assert calls == [(min(d, 23), 23) for d in range(4, 24 + 3, 4)]
+
+
+@pytest.mark.gpu
+def test_streaming_4d_hdf5(cupy, rng, tmp_path):
+    h5py = pytest.importorskip("h5py")
+    frames, true = random_lattice_frames(rng, 12, shape=(64, 64), radius=3, dtype=np.uint16)
+    with h5py.File(tmp_path / "f.h5", "w") as f:
+        f["data"] = frames.reshape(3, 4, 64, 64)
+    peaks = np.rint(true).astype(np.int64)
+    pattern = patterns.Circular(radius=3)
+    with h5py.File(tmp_path / "f.h5", "r") as f:
+        got = gpucorr.refine(f["data"], peaks, pattern, device="cuda", upsample=True)
+    expected = gpucorr.refine(frames, peaks, pattern, upsample=True)
+    assert got.refineds.shape == (3, 4, len(peaks), 2)
+    assert_results_match([a.reshape(expected[i].shape) for i, a in enumerate(got)], expected)
+
+
+@pytest.mark.gpu
+def test_streaming_recovers_from_out_of_memory(cupy, data, monkeypatch):
+    frames, peaks = data
+    real = api._Job.compute
+    failures = []
+
+    def flaky(self, chunk, out, start, stop):
+        if stop - start > 2 and len(failures) < 2:
+            failures.append(stop - start)
+            raise cupy.cuda.memory.OutOfMemoryError(1 << 40, 0)
+        return real(self, chunk, out, start, stop)
+
+    monkeypatch.setattr(api._Job, "compute", flaky)
+    got = gpucorr.refine(frames, peaks, PATTERN, device="cuda")
+    monkeypatch.setattr(api._Job, "compute", real)
+    assert failures == [6, 3]
+    assert_results_match(got, gpucorr.refine(frames, peaks, PATTERN))
+
+
+@pytest.mark.gpu
+def test_cupy_frames_on_the_cpu_come_back_as_cupy(cupy, data):
+    frames, peaks = data
+    got = gpucorr.refine(cupy.asarray(frames), cupy.asarray(peaks), PATTERN, device="cpu")
+    assert all(isinstance(a, cupy.ndarray) for a in got)
+    expected = gpucorr.refine(frames, peaks, PATTERN)
+    for a, b in zip(got, expected):
+        np.testing.assert_array_equal(cupy.asnumpy(a), b)
+
+
+@pytest.mark.gpu
+def test_auto_picks_the_gpu(cupy, data):
+    frames, peaks = data
+    got = gpucorr.refine(frames, peaks, PATTERN, device="auto")
+    assert all(isinstance(a, np.ndarray) for a in got)
+    assert_results_match(got, gpucorr.refine(frames, peaks, PATTERN))
+
+
+@pytest.mark.gpu
+def test_missing_gpu_index_and_other_gpu(cupy, data):
+    frames, peaks = data
+    count = cupy.cuda.runtime.getDeviceCount()
+    with pytest.raises(ValueError, match=f"there are {count} GPU"):
+        gpucorr.refine(frames, peaks, PATTERN, device=f"cuda:{count}")
+    if count < 2:
+        pytest.skip("one GPU: frames cannot be on another")
+    with cupy.cuda.Device(1):
+        on_1 = cupy.asarray(frames)
+        peaks_1 = cupy.asarray(peaks)
+    with pytest.raises(ValueError, match="frames are on cuda:1 but device='cuda:0'"):
+        gpucorr.refine(on_1, peaks_1, PATTERN, device="cuda:0")
+
+
+@pytest.mark.gpu
+def test_dlpack_and_cuda_array_interface_on_the_gpu(cupy, data):
+    frames, peaks = data
+    expected = gpucorr.refine(cupy.asarray(frames), cupy.asarray(peaks), PATTERN)
+
+    class CAI:
+        def __init__(self, a):
+            self.__cuda_array_interface__ = a.__cuda_array_interface__
+            self.keep = a
+
+    for wrap in (DLPackOnly, CAI):
+        got = gpucorr.refine(wrap(cupy.asarray(frames)), wrap(cupy.asarray(peaks)), PATTERN)
+        for a, b in zip(got, expected):
+            assert isinstance(a, cupy.ndarray)
+            cupy.testing.assert_array_equal(a, b)
+
+
+@pytest.mark.gpu
+def test_torch_cuda_tensors_zero_copy(cupy, data):
+    torch = pytest.importorskip("torch")
+    if not torch.cuda.is_available():
+        pytest.skip("this PyTorch has no CUDA")
+    frames, peaks = data
+    t_frames = torch.from_numpy(frames.astype(np.float32)).cuda()
+    t_peaks = torch.from_numpy(peaks).cuda()
+    got = gpucorr.refine(t_frames, t_peaks, PATTERN)
+    assert isinstance(got.refineds, cupy.ndarray)
+    back = torch.from_dlpack(got.refineds)
+    assert back.device.type == "cuda" and back.data_ptr() == got.refineds.data.ptr
+    assert_results_match([cupy.asnumpy(a) for a in got], gpucorr.refine(frames, peaks, PATTERN))
