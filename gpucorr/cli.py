@@ -38,27 +38,29 @@ def cpu_name():
 
 
 def cuda_status():
-    """``(usable, reason)`` of the GPU for the command line."""
+    """``(usable, reason)`` of the GPU for the command line (reason None where usable)."""
     from gpucorr._backend import cuda_unusable_reason
     reason = cuda_unusable_reason()
-    if reason is not None:
-        return False, reason
-    import cupy
-    count = cupy.cuda.runtime.getDeviceCount()
-    return False, (f"{count} GPU(s) usable from the Python API (CuPy arrays), but the "
-                   "command line does not move frames to a GPU yet")
+    return reason is None, reason
 
 
 def resolve_device(device):
-    """The device a command runs on: ``"cpu"`` for auto/cpu; CLIError where unusable."""
-    if device in ("auto", "cpu"):
+    """The device a command runs on, e.g. ``"cpu"`` or ``"cuda:0"``; CLIError where unusable.
+
+    ``auto`` is the current GPU where one is usable, else the CPU.
+    """
+    from gpucorr import _device
+    try:
+        _device._parse(device)
+    except ValueError:
+        raise CLIError(f"--device must be auto, cpu, cuda or cuda:N; got {device!r}") from None
+    if device == "cpu":
         return "cpu"
-    if device == "cuda" or device.startswith("cuda:"):
-        usable, reason = cuda_status()
-        if not usable:
-            raise CLIError(f"--device {device}: no usable GPU: {reason}")
-        return device
-    raise CLIError(f"--device must be auto, cpu, cuda or cuda:N; got {device!r}")
+    try:
+        target = _device.resolve(device, np.empty(0))
+    except ValueError as exc:
+        raise CLIError(f"--device {device}: {exc}") from None
+    return str(target)
 
 
 # --------------------------------------------------------------------------- progress
@@ -91,8 +93,8 @@ def cmd_demo(args):
     from gpucorr import demo
     if args.scan < 1:
         raise CLIError(f"--scan must be >= 1; got {args.scan}")
-    resolve_device(args.device)
     summary = demo.run((args.scan, args.scan), out_dir=args.out, force=args.force,
+                       device=resolve_device(args.device),
                        seed=args.seed, upsample=args.upsample, mode=args.mode,
                        workers=args.workers, progress=Progress("refine"))
     return 0 if summary["strain_rms_error"] else 1
@@ -164,7 +166,7 @@ def cmd_refine(args):
     memory_limit = None if args.memory_limit is None else int(args.memory_limit * 2**20)
     t0 = time.perf_counter()
     res = gpucorr.refine(frames, peaks, pattern, mode=args.mode, upsample=args.upsample,
-                         memory_limit=memory_limit, workers=args.workers,
+                         device=device, memory_limit=memory_limit, workers=args.workers,
                          progress=Progress("refine"))
     seconds = time.perf_counter() - t0
     n = int(np.prod(shape[:-2]))
@@ -210,12 +212,18 @@ def cmd_bench(args):
           f"{len(peaks)} peaks, RadialGradient(radius=8), best of {args.rounds} rounds")
     print(f"CPU: {cpu_name()}")
     usable, reason = cuda_status()
-    print(f"GPU: {'usable' if usable else 'not used: ' + reason}")
+    gpu = None
+    if usable:
+        import cupy
+        gpu = next(d for d in gpucorr.devices() if d.name.startswith("cuda"))
+        frames_gpu, peaks_gpu = cupy.asarray(frames), cupy.asarray(peaks)
+    print(f"GPU: {gpu.name + ', ' + gpu.description if gpu else 'not used: ' + reason}")
     if lbf is None:
         print("libertem-blobfinder: not installed (pip install libertem-blobfinder)")
     print()
-    print("| case | gpucorr CPU frames/s | libertem-blobfinder frames/s | ratio |")
-    print("|---|---:|---:|---:|")
+    print("| case | gpucorr CPU frames/s | libertem-blobfinder frames/s | ratio |"
+          + (" gpucorr GPU frames/s (CuPy input) |" if gpu else ""))
+    print("|---|---:|---:|---:|" + ("---:|" if gpu else ""))
     for name, mode, up in cases:
         def ours():
             gpucorr.refine(frames, peaks, pattern, mode=mode, upsample=up)
@@ -233,6 +241,12 @@ def cmd_bench(args):
             row += f" {args.frames / t_ref:.0f} | {t_ref / t_ours:.2f}x |"
         else:
             row += " - | - |"
+        if gpu:
+            def on_gpu():
+                gpucorr.refine(frames_gpu, peaks_gpu, pattern, mode=mode, upsample=up)
+                cupy.cuda.get_current_stream().synchronize()
+            on_gpu()
+            row += f" {args.frames / min(_timed(on_gpu) for _ in range(args.rounds)):.0f} |"
         print(row)
     return 0
 
@@ -293,8 +307,10 @@ def build_parser():
                        help="'fast': correlate crops around the peaks; 'full': whole frames")
         p.add_argument("--upsample", type=_upsample, default=20,
                        help="DFT upsampling factor, 0 for none (default 20)")
-        p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
-        p.add_argument("--workers", type=int, default=None, help="CPU threads")
+        p.add_argument("--device", default="auto",
+                       help="auto (a usable GPU, else the CPU), cpu, cuda or cuda:N")
+        p.add_argument("--workers", type=int, default=None,
+                       help="CPU threads (on a GPU: threads reading frames)")
         p.add_argument("--force", action="store_true", help="overwrite existing results")
 
     p = sub.add_parser("demo", help="synthetic 4D-STEM scan with a known strain field")

@@ -8,6 +8,7 @@ import pytest
 
 import gpucorr
 from gpucorr import cli, demo
+from gpucorr._backend import cuda_unusable_reason
 from gpucorr.patterns import Circular
 
 h5py = pytest.importorskip("h5py")
@@ -70,7 +71,7 @@ def test_refine_inputs_give_the_python_api_numbers(tmp_path, scan):
     results = {}
     for kind, path in paths.items():
         out = tmp_path / f"out-{kind}.h5"
-        assert cli.main(["refine", path, "--radius", "8", "-o", str(out)]) == 0
+        assert cli.main(["refine", path, "--radius", "8", "-o", str(out), "--device", "cpu"]) == 0
         results[kind] = read(out)
     data, attrs = results["npy"]
     expected = gpucorr.refine(scan, data["peaks"], Circular(radius=8), upsample=20)
@@ -88,12 +89,27 @@ def test_refine_with_a_peaks_file(tmp_path, scan):
     peaks = np.array([[128, 128], [135, 161], [159, 118]])
     np.savetxt(tmp_path / "peaks.txt", peaks, fmt="%d")
     out = tmp_path / "out.h5"
-    assert cli.main(["refine", str(path), "--radius", "8", "--peaks", str(tmp_path / "peaks.txt"),
+    assert cli.main(["refine", str(path), "--radius", "8", "--device", "cpu",
+                     "--peaks", str(tmp_path / "peaks.txt"),
                      "--upsample", "0", "--mode", "full", "-o", str(out)]) == 0
     data, _ = read(out)
     expected = gpucorr.refine(scan, peaks, Circular(radius=8), mode="full")
     np.testing.assert_array_equal(data["refineds"], expected.refineds)
     assert "strain/exx" not in data  # no lattice indices given
+
+
+@pytest.mark.gpu
+def test_refine_on_the_gpu_matches_the_cpu(tmp_path, scan):
+    from helpers import assert_results_match
+    path = tmp_path / "scan.npy"
+    np.save(path, scan)
+    for device in ("cpu", "cuda"):
+        assert cli.main(["refine", str(path), "--radius", "8", "--device", device,
+                         "-o", str(tmp_path / f"{device}.h5")]) == 0
+    (cpu, _), (gpu, attrs) = read(tmp_path / "cpu.h5"), read(tmp_path / "cuda.h5")
+    assert attrs["device"] == "cuda:0"
+    assert_results_match([gpu[k] for k in ("centers", "refineds", "heights", "elevations")],
+                         [cpu[k] for k in ("centers", "refineds", "heights", "elevations")])
 
 
 @pytest.mark.parametrize("argv, message", [
@@ -103,7 +119,11 @@ def test_refine_with_a_peaks_file(tmp_path, scan):
     (["refine", "{flat}", "--radius", "8"], r"expected frames \(\.\.\., H, W\); got shape \(10,\)"),
     (["refine", "{npy}", "--radius", "8", "--pattern", "square"], "--pattern must be one of"),
     (["refine", "{npy}", "--radius", "200"], "crop is larger than the 256x256 frames"),
-    (["refine", "{npy}", "--radius", "8", "--device", "cuda"], "--device cuda: no usable GPU"),
+    pytest.param(["refine", "{npy}", "--radius", "8", "--device", "cuda"],
+                 "--device cuda: device=.cuda. asked for, but no GPU is usable",
+                 marks=pytest.mark.skipif(cuda_unusable_reason() is None,
+                                          reason="a GPU is usable here")),
+    (["refine", "{npy}", "--radius", "8", "--device", "cuda:x"], "--device must be auto, cpu"),
     (["refine", "{npy}", "--radius", "8", "--device", "tpu"], "--device must be auto, cpu"),
     (["refine", "{npy}", "--radius", "8", "--upsample", "-4"], "--upsample: must be 0"),
     (["refine", "{npy}"], "the following arguments are required: --radius"),
@@ -148,7 +168,8 @@ def test_existing_output_needs_force(tmp_path, scan, capsys):
 def test_info_and_bench(capsys):
     assert cli.main(["info"]) == 0
     printed = capsys.readouterr().out
-    assert "cpu: usable" in printed and "cuda: unusable" in printed
+    gpu_state = "cuda: unusable" if cuda_unusable_reason() else "cuda: usable - cuda:0"
+    assert "cpu: usable" in printed and gpu_state in printed
     assert cli.main(["bench", "--frames", "2", "--rounds", "1"]) == 0
     printed = capsys.readouterr().out
     assert "| fast |" in printed and "| full |" in printed and "CPU:" in printed
