@@ -5,9 +5,9 @@
 :class:`DaskRefineResult` of lazy Dask arrays. Each chunk of frames is refined
 by one call of :func:`gpucorr.refine` inside one Dask task, so the same graph
 runs on the threaded or synchronous scheduler and on a ``dask.distributed``
-cluster (``LocalCluster``, a job-queue or Kubernetes cluster); once gpucorr has
-its CUDA backend, on ``dask-cuda`` with CuPy chunks (one worker per GPU) as
-well. gpucorr has no scheduler of its own. See docs/dask.md.
+cluster (``LocalCluster``, a job-queue or Kubernetes cluster), and on
+``dask-cuda`` with CuPy chunks (one worker per GPU), or with NumPy chunks and
+``device="cuda"``. gpucorr has no scheduler of its own. See docs/dask.md.
 
 Importing this module needs ``dask[array]``; ``gpucorr`` itself does not.
 """
@@ -20,7 +20,7 @@ import numpy as np
 import dask
 import dask.array as da
 
-from gpucorr import _validate, api
+from gpucorr import _device, _validate, api
 
 __all__ = ["refine", "DaskRefineResult", "worker_config", "WORKER_ENVIRON"]
 
@@ -145,11 +145,11 @@ def _module_of(arr):
     return np
 
 
-def _refine_block(block, *, peaks, pattern, mode, upsample, memory_limit, workers):
+def _refine_block(block, *, peaks, pattern, mode, upsample, device, memory_limit, workers):
     """One chunk (..., H, W) -> packed float64 (..., P, 6): cy, cx, ry, rx, height, elevation."""
     xp = _module_of(block)
     res = api.refine(block, xp.asarray(peaks), pattern, mode=mode, upsample=upsample,
-                     memory_limit=memory_limit, workers=workers)
+                     device=device, memory_limit=memory_limit, workers=workers)
     out_xp = _module_of(res.centers)
     packed = out_xp.empty(res.heights.shape + (_PACKED,), dtype=np.float64)
     packed[..., 0:2] = res.centers
@@ -192,8 +192,8 @@ def _check_darr(darr):
         raise ValueError(f"darr must have non-empty frames; got shape {darr.shape}")
 
 
-def refine(darr, peaks, pattern, *, mode="fast", upsample=False, memory_limit=None,
-           workers=1):
+def refine(darr, peaks, pattern, *, mode="fast", upsample=False, device=None,
+           memory_limit=None, workers=1):
     """Refine the peaks of every frame of a Dask array, chunk by chunk, lazily.
 
     Parameters
@@ -212,6 +212,12 @@ def refine(darr, peaks, pattern, *, mode="fast", upsample=False, memory_limit=No
         are).
     mode, upsample, memory_limit
         As for :func:`gpucorr.refine`, applied to each chunk.
+    device : {"cpu", "cuda", "cuda:N", "auto"}, optional
+        As for :func:`gpucorr.refine`, for every chunk; default: the device of
+        the :func:`gpucorr.use_device` block around this call (taken now, at
+        graph construction: worker threads and processes do not see the
+        block), else where each chunk is. NumPy chunks with ``"cuda"`` are
+        copied to the worker's current GPU and give NumPy results.
     workers : int, optional
         Threads per chunk (default 1). Dask already runs chunks in parallel,
         one per worker thread, so more threads per chunk would oversubscribe
@@ -237,12 +243,11 @@ def refine(darr, peaks, pattern, *, mode="fast", upsample=False, memory_limit=No
 
     Notes
     -----
-    Backends: each chunk is refined by :func:`gpucorr.refine` where it lies:
-    NumPy chunks (also from h5py or zarr through ``dask.array.from_array`` /
-    ``from_zarr``) on the CPU. The results' ``meta`` follows the chunk type
-    of ``darr``: NumPy for NumPy chunks, CuPy for CuPy chunks. gpucorr has no
-    CUDA backend yet, so computing CuPy chunks raises ``TypeError`` in the
-    task; the graph is built as it will be once the backend lands.
+    Backends: each chunk is refined by :func:`gpucorr.refine` where it lies
+    unless ``device`` says otherwise: NumPy chunks (also from h5py or zarr
+    through ``dask.array.from_array`` / ``from_zarr``) on the CPU, CuPy
+    chunks on their GPU. The results' ``meta`` follows the chunk type of
+    ``darr``: NumPy for NumPy chunks, CuPy for CuPy chunks.
 
     Internally one ``map_blocks`` task per chunk returns the four results
     packed into one float64 block (..., P, 6); the four outputs are lazy
@@ -279,6 +284,8 @@ def refine(darr, peaks, pattern, *, mode="fast", upsample=False, memory_limit=No
     peaks = _validate.check_peaks(peaks)
     _validate.check_upsample(upsample)
     _validate.check_crop_size(pattern.get_crop_size(), darr.shape[-2:])
+    device = _device.get_device() if device is None else device
+    _device._parse(device)
     if isinstance(workers, bool) or not isinstance(workers, numbers.Integral) or workers < 1:
         raise ValueError(f"workers must be an int >= 1; got {workers!r}")
     if memory_limit is not None and (isinstance(memory_limit, bool)
@@ -289,7 +296,7 @@ def refine(darr, peaks, pattern, *, mode="fast", upsample=False, memory_limit=No
 
     n_peaks = len(peaks)
     func = functools.partial(_refine_block, peaks=peaks, pattern=pattern, mode=mode,
-                             upsample=upsample, memory_limit=memory_limit,
+                             upsample=upsample, device=device, memory_limit=memory_limit,
                              workers=int(workers))
     packed = da.map_blocks(
         func, darr,

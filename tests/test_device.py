@@ -314,3 +314,37 @@ def test_torch_cuda_tensors_zero_copy(cupy, data):
     back = torch.from_dlpack(got.refineds)
     assert back.device.type == "cuda" and back.data_ptr() == got.refineds.data.ptr
     assert_results_match([cupy.asnumpy(a) for a in got], gpucorr.refine(frames, peaks, PATTERN))
+
+
+# ---------------------------------------------------------------- Dask
+
+def test_dask_takes_the_device_at_graph_construction(data):
+    da = pytest.importorskip("dask.array")
+    import gpucorr.dask
+    frames, peaks = data
+    darr = da.from_array(frames, chunks=(2, -1, -1))
+    with pytest.raises(ValueError, match="device must be"):
+        gpucorr.dask.refine(darr, peaks, PATTERN, device="gpu0")
+    with gpucorr.use_device("cpu"):
+        on_cpu = gpucorr.dask.refine(darr, peaks, PATTERN)
+    expected = gpucorr.refine(frames, peaks, PATTERN)
+    for a, b in zip(on_cpu.compute(scheduler="threads"), expected):
+        np.testing.assert_array_equal(a, b)
+    if cuda_unusable_reason() is None:
+        return
+    with gpucorr.use_device("cuda"):
+        res = gpucorr.dask.refine(darr, peaks, PATTERN)
+    # computed outside the block, in other threads: the block still applies
+    with pytest.raises(ValueError, match="no GPU is usable"):
+        res.compute(scheduler="threads")
+
+
+@pytest.mark.gpu
+def test_dask_numpy_chunks_on_the_gpu(cupy, data):
+    da = pytest.importorskip("dask.array")
+    import gpucorr.dask
+    frames, peaks = data
+    res = gpucorr.dask.refine(da.from_array(frames, chunks=(4, -1, -1)), peaks, PATTERN,
+                              device="cuda").compute(scheduler="threads")
+    assert all(isinstance(a, np.ndarray) for a in res)
+    assert_results_match(res, gpucorr.refine(frames, peaks, PATTERN))
