@@ -1,26 +1,42 @@
-"""GPU throughput: gpucorr on CuPy input against gpucorr-CPU and libertem-blobfinder.
+"""GPU throughput: gpucorr on a GPU against gpucorr-CPU and libertem-blobfinder (NumPy and CuPy).
 
-GPU-resident float32 input, 256x256 frames, 49 peaks, RadialGradient(radius=8)
-(32-px crops); fast, fast with upsample=20, and full mode. Times with CUDA
-events after a warm-up, ending with a stream synchronise; prints frames/s and
-the achieved read throughput of the frames against the device's measured
-device-to-device copy bandwidth. Writes JSON with --out.
+Issue targets, all measured side by side in one run:
+
+- GPU-resident float32 input, 256x256 frames, 49 peaks, RadialGradient(radius=8)
+  (32-px crops): fast, fast with upsample=20, and full mode, in frames/s;
+  against libertem-blobfinder 0.6.1's CuPy path (its ``process_frame_*`` per
+  frame on CuPy frames, as its UDFs call them on the CuPy backend) and its
+  NumPy path, and gpucorr on the CPU.
+- Where the time goes in fast mode: crop+log, FFT correlation, evaluate and
+  upsampling of one chunk, each timed with CUDA events.
+- Host-resident uint16 frames streamed to the GPU (``device="cuda"``), fast
+  mode: end-to-end bytes/s against the measured pinned host-to-device copy
+  bandwidth for the same bytes (and the pageable one).
+
+Times GPU work with CUDA events (best of ``--rounds`` after a warm-up) and
+host-driven work with ``time.perf_counter``. Writes JSON with ``--out``.
 """
 import argparse
 import json
 import os
+import platform
 import time
 
 import numpy as np
 
 import cupy
+import cupyx
 
 import gpucorr
+from gpucorr import _backend, _pipeline
 from gpucorr.patterns import RadialGradient
 from gpucorr.synthetic import cbed_frame
 
+SHAPE = (256, 256)
+
 
 def gpu_seconds(fn, rounds):
+    """Best time of ``fn`` over ``rounds`` runs on the current stream, after a warm-up."""
     fn()
     cupy.cuda.get_current_stream().synchronize()
     best = np.inf
@@ -34,64 +50,180 @@ def gpu_seconds(fn, rounds):
     return best
 
 
-def copy_bandwidth(nbytes=2**30):
+def host_seconds(fn, rounds):
+    fn()
+    cupy.cuda.runtime.deviceSynchronize()
+    best = np.inf
+    for _ in range(rounds):
+        t0 = time.perf_counter()
+        fn()
+        cupy.cuda.runtime.deviceSynchronize()
+        best = min(best, time.perf_counter() - t0)
+    return best
+
+
+def device_copy_bandwidth(nbytes=2**30):
     a = cupy.empty(nbytes // 4, dtype=np.float32)
     b = cupy.empty_like(a)
-    t = gpu_seconds(lambda: b.__setitem__(Ellipsis, a), 5)
-    return 2 * nbytes / t  # read + write
+    return 2 * nbytes / gpu_seconds(lambda: b.__setitem__(Ellipsis, a), 5)  # read + write
+
+
+def h2d_bandwidth(nbytes, pinned):
+    """Host-to-device copy bandwidth from a pinned (or pageable) buffer of ``nbytes``."""
+    host = cupyx.empty_pinned(nbytes, dtype=np.uint8) if pinned else np.empty(nbytes, np.uint8)
+    host[...] = 1
+    dev = cupy.empty(nbytes, dtype=np.uint8)
+    stream = cupy.cuda.get_current_stream()
+    return nbytes / gpu_seconds(
+        lambda: dev.data.copy_from_host_async(host.ctypes.data, nbytes, stream=stream), 5)
+
+
+def make_frames(n, dtype):
+    rng = np.random.default_rng(0)
+    clean, _, true = cbed_frame(*SHAPE, zero=(128.3, 127.6), a=(36.6, 2.1), b=(-2.1, 36.6),
+                                radius=8, margin=16)
+    distinct = rng.poisson(clean[0] / clean.sum() * 2e6, size=(64,) + SHAPE).astype(dtype)
+    frames = np.empty((n,) + SHAPE, dtype=dtype)
+    for start in range(0, n, 64):
+        frames[start:start + 64] = distinct[: min(64, n - start)]
+    return frames, np.rint(true).astype(np.int64)[:49]
+
+
+def reference_cupy(mode, up, frames_gpu, peaks, n):
+    """libertem-blobfinder's CuPy path: its per-frame functions on CuPy frames (seconds/frame)."""
+    from libertem_blobfinder.base import correlation as lbc
+    from libertem_blobfinder.common import patterns as lbf_patterns
+    pattern = lbf_patterns.RadialGradient(radius=8)
+    cs = pattern.get_crop_size()
+    peaks32 = peaks.astype(np.int32)
+    out = (np.zeros((len(peaks), 2), np.uint16), np.zeros((len(peaks), 2), np.float32),
+           np.zeros(len(peaks), np.float32), np.zeros(len(peaks), np.float32))
+    if mode == "fast":
+        template = cupy.asarray(pattern.get_template(sig_shape=(2 * cs, 2 * cs)))
+        bufs = lbc.allocate_crop_bufs(cs, len(peaks), dtype=np.float32, xp=cupy)
+
+        def one(frame):
+            lbc.process_frame_fast(template, cs, frame, peaks32, *out, crop_bufs=bufs,
+                                   upsample=up, crop_function=lbc.crop_disks_from_frame_slicing)
+    else:
+        template = cupy.asarray(pattern.get_template(sig_shape=SHAPE))
+        frame_buf = cupy.zeros(SHAPE, dtype=np.float32)
+
+        def one(frame):
+            lbc.process_frame_full(template, cs, frame, peaks32, *out, frame_buf=frame_buf,
+                                   upsample=up, crop_function=lbc.crop_disks_from_frame_slicing)
+
+    def run():
+        for frame in frames_gpu[:n]:
+            one(frame)
+    return host_seconds(run, 1) / n
+
+
+def reference_numpy(mode, up, frames, peaks):
+    from libertem_blobfinder.common import correlation as lbf
+    from libertem_blobfinder.common import patterns as lbf_patterns
+    fn = lbf.process_frames_fast if mode == "fast" else lbf.process_frames_full
+    pattern = lbf_patterns.RadialGradient(radius=8)
+    fn(pattern, frames[:2], peaks, upsample=up)
+    t0 = time.perf_counter()
+    fn(pattern, frames, peaks, upsample=up)
+    return (time.perf_counter() - t0) / len(frames)
+
+
+def stage_times(frames_gpu, peaks, pattern, rounds):
+    """Seconds per frame of each fast-mode stage on one chunk (CUDA events)."""
+    backend = _backend.get_backend(cupy)
+    cs = pattern.get_crop_size()
+    template = cupy.asarray(pattern.get_template(sig_shape=(2 * cs, 2 * cs)))
+    filt = _pipeline.correlation_filter(cupy, template, (2 * cs, 2 * cs), np.float32)
+    n, p = len(frames_gpu), len(peaks)
+    out = (cupy.empty((n * p, 2), np.int32), cupy.empty((n * p, 2), np.float32),
+           cupy.empty(n * p, np.float32), cupy.empty(n * p, np.float32))
+    crops = _pipeline.crop_frames(backend, frames_gpu, peaks, cs, np.float32)
+    corrs, _, offsets = _pipeline.correlate(backend, crops, filt)
+    origin = cupy.tile(peaks - cs, (n, 1))
+    stages = {
+        "crop_log": lambda: _pipeline.crop_frames(backend, frames_gpu, peaks, cs, np.float32),
+        "fft_correlate": lambda: _pipeline.correlate(backend, crops, filt),
+        "evaluate": lambda: backend.evaluate(corrs, peaks, cs, offsets, *out),
+        "upsample20": lambda: _pipeline.upsample_positions(
+            backend, corrs, (out[0] - origin)[:, None, :], 20),
+    }
+    return {name: gpu_seconds(fn, rounds) / n for name, fn in stages.items()}
 
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--frames", type=int, default=16384)
+    parser.add_argument("--frames", type=int, default=16384, help="GPU-resident frames")
+    parser.add_argument("--stream-frames", type=int, default=32768,
+                        help="host uint16 frames streamed to the GPU")
     parser.add_argument("--cpu-frames", type=int, default=128)
+    parser.add_argument("--ref-frames", type=int, default=64)
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--out", default=None)
     args = parser.parse_args(argv)
-    rng = np.random.default_rng(0)
-    clean, _, true = cbed_frame(256, 256, zero=(128.3, 127.6), a=(36.6, 2.1), b=(-2.1, 36.6),
-                                radius=8, margin=16)
-    distinct = rng.poisson(clean[0] / clean.sum() * 2e6, size=(64, 256, 256)).astype(np.float32)
-    host = np.tile(distinct, (args.frames // 64 + 1, 1, 1))[: args.frames]
-    frames = cupy.asarray(host)
-    peaks_host = np.rint(true).astype(np.int64)[:49]
-    peaks = cupy.asarray(peaks_host)
     pattern = RadialGradient(radius=8)
-    bandwidth = copy_bandwidth()
-    device = cupy.cuda.runtime.getDeviceProperties(cupy.cuda.Device().id)["name"].decode()
+    host, peaks_host = make_frames(args.frames, np.float32)
+    frames = cupy.asarray(host)
+    peaks = cupy.asarray(peaks_host)
+    props = cupy.cuda.runtime.getDeviceProperties(cupy.cuda.Device().id)
+    device = props["name"].decode() if isinstance(props["name"], bytes) else props["name"]
+    bandwidth = device_copy_bandwidth()
+    print(f"{device}: device copy {bandwidth / 1e9:.0f} GB/s")
     rows = []
-    try:
-        from libertem_blobfinder.common import correlation as lbf
-        from libertem_blobfinder.common import patterns as lbf_patterns
-    except ImportError:
-        lbf = None
     for name, mode, up in (("fast", "fast", False), ("fast-upsample20", "fast", 20),
                            ("full", "full", False)):
         t_gpu = gpu_seconds(lambda: gpucorr.refine(frames, peaks, pattern, mode=mode,
-                                                   upsample=up), args.rounds)
+                                                   upsample=up), args.rounds) / args.frames
         cpu_frames = host[: args.cpu_frames]
         gpucorr.refine(cpu_frames[:4], peaks_host, pattern, mode=mode, upsample=up)
         t0 = time.perf_counter()
         gpucorr.refine(cpu_frames, peaks_host, pattern, mode=mode, upsample=up)
         t_cpu = (time.perf_counter() - t0) / args.cpu_frames
-        row = dict(case=name, gpu_frames_per_s=args.frames / t_gpu,
-                   cpu_frames_per_s=1 / t_cpu,
-                   gpu_read_fraction_of_copy_bw=args.frames * 256 * 256 * 4 / t_gpu / bandwidth)
-        if lbf is not None:
-            fn = lbf.process_frames_fast if mode == "fast" else lbf.process_frames_full
-            ref_pattern = lbf_patterns.RadialGradient(radius=8)
-            sub = cupy.asarray(cpu_frames[:32])
-            t0 = time.perf_counter()
-            fn(ref_pattern, cupy.asnumpy(sub), peaks_host, upsample=up)
-            row["reference_numpy_frames_per_s"] = 32 / (time.perf_counter() - t0)
+        row = dict(case=name, gpu_frames_per_s=1 / t_gpu, cpu_frames_per_s=1 / t_cpu,
+                   gpu_frame_read_fraction_of_copy_bw=SHAPE[0] * SHAPE[1] * 4 / t_gpu / bandwidth)
+        for key, fn in (("reference_cupy", lambda: reference_cupy(mode, up, frames, peaks_host,
+                                                                  args.ref_frames)),
+                        ("reference_numpy", lambda: reference_numpy(mode, up, cpu_frames[:32],
+                                                                    peaks_host))):
+            try:
+                t_ref = fn()
+                row[f"{key}_frames_per_s"] = 1 / t_ref
+                row[f"gpu_vs_{key}"] = t_ref / t_gpu
+            except Exception as exc:  # report, do not hide, a reference path that fails
+                row[f"{key}_error"] = f"{type(exc).__name__}: {exc}"[:300]
         rows.append(row)
-        print(row)
+        print(json.dumps(row))
+
+    chunk = frames[:2048]
+    stages = stage_times(chunk, peaks, pattern, args.rounds)
+    print("fast-mode stages, us/frame:", {k: round(v * 1e6, 3) for k, v in stages.items()})
+
+    # host-resident uint16 frames streamed to the GPU
+    frames = chunk = None  # free the resident frames before streaming
+    cupy.get_default_memory_pool().free_all_blocks()
+    stream_host, _ = make_frames(args.stream_frames, np.uint16)
+    nbytes = stream_host.nbytes
+    pinned_bw = h2d_bandwidth(min(nbytes, 2**31), pinned=True)
+    pageable_bw = h2d_bandwidth(min(nbytes, 2**31), pinned=False)
+    t_stream = host_seconds(lambda: gpucorr.refine(stream_host, peaks_host, pattern,
+                                                   device="cuda"), 3)
+    streaming = dict(frames=args.stream_frames, dtype="uint16", bytes=nbytes,
+                     seconds=t_stream, frames_per_s=args.stream_frames / t_stream,
+                     bytes_per_s=nbytes / t_stream, pinned_h2d_bytes_per_s=pinned_bw,
+                     pageable_h2d_bytes_per_s=pageable_bw,
+                     fraction_of_pinned_h2d=nbytes / t_stream / pinned_bw,
+                     host_cpus=os.cpu_count())
+    print(json.dumps(streaming))
+
     result = dict(device=device, cupy=cupy.__version__,
                   cuda_runtime=cupy.cuda.runtime.runtimeGetVersion(),
+                  driver=cupy.cuda.runtime.driverGetVersion(), python=platform.python_version(),
                   copy_bandwidth_gb_s=bandwidth / 1e9, frames=args.frames, rows=rows,
+                  fast_stage_seconds_per_frame=stages, streaming=streaming,
                   gpucorr=gpucorr.__version__, date=time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-                  commit=os.popen("git rev-parse --short HEAD").read().strip())
-    print(json.dumps(result, indent=2))
+                  commit=os.environ.get("GPUCORR_COMMIT")
+                  or os.popen("git rev-parse --short HEAD 2>/dev/null").read().strip())
     if args.out:
         with open(args.out, "w") as f:
             json.dump(result, f, indent=2)

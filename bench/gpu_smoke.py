@@ -1,7 +1,8 @@
 """A small run of every GPU kernel, for ``compute-sanitizer --tool memcheck``.
 
 Fast and full mode, with and without upsampling, uint16 / float32 / float64
-frames, odd and even sizes, peaks beyond the edges; compares with the CPU.
+frames, odd and even sizes, peaks beyond the edges, CuPy input and host input
+streamed to the GPU; compares with the CPU.
 """
 import numpy as np
 
@@ -23,6 +24,10 @@ def main():
                                          mode=mode, upsample=upsample)
                     want = gpucorr.refine(frames, peaks, pattern, mode=mode, upsample=upsample)
                     np.testing.assert_array_equal(cupy.asnumpy(got.centers), want.centers)
+                    # host frames streamed through the pinned staging buffers
+                    streamed = gpucorr.refine(frames, peaks, pattern, mode=mode,
+                                              upsample=upsample, device="cuda")
+                    np.testing.assert_array_equal(streamed.centers, want.centers)
     cupy.cuda.runtime.deviceSynchronize()
     print("gpu smoke run: ok")
 
