@@ -1,20 +1,48 @@
 #!/usr/bin/env bash
-# Everything that needs a GPU, in one command (see ../shared/GPU.md):
-#   1. the GPU parity suite: pytest --gpu (fails instead of skipping without a GPU);
-#   2. compute-sanitizer --tool memcheck over a small run of every kernel;
-#   3. the GPU benchmark, JSON written to $OUT (or bench/results/).
-# Run from the repository root with the test extra and CuPy installed.
+# Everything that needs a GPU (see ../shared/GPU.md), in stages:
+#   tests     the whole test suite with --gpu (GPU tests fail instead of skipping without a GPU)
+#   memcheck  compute-sanitizer --tool memcheck over a small run of every kernel
+#   bench     the GPU benchmark (bench/gpu_bench.py), JSON beside the logs
+# Usage: bench/gpu_check.sh [STAGE ...]   (default: all three). Logs and JSON go to
+# $OUT (or bench/results/). Run from anywhere; needs CuPy. Where the machine has no
+# registry access, bench/gpu_wheels.sh (run on a machine that has) fills .whl/ with
+# the missing pure-Python packages, installed here into /tmp/site.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 out=${OUT:-bench/results}
 mkdir -p "$out"
-python -c "import cupy; print('CuPy', cupy.__version__, 'CUDA runtime', cupy.cuda.runtime.runtimeGetVersion())"
-nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv || true
-python -m pytest --gpu -q -m gpu 2>&1 | tee "$out/gpu-pytest.log"
-if command -v compute-sanitizer >/dev/null; then
-    compute-sanitizer --tool memcheck --error-exitcode 1 python bench/gpu_smoke.py 2>&1 \
-        | tee "$out/gpu-memcheck.log"
+stages=${*:-tests memcheck bench}
+if [ -d .whl ] && ls .whl/*.whl >/dev/null 2>&1; then
+    python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
+        --target /tmp/site .whl/*.whl
+    export PYTHONPATH="$PWD:/tmp/site${PYTHONPATH:+:$PYTHONPATH}"
 else
-    echo "compute-sanitizer not found: memcheck skipped" | tee "$out/gpu-memcheck.log"
+    export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
 fi
-python bench/gpu_bench.py --out "$out/gpu-bench.json" 2>&1 | tee "$out/gpu-bench.log"
+python3 -c "import cupy; print('CuPy', cupy.__version__, 'CUDA runtime', cupy.cuda.runtime.runtimeGetVersion())" \
+    | tee "$out/gpu-env.log"
+nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv | tee -a "$out/gpu-env.log" || true
+status=0
+for stage in $stages; do
+    case $stage in
+    tests)
+        python3 -m pytest --gpu -q -p no:cacheprovider -rs --durations=15 tests gpucorr \
+            > "$out/gpu-pytest.log" 2>&1 || status=1
+        tail -n 60 "$out/gpu-pytest.log" ;;
+    memcheck)
+        if command -v compute-sanitizer >/dev/null; then
+            compute-sanitizer --tool memcheck --error-exitcode 1 python3 bench/gpu_smoke.py \
+                > "$out/gpu-memcheck.log" 2>&1 || status=1
+        else
+            echo "compute-sanitizer not found: memcheck skipped" > "$out/gpu-memcheck.log"
+        fi
+        tail -n 20 "$out/gpu-memcheck.log" ;;
+    bench)
+        python3 bench/gpu_bench.py --out "$out/gpu-bench.json" > "$out/gpu-bench.log" 2>&1 \
+            || status=1
+        tail -n 30 "$out/gpu-bench.log" ;;
+    *)
+        echo "unknown stage $stage (tests, memcheck, bench)"; exit 2 ;;
+    esac
+done
+exit $status
