@@ -20,16 +20,39 @@ functions: ``corrspecs`` from :func:`do_correlations` are the ``rfft2`` of the
 returned (centred) correlation maps without their mean, so positions in
 :func:`evaluate_upsampling` are map positions. Use gpucorr's functions
 together; do not mix them with libertem-blobfinder's spectra.
+
+Backends
+--------
+Every function here that takes arrays accepts NumPy or CuPy arrays (except
+the numba helpers :func:`center_of_mass`, :func:`refine_center` and
+:func:`peak_elevation`, which are NumPy-only as in libertem-blobfinder).
+CuPy input runs on the GPU it lives on, with gpucorr's CUDA kernels, and
+output buffers and results are CuPy arrays there; NumPy input runs on the
+CPU. All array arguments -- templates, peaks and output buffers included --
+must come from the same library: mixing NumPy and CuPy raises
+``TypeError`` instead of copying behind the caller's back (move the peaks
+with ``cupy.asarray(peaks)``, the template with
+``cupy.asarray(pattern.get_template(shape))``). Templates from
+:mod:`gpucorr.patterns` are NumPy arrays. CuPy is imported only when CuPy
+arrays are passed.
+
+On a GPU nothing is copied to the host except where a docstring says so:
+float CuPy peaks are checked for whole numbers on the host, and a few
+functions read a handful of values (noted there). Non-finite frames or crops
+raise ``ValueError`` on the CPU; on a GPU, where that check would need a host
+sync, they give NaN refined positions, heights and elevations instead (as
+:func:`gpucorr.refine` does).
 """
+import functools
+
+import array_api_compat
 import numpy as np
 import sparseconverter
 
-from gpucorr import _numba, _pipeline, _validate
+from gpucorr import _pipeline, _validate
 from gpucorr._backend import array_namespace, get_backend, is_sparse
-
-_CPU = get_backend(np)
 from gpucorr._numba import center_of_mass, peak_elevation, refine_center
-from gpucorr.api import refine
+from gpucorr.api import _peaks_for, refine
 
 __all__ = [
     "process_frame_fast", "process_frame_full", "process_frames_fast", "process_frames_full",
@@ -51,11 +74,44 @@ def _real_result_dtype(*dtypes):
     return np.dtype(np.float64) if dt in (np.float64, np.complex128) else np.dtype(np.float32)
 
 
-def _frame_2d(frame, name="frame"):
-    """A dense 2-D native-order NumPy frame (sparse frames are densified)."""
+def _on_data_device(func):
+    """Run ``func`` on the GPU of its first CuPy argument (as :func:`gpucorr.refine` does).
+
+    Scratch arrays, FFT plans and kernels then live on the device of the data,
+    whatever CuPy's current device is. NumPy arguments run ``func`` as is.
+    """
+    @functools.wraps(func)
+    def on_device(*args, **kwargs):
+        for arg in (*args, *kwargs.values()):
+            for a in (arg if isinstance(arg, tuple) else (arg,)):
+                if array_api_compat.is_cupy_array(a):
+                    with a.device:
+                        return func(*args, **kwargs)
+        return func(*args, **kwargs)
+    return on_device
+
+
+def _peaks(xp, peaks, truncate=False):
+    """Validated int64 peaks (P, 2) in ``xp``.
+
+    Integer CuPy peaks are checked by shape and dtype only (no host sync);
+    float CuPy peaks are checked on the host (one sync). ``truncate`` truncates
+    float peaks toward zero (libertem-blobfinder's ``astype(np.int32)``).
+    """
+    if isinstance(peaks, (list, tuple)):
+        peaks = np.asarray(peaks)
+    if truncate and np.dtype(getattr(peaks, "dtype", np.int64)).kind == "f":
+        host = peaks.get() if array_api_compat.is_cupy_array(peaks) else peaks
+        peaks = xp.asarray(_validate.check_peaks(host, truncate=True))
+    return _peaks_for(xp, peaks)
+
+
+def _frame_2d(xp, frame, name="frame"):
+    """A dense 2-D native-order frame in ``xp`` (sparse frames are densified)."""
     if is_sparse(frame):
-        frame = sparseconverter.for_backend(frame, sparseconverter.NUMPY)
-    frame = np.asarray(frame)
+        target = sparseconverter.NUMPY if xp is np else sparseconverter.CUPY
+        frame = sparseconverter.for_backend(frame, target)
+    frame = xp.asarray(frame)
     if frame.ndim != 2:
         raise ValueError(f"{name} must be a 2-D frame (H, W); got shape {frame.shape}")
     _validate.real_dtype(frame.dtype, name)
@@ -65,16 +121,45 @@ def _frame_2d(frame, name="frame"):
     return frame
 
 
+def _buffers(*buffers):
+    """The arguments that look like arrays: buffers join the namespace check, while
+    anything else is left for their own checks, which name the argument."""
+    return [b for b in buffers if hasattr(b, "shape") and hasattr(b, "dtype")]
+
+
+class _Described:
+    """Shape and dtype of an array, for checks that must not read its flags."""
+
+    def __init__(self, arr):
+        self.shape = arr.shape
+        self.dtype = arr.dtype
+
+
+def _check_out(arr, shape, name, kinds):
+    # CuPy arrays (before CuPy 14) have no ``flags.writeable``; they are always writeable
+    if hasattr(arr, "flags") and not hasattr(arr.flags, "writeable"):
+        arr = _Described(arr)
+    _validate.check_out(arr, shape, name, kinds)
+
+
 def _out_buffers(n_peaks, out_centers, out_refineds, out_heights, out_elevations):
-    _validate.check_out(out_centers, (n_peaks, 2), "out_centers", "iuf")
-    _validate.check_out(out_refineds, (n_peaks, 2), "out_refineds", "f")
-    _validate.check_out(out_heights, (n_peaks,), "out_heights", "f")
-    _validate.check_out(out_elevations, (n_peaks,), "out_elevations", "f")
+    _check_out(out_centers, (n_peaks, 2), "out_centers", "iuf")
+    _check_out(out_refineds, (n_peaks, 2), "out_refineds", "f")
+    _check_out(out_heights, (n_peaks,), "out_heights", "f")
+    _check_out(out_elevations, (n_peaks,), "out_elevations", "f")
 
 
-def _scratch(n_peaks):
-    return (np.empty((n_peaks, 2), np.int64), np.empty((n_peaks, 2), np.float32),
-            np.empty(n_peaks, np.float32), np.empty(n_peaks, np.float32))
+#: dtype of the centres each backend's evaluate kernel writes: int32 on the GPU (as
+#: :func:`gpucorr.refine` returns them), int64 on the CPU (far-off peaks do not wrap)
+_CENTERS_DTYPE = {"cpu": np.int64, "cuda": np.int32}
+
+
+def _scratch(backend, n_peaks):
+    """Result arrays (centers, refineds, heights, elevations) the evaluate kernel fills."""
+    xp = backend.xp
+    return (xp.empty((n_peaks, 2), _CENTERS_DTYPE[backend.name]),
+            xp.empty((n_peaks, 2), np.float32), xp.empty(n_peaks, np.float32),
+            xp.empty(n_peaks, np.float32))
 
 
 def _store(dst, src):
@@ -101,6 +186,9 @@ def get_buf_count(crop_size, n_peaks, dtype, limit=2**19):
 def allocate_crop_bufs(crop_size, n_peaks, dtype, limit=2**19, xp=np):
     """Zeroed stack of crop buffers ``(get_buf_count(...), 2 * crop_size, 2 * crop_size)``.
 
+    ``xp`` is the array module to allocate with: ``numpy`` (default) or
+    ``cupy`` for buffers on the current GPU.
+
     >>> allocate_crop_bufs(crop_size=8, n_peaks=3, dtype="float32").shape
     (3, 16, 16)
     """
@@ -108,6 +196,7 @@ def allocate_crop_bufs(crop_size, n_peaks, dtype, limit=2**19, xp=np):
     return xp.zeros((count, 2 * crop_size, 2 * crop_size), dtype=dtype)
 
 
+@_on_data_device
 def do_correlations(template, crop_parts, with_specs: bool = False):
     """Correlate a stack of crops with a template given as its ``rfft2``.
 
@@ -128,6 +217,12 @@ def do_correlations(template, crop_parts, with_specs: bool = False):
         template).
     corrspecs : complex array (n, h, w // 2 + 1), only with ``with_specs``
         ``rfft2`` of ``corrs`` minus their means.
+
+    Notes
+    -----
+    Backends: NumPy or CuPy; ``template`` and ``crop_parts`` from the same
+    library (``cupy.asarray(pattern.get_template(...))`` for CuPy crops).
+    CuPy input gives CuPy results on its GPU, without a host sync.
 
     Examples
     --------
@@ -165,6 +260,7 @@ def unravel_index(index, shape):
     return tuple(int(i) for i in np.unravel_index(int(index), tuple(shape)))
 
 
+@_on_data_device
 def evaluate_correlations(corrs, peaks, crop_size, out_centers, out_refineds, out_heights,
                           out_elevations):
     """Argmax, 5x5 refinement, height and elevation of each correlation map.
@@ -181,9 +277,18 @@ def evaluate_correlations(corrs, peaks, crop_size, out_centers, out_refineds, ou
         Filled with the integer maxima and the refined positions.
     out_heights, out_elevations : arrays (P,)
         Filled with the maxima and the cone slopes.
+
+    Notes
+    -----
+    Backends: NumPy (numba kernel) or CuPy (CUDA kernel); all arrays from the
+    same library. Integer CuPy peaks need no host sync; float ones are
+    checked for whole numbers on the host.
     """
-    corrs = np.asarray(corrs)
-    peaks = _validate.check_peaks(peaks)
+    xp = array_namespace(corrs, peaks, *_buffers(out_centers, out_refineds, out_heights,
+                                                 out_elevations))
+    backend = get_backend(xp)
+    corrs = xp.asarray(corrs)
+    peaks = _peaks(xp, peaks)
     if corrs.ndim != 3 or corrs.shape[0] != len(peaks):
         raise ValueError(
             f"corrs must have shape (P, h, w) with P = len(peaks) = {len(peaks)}; "
@@ -192,8 +297,10 @@ def evaluate_correlations(corrs, peaks, crop_size, out_centers, out_refineds, ou
     crop_size = _validate.check_crop_size(crop_size)
     outs = (out_centers, out_refineds, out_heights, out_elevations)
     _out_buffers(len(peaks), *outs)
-    scratch = _scratch(len(peaks))
-    _numba.evaluate(corrs, peaks, crop_size, np.zeros(len(peaks)), *scratch)
+    scratch = _scratch(backend, len(peaks))
+    # the kernels read float32 or float64 maps (integer maps convert exactly)
+    corrs = corrs.astype(_real_result_dtype(corrs.dtype), copy=False)
+    backend.evaluate(corrs, peaks, crop_size, xp.zeros(len(peaks)), *scratch)
     _store(outs, scratch)
 
 
@@ -204,6 +311,7 @@ def _upsample_factor(upsample_factor):
     return factor
 
 
+@_on_data_device
 def refine_center_upsampling(corrmap_center, upsample_pos, corrspecs, frequencies,
                              upsample_factor):
     """Refine one peak position to ``1 / upsample_factor`` px by DFT upsampling.
@@ -231,25 +339,37 @@ def refine_center_upsampling(corrmap_center, upsample_pos, corrspecs, frequencie
     Returns
     -------
     float32 array (2,)
+        In the array library of the arguments.
+
+    Notes
+    -----
+    Backends: NumPy or CuPy; every array argument (``frequencies`` included,
+    e.g. ``cupy.fft.fftfreq``) from the same library. With CuPy the result
+    stays on the GPU, but ``frequencies[1][1]`` is read on the host (one sync)
+    to tell even from odd ``w``.
     """
     factor = _upsample_factor(upsample_factor)
-    corrspecs = np.asarray(corrspecs)
+    xp = array_namespace(corrmap_center, upsample_pos, corrspecs, frequencies[0],
+                         frequencies[1])
+    corrspecs = xp.asarray(corrspecs)
     if corrspecs.ndim != 2:
         raise ValueError(f"corrspecs must have shape (h, w // 2 + 1); got {corrspecs.shape}")
     h = corrspecs.shape[0]
-    fx = np.asarray(frequencies[1])
-    w = int(round(1 / (fx[1] * factor))) if len(fx) > 1 else 1
+    fx = xp.asarray(frequencies[1])
+    w = int(round(1 / (float(fx[1]) * factor))) if len(fx) > 1 else 1
     if w // 2 + 1 != corrspecs.shape[1] or len(frequencies[0]) != h:
         raise ValueError(
             f"frequencies do not fit corrspecs of shape {corrspecs.shape}: expected "
             "(fftfreq(h, upsample_factor), rfftfreq(w, upsample_factor))")
-    center = np.asarray(corrmap_center, dtype=np.float64)
-    pos = np.rint(np.asarray(upsample_pos, dtype=np.float64) - center)
-    corrmap = np.fft.irfft2(corrspecs, s=(h, w))
-    refined = _pipeline.upsample_positions(_CPU, corrmap[None], pos[None, None], factor)
+    center = xp.asarray(corrmap_center, dtype=np.float64)
+    pos = xp.rint(xp.asarray(upsample_pos, dtype=np.float64) - center)
+    corrmap = xp.fft.irfft2(corrspecs, s=(h, w))
+    refined = _pipeline.upsample_positions(get_backend(xp), corrmap[None], pos[None, None],
+                                           factor)
     return (refined[0, 0] + center).astype(np.float32)
 
 
+@_on_data_device
 def evaluate_upsampling(corrspecs, corrs, peaks, crop_size, sig_shape, upsample_factor,
                         out_centers, out_refineds):
     """Replace refined positions by DFT-upsampled ones.
@@ -270,46 +390,62 @@ def evaluate_upsampling(corrspecs, corrs, peaks, crop_size, sig_shape, upsample_
         Integer maxima in frame coordinates (from :func:`evaluate_correlations`).
     out_refineds : float array (P, 2)
         Overwritten with the upsampled positions.
+
+    Notes
+    -----
+    Backends: NumPy or CuPy, all arrays from the same library (``corrs`` is
+    only read for its shape). CuPy input needs no host sync (integer peaks).
     """
     factor = _upsample_factor(upsample_factor)
-    peaks = _validate.check_peaks(peaks)
+    xp = array_namespace(corrspecs, corrs, peaks, *_buffers(out_centers, out_refineds))
+    backend = get_backend(xp)
+    peaks = _peaks(xp, peaks)
     crop_size = _validate.check_crop_size(crop_size)
-    corrspecs = np.asarray(corrspecs)
-    _validate.check_out(out_centers, (len(peaks), 2), "out_centers", "iuf")
-    _validate.check_out(out_refineds, (len(peaks), 2), "out_refineds", "f")
-    centers = np.asarray(out_centers).astype(np.int64)
+    corrspecs = xp.asarray(corrspecs)
+    _check_out(out_centers, (len(peaks), 2), "out_centers", "iuf")
+    _check_out(out_refineds, (len(peaks), 2), "out_refineds", "f")
+    centers = xp.asarray(out_centers).astype(np.int64)
     if corrspecs.ndim == 3:
         shape = tuple(np.shape(corrs)[-2:])
         _validate.check_template(corrspecs[0], shape, "corrspecs[i]")
         if len(corrspecs) != len(peaks):
             raise ValueError(f"corrspecs holds {len(corrspecs)} spectra for {len(peaks)} peaks")
         origin = peaks - crop_size
-        maps = np.fft.irfft2(corrspecs, s=shape)
-        pos = _pipeline.upsample_positions(_CPU, maps, (centers - origin)[:, None], factor)
+        maps = xp.fft.irfft2(corrspecs, s=shape)
+        pos = _pipeline.upsample_positions(backend, maps, (centers - origin)[:, None], factor)
         out_refineds[...] = pos[:, 0] + origin
     else:
         shape = tuple(sig_shape)
         _validate.check_template(corrspecs, shape, "corrspecs")
-        corrmap = np.fft.irfft2(corrspecs, s=shape)
-        pos = _pipeline.upsample_positions(_CPU, corrmap[None], centers[None], factor)
+        corrmap = xp.fft.irfft2(corrspecs, s=shape)
+        pos = _pipeline.upsample_positions(backend, corrmap[None], centers[None], factor)
         out_refineds[...] = pos[0]
 
 
+@_on_data_device
 def log_scale(data, out):
     """``out[...] = log(data - min(data) + 1)``; returns ``out``.
+
+    Backends: NumPy or CuPy (``data`` and ``out`` from the same library).
+    Non-finite data raise ``ValueError`` on the CPU and give NaN on a GPU
+    (no host sync).
 
     >>> log_scale(np.array([1., 2., 4.]), out=np.empty(3))
     array([0.        , 0.69314718, 1.38629436])
     """
-    data = np.asarray(data)
+    xp = array_namespace(data, out)
+    data = xp.asarray(data)
     _validate.real_dtype(data.dtype, "data")
-    if not np.all(np.isfinite(data)):
-        raise ValueError("data contain NaN or infinite values; gpucorr needs finite input")
-    return np.log(data - np.min(data) + 1, out=out)
+    _pipeline._check_finite(xp, ~xp.isfinite(data), "data")
+    return xp.log(data - xp.min(data) + 1, out=out)
 
 
+@_on_data_device
 def log_scale_cropbufs_inplace(crop_bufs):
     """Log-scale each crop of a stack in place: ``log(x - min(x) + 1)`` per crop.
+
+    Backends: NumPy or CuPy. Non-finite crops raise ``ValueError`` on the CPU
+    and become NaN on a GPU (no host sync).
 
     >>> bufs = np.array([[[1., 2.]], [[5., 5.]]])
     >>> log_scale_cropbufs_inplace(bufs)
@@ -324,14 +460,14 @@ def log_scale_cropbufs_inplace(crop_bufs):
     if np.dtype(crop_bufs.dtype).kind != "f":
         raise TypeError(f"crop_bufs must be floating point to log-scale in place; "
                         f"got {crop_bufs.dtype}")
-    if not np.all(np.isfinite(crop_bufs)):
-        raise ValueError("crop_bufs contain NaN or infinite values; gpucorr needs finite input")
-    m = np.min(crop_bufs, axis=(-1, -2)) - 1
-    np.log(crop_bufs - m[:, np.newaxis, np.newaxis], out=crop_bufs)
+    xp = array_namespace(crop_bufs)
+    _pipeline._check_finite(xp, ~xp.isfinite(crop_bufs), "crop_bufs")
+    m = xp.min(crop_bufs, axis=(-1, -2)) - 1
+    xp.log(crop_bufs - m[:, np.newaxis, np.newaxis], out=crop_bufs)
 
 
-def _check_crop_args(peaks, frame, crop_size, out_crop_bufs):
-    peaks = _validate.check_peaks(peaks)
+def _check_crop_args(xp, peaks, crop_size, out_crop_bufs):
+    peaks = _peaks(xp, peaks)
     crop_size = _validate.check_crop_size(crop_size)
     expected = (len(peaks), 2 * crop_size, 2 * crop_size)
     if tuple(out_crop_bufs.shape[1:]) != expected[1:] or len(out_crop_bufs) < len(peaks):
@@ -340,10 +476,14 @@ def _check_crop_args(peaks, frame, crop_size, out_crop_bufs):
     return peaks, crop_size
 
 
+@_on_data_device
 def crop_disks_from_frame(peaks, frame, crop_size, out_crop_bufs):
     """Copy the ``2 * crop_size`` square around each peak into ``out_crop_bufs``.
 
     Pixels outside the frame are 0.
+
+    Backends: NumPy (numba kernel) or CuPy (CUDA kernel), all arrays from the
+    same library; with integer CuPy peaks no host sync.
 
     >>> frame = np.arange(16.).reshape(4, 4)
     >>> bufs = np.empty((1, 2, 2))
@@ -352,27 +492,36 @@ def crop_disks_from_frame(peaks, frame, crop_size, out_crop_bufs):
     array([[0., 0.],
            [0., 1.]])
     """
-    peaks, crop_size = _check_crop_args(peaks, frame, crop_size, out_crop_bufs)
-    frame = _frame_2d(frame)
+    xp = array_namespace(peaks, frame, *_buffers(out_crop_bufs))
+    peaks, crop_size = _check_crop_args(xp, peaks, crop_size, out_crop_bufs)
+    frame = _frame_2d(xp, frame)
     n = len(peaks)
     h = 2 * crop_size
-    tmp = np.empty((1, n, h, h), dtype=_real_result_dtype(out_crop_bufs.dtype))
-    _numba.crop_log(frame[None], peaks, crop_size, False, np.zeros(1, tmp.dtype), tmp,
-                    np.zeros(n, np.bool_))
+    tmp = xp.empty((1, n, h, h), dtype=_real_result_dtype(out_crop_bufs.dtype))
+    get_backend(xp).crop_log(frame[None], peaks, crop_size, False, xp.zeros(1, tmp.dtype), tmp,
+                             xp.zeros(n, np.bool_))
     out_crop_bufs[:n] = tmp[0]
 
 
+@_on_data_device
 def crop_disks_from_frame_slicing(peaks, frame, crop_size, out_crop_bufs):
     """Like :func:`crop_disks_from_frame`, by slicing: works on sparse frames.
 
     ``frame`` may be any array sparseconverter knows (NumPy, scipy.sparse,
-    pydata sparse); each cut-out is converted to the type of ``out_crop_bufs``.
+    pydata sparse, CuPy); each cut-out is converted to the type of
+    ``out_crop_bufs``.
+
+    Backends: a CuPy frame needs CuPy peaks and a CuPy ``out_crop_bufs``;
+    the peaks are then read on the host (one sync) to slice the frame, and
+    the cut-outs are copied on the GPU. Mixing CuPy with NumPy or SciPy
+    sparse arguments raises ``TypeError``.
     """
-    peaks, crop_size = _check_crop_args(peaks, frame, crop_size, out_crop_bufs)
+    xp = array_namespace(peaks, frame, *_buffers(out_crop_bufs))
+    peaks, crop_size = _check_crop_args(xp, peaks, crop_size, out_crop_bufs)
     fy, fx = frame.shape
     size = 2 * crop_size
     target = sparseconverter.get_backend(out_crop_bufs)
-    for i, (py, px) in enumerate(peaks):
+    for i, (py, px) in enumerate(peaks.tolist()):
         y0, x0 = py - crop_size, px - crop_size
         ya, yb = max(y0, 0), min(max(y0 + size, 0), fy)
         xa, xb = max(x0, 0), min(max(x0 + size, 0), fx)
@@ -387,6 +536,7 @@ def _blocks(n_peaks, block):
         yield start, min(start + block, n_peaks)
 
 
+@_on_data_device
 def process_frame_fast(template, crop_size, frame, peaks,
                        out_centers, out_refineds, out_heights, out_elevations,
                        crop_bufs, upsample=False, crop_function=crop_disks_from_frame):
@@ -421,6 +571,18 @@ def process_frame_fast(template, crop_size, frame, peaks,
     None
         The results are in the output buffers.
 
+    Notes
+    -----
+    Backends: NumPy frames run on the CPU (numba), CuPy frames on their GPU
+    (CUDA kernels). With a CuPy frame every array argument is CuPy: the
+    template (``cupy.asarray(pattern.get_template(...))``), the peaks, the
+    output buffers and ``crop_bufs`` (``allocate_crop_bufs(..., xp=cupy)``);
+    a NumPy one among them raises ``TypeError``. ``crop_function`` may be
+    :func:`crop_disks_from_frame_slicing` (as libertem-blobfinder's UDF uses
+    on CuPy). Integer CuPy peaks need no host sync. On a GPU, non-finite
+    pixels in a crop give NaN refineds, heights and elevations for that peak
+    (the CPU raises ``ValueError``).
+
     Examples
     --------
     >>> from gpucorr.patterns import RadialGradient
@@ -443,15 +605,15 @@ def process_frame_fast(template, crop_size, frame, peaks,
     ...         crop_bufs=crop_bufs)
     >>> assert np.allclose(refineds[0], peaks, atol=0.1)
     """
-    backend = get_backend(array_namespace(frame, peaks, template))
-    peaks = _validate.check_peaks(peaks)
-    factor = _validate.check_upsample(upsample)
     outs = (out_centers, out_refineds, out_heights, out_elevations)
+    xp = array_namespace(frame, peaks, template, *_buffers(crop_bufs, *outs))
+    backend = get_backend(xp)
+    peaks = _peaks(xp, peaks)
+    factor = _validate.check_upsample(upsample)
     _out_buffers(len(peaks), *outs)
-    _validate.check_out(out_centers, (len(peaks), 2), "out_centers", "iuf")
     custom_crop = crop_function is not crop_disks_from_frame
     if not custom_crop:
-        frame = _frame_2d(frame)
+        frame = _frame_2d(xp, frame)
     crop_size = _validate.check_crop_size(crop_size, frame.shape)
     size = 2 * crop_size
     if getattr(crop_bufs, "ndim", None) != 3 or tuple(crop_bufs.shape[1:]) != (size, size) \
@@ -461,21 +623,23 @@ def process_frame_fast(template, crop_size, frame, peaks,
     _validate.check_template(template, (size, size))
     frame_dtype = frame.dtype if np.dtype(frame.dtype).kind == "f" else np.float32
     rdtype = _real_result_dtype(frame_dtype, template.dtype)
-    filt = _pipeline.correlation_filter(np, template, (size, size), rdtype)
+    filt = _pipeline.correlation_filter(xp, template, (size, size), rdtype)
     for start, stop in _blocks(len(peaks), len(crop_bufs)):
         block = peaks[start:stop]
+        scratch = _scratch(backend, len(block))
         if custom_crop:
             bufs = crop_bufs[:stop - start]
             crop_function(peaks=block, frame=frame, crop_size=crop_size, out_crop_bufs=bufs)
-            crops = np.array(bufs, dtype=rdtype)
+            crops = xp.array(bufs, dtype=rdtype)
             log_scale_cropbufs_inplace(crops)
+            _pipeline.finish_fast(backend, crops, block, crop_size, filt, factor, scratch)
+            _pipeline._mark_bad(xp, ~xp.isfinite(crops).all(axis=(1, 2)), scratch)
         else:
-            crops = _pipeline.crop_frames(backend, frame[None], block, crop_size, rdtype)
-        scratch = _scratch(len(block))
-        _pipeline.finish_fast(backend, crops, block, crop_size, filt, factor, scratch)
+            _pipeline.run_fast(backend, frame[None], block, crop_size, filt, factor, scratch)
         _store([o[start:stop] for o in outs], scratch)
 
 
+@_on_data_device
 def process_frame_full(template, crop_size, frame, peaks,
                        out_centers=None, out_refineds=None, out_heights=None,
                        out_elevations=None, frame_buf=None, buf_count=None,
@@ -508,7 +672,14 @@ def process_frame_full(template, crop_size, frame, peaks,
     Returns
     -------
     (centers, refineds, heights, elevations)
-        The output buffers (libertem-blobfinder returns None).
+        The output buffers (libertem-blobfinder returns None); those not
+        given are allocated in the array library of ``frame``.
+
+    Notes
+    -----
+    Backends: as :func:`process_frame_fast`; with a CuPy frame, the template,
+    peaks and any given buffers (``frame_buf`` included) are CuPy too. On a
+    GPU a non-finite frame gives NaN refineds, heights and elevations.
 
     Examples
     --------
@@ -522,34 +693,38 @@ def process_frame_full(template, crop_size, frame, peaks,
     ...     frame=frames[0], peaks=peaks.astype(np.int32))
     >>> assert np.allclose(refineds, peaks, atol=0.1)
     """
-    backend = get_backend(array_namespace(frame, peaks, template))
-    peaks = _validate.check_peaks(peaks)
+    xp = array_namespace(frame, peaks, template,
+                         *_buffers(out_centers, out_refineds, out_heights, out_elevations,
+                                   frame_buf))
+    backend = get_backend(xp)
+    peaks = _peaks(xp, peaks)
     factor = _validate.check_upsample(upsample)
-    frame = _frame_2d(frame)
+    frame = _frame_2d(xp, frame)
     crop_size = _validate.check_crop_size(crop_size, frame.shape)
     _validate.check_template(template, frame.shape)
     n = len(peaks)
     outs = [out_centers, out_refineds, out_heights, out_elevations]
     _out_buffers(n, *outs)
-    defaults = (np.zeros((n, 2), np.uint16), np.zeros((n, 2), np.float32),
-                np.zeros(n, np.float32), np.zeros(n, np.float32))
+    defaults = (xp.zeros((n, 2), np.uint16), xp.zeros((n, 2), np.float32),
+                xp.zeros(n, np.float32), xp.zeros(n, np.float32))
     outs = [d if o is None else o for o, d in zip(outs, defaults)]
     if buf_count is not None and (not isinstance(buf_count, (int, np.integer)) or buf_count < 1):
         raise ValueError(f"buf_count must be a positive int or None; got {buf_count!r}")
     frame_dtype = frame.dtype if np.dtype(frame.dtype).kind == "f" else np.float32
     rdtype = _real_result_dtype(frame_dtype, template.dtype)
-    filt = _pipeline.correlation_filter(np, template, frame.shape, rdtype)
-    maps, _, offsets = _pipeline.full_maps(backend, frame[None], filt)
+    filt = _pipeline.correlation_filter(xp, template, frame.shape, rdtype)
+    scratch = _scratch(backend, n)
     if crop_function is crop_disks_from_frame:
-        crops = _pipeline.crop_frames(backend, maps, peaks, crop_size, rdtype, log=False,
-                                      fill=-offsets)
+        _pipeline.run_full(backend, frame[None], peaks, crop_size, filt, factor, scratch)
     else:
-        crops = np.zeros((n, 2 * crop_size, 2 * crop_size), dtype=rdtype)
+        bad = xp.zeros(1, dtype=np.bool_)
+        maps, _, offsets = _pipeline.full_maps(backend, frame[None], filt, bad=bad)
+        crops = xp.zeros((n, 2 * crop_size, 2 * crop_size), dtype=rdtype)
         crop_function(peaks=peaks, frame=maps[0] + offsets[0].astype(rdtype),
                       crop_size=crop_size, out_crop_bufs=crops)
         crops -= offsets[0].astype(rdtype)
-    scratch = _scratch(n)
-    _pipeline.finish_full(backend, crops, maps, offsets, peaks, crop_size, factor, scratch)
+        _pipeline.finish_full(backend, crops, maps, offsets, peaks, crop_size, factor, scratch)
+        _pipeline._mark_bad(xp, xp.repeat(bad, n), scratch)
     _store(outs, scratch)
     return tuple(outs)
 
@@ -557,8 +732,9 @@ def process_frame_full(template, crop_size, frame, peaks,
 def _process_frames(mode, centers_dtype, pattern, frames, peaks, upsample):
     """:func:`gpucorr.refine` with libertem-blobfinder's peak truncation and result types."""
     _validate.check_pattern(pattern)
+    xp = array_namespace(frames, peaks)
     # libertem-blobfinder truncates peaks with astype(np.int32)
-    peaks = _validate.check_peaks(peaks, truncate=True).astype(np.int32).astype(np.int64)
+    peaks = _peaks(xp, peaks, truncate=True).astype(np.int32).astype(np.int64)
     res = refine(frames, peaks, pattern, mode=mode, upsample=upsample)
     return (res.centers.astype(centers_dtype), res.refineds, res.heights, res.elevations)
 
@@ -567,7 +743,9 @@ def process_frames_fast(pattern, frames, peaks, upsample=False):
     """Fast-mode results for a stack of frames, as libertem-blobfinder returns them.
 
     Runs :func:`gpucorr.refine` (batched) and returns the tuple
-    ``(centers (N, P, 2) int16, refineds, heights, elevations)``.
+    ``(centers (N, P, 2) int16, refineds, heights, elevations)``. CuPy
+    ``frames`` and ``peaks`` run on their GPU and give CuPy results; float
+    CuPy peaks are truncated after a check on the host (one sync).
 
     Examples
     --------
@@ -585,7 +763,8 @@ def process_frames_full(pattern, frames, peaks, upsample=False):
     """Full-mode results for a stack of frames, as libertem-blobfinder returns them.
 
     Runs :func:`gpucorr.refine` (``mode="full"``, batched) and returns the tuple
-    ``(centers (N, P, 2) uint16, refineds, heights, elevations)``.
+    ``(centers (N, P, 2) uint16, refineds, heights, elevations)``. CuPy input
+    as in :func:`process_frames_fast`.
 
     Examples
     --------

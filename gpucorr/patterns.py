@@ -11,8 +11,13 @@ produce the same masks, except for the two corrections documented on
 
 Backends
 --------
-Templates are built with NumPy on the host; the correlation code moves them
-to the device where needed.
+Templates are built with NumPy on the host (``get_template(sig_shape)``
+takes no array-module argument, as in libertem-blobfinder).
+:func:`gpucorr.refine` and ``process_frames_*`` take the pattern and move its
+template to the frames' GPU themselves. The per-frame functions of
+:mod:`gpucorr.correlation` take the template array: with CuPy frames pass
+``cupy.asarray(pattern.get_template(sig_shape))``; a NumPy template with CuPy
+frames raises ``TypeError``.
 """
 import math
 
