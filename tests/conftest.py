@@ -13,6 +13,9 @@ import pytest
 def pytest_addoption(parser):
     parser.addoption("--gpu", action="store_true", default=False,
                      help="require a usable CUDA GPU: fail instead of skipping gpu tests")
+    parser.addoption("--fake-gpu", action="store_true", default=False,
+                     help="run the gpu tests on tests/fake_cupy.py: CPU emulation of CuPy and "
+                          "of kernels/*.cu (no GPU needed; not a GPU verification)")
 
 
 @functools.lru_cache(maxsize=1)
@@ -30,6 +33,15 @@ def gpu_unusable_reason():
 
 
 def pytest_configure(config):
+    if config.getoption("--fake-gpu"):
+        import os
+        import sys
+        sys.path.insert(0, os.path.dirname(__file__))
+        import fake_cupy
+        from gpucorr import _cuda
+        fake_cupy.install()
+        # the emulator runs one OS thread per CUDA thread: small blocks keep it quick
+        _cuda.BLOCK = 32
     if config.getoption("--gpu"):
         reason = gpu_unusable_reason()
         if reason is not None:

@@ -229,7 +229,7 @@ def test_streaming_4d_hdf5(cupy, rng, tmp_path):
         got = gpucorr.refine(f["data"], peaks, pattern, device="cuda", upsample=True)
     expected = gpucorr.refine(frames, peaks, pattern, upsample=True)
     assert got.refineds.shape == (3, 4, len(peaks), 2)
-    assert_results_match([a.reshape(expected[i].shape) for i, a in enumerate(got)], expected)
+    assert_results_match([a.reshape(e.shape) for a, e in zip(got, expected)], expected)
 
 
 @pytest.mark.gpu

@@ -1,0 +1,595 @@
+"""A stand-in for CuPy on the CPU, to run gpucorr's GPU code paths where there is no GPU.
+
+This is emulation, not GPU verification: it checks gpucorr's own GPU-side
+Python (dispatch, launch arguments, shapes, chunking, the staging pipeline)
+and, through ``tests/cuda_emulator.py``, the real kernel sources compiled as
+host C++. What only a GPU shows (NVRTC, timing, real concurrency) it cannot.
+
+What it mimics, to catch the mistakes that matter on a real GPU:
+
+- ``cupy.ndarray`` wraps a NumPy array but is *not* one: gpucorr's
+  dispatch sees a CuPy array; ``numpy.asarray(x)`` raises ``TypeError`` like
+  CuPy's (no silent device-to-host copies), and CuPy functions, ufuncs and
+  kernels given a NumPy array raise ``TypeError`` (no silent host-to-device
+  copies, no kernel reading host memory).
+- ``RawModule`` kernels run in the CPU emulator of the real ``kernels/*.cu``.
+- Streams: copies enqueued on a stream other than the current one are
+  *deferred* until someone waits for them (``Stream.wait_event``,
+  ``Event.synchronize``, ``Stream.synchronize``); work on the current stream
+  runs at once. A missing wait then reads stale data, and a host buffer
+  overwritten before its pending copy ran sends the new data: both show up
+  as wrong results.
+- ``cupyx.allow_synchronize(False)`` makes every synchronising call raise
+  (``get``, ``item``, ``bool``, stream and event synchronisation, ...).
+
+Install with :func:`install` (returns the module); :func:`uninstall` restores
+``sys.modules``.
+"""
+import contextlib
+import ctypes
+import sys
+import threading
+import types
+
+import numpy as np
+
+FAKE_DEVICE_NAME = "CPU-emulated GPU (tests/fake_cupy.py)"
+MEMORY = {"free": 8 * 2**30, "total": 16 * 2**30}
+
+_state = threading.local()
+_sync_allowed = [True]
+
+
+class DeviceSynchronized(RuntimeError):
+    """Raised by a synchronising call inside ``cupyx.allow_synchronize(False)``."""
+
+
+def _sync_point(what):
+    if not _sync_allowed[0]:
+        raise DeviceSynchronized(f"synchronising call inside allow_synchronize(False): {what}")
+
+
+def _is_host_array(a):
+    return isinstance(a, np.ndarray) and a.ndim > 0
+
+
+def _unwrap(obj, allow_host=False, what="argument"):
+    """Fake arrays -> their NumPy storage, recursively through tuples, lists and dicts."""
+    if isinstance(obj, ndarray):
+        return obj._a
+    if isinstance(obj, (tuple, list)):
+        return type(obj)(_unwrap(o, allow_host, what) for o in obj)
+    if isinstance(obj, dict):
+        return {k: _unwrap(v, allow_host, what) for k, v in obj.items()}
+    if not allow_host and _is_host_array(obj):
+        raise TypeError(f"Unsupported type {type(obj)} for a CuPy {what} (a host NumPy array; "
+                        "move it with cupy.asarray first)")
+    return obj
+
+
+def _wrap(obj):
+    if isinstance(obj, np.ndarray):
+        return ndarray(obj)
+    if isinstance(obj, np.generic):
+        # CuPy gives 0-d device arrays where NumPy gives scalars
+        return ndarray(np.asarray(obj))
+    if isinstance(obj, tuple):
+        return tuple(_wrap(o) for o in obj)
+    if isinstance(obj, list):
+        return [_wrap(o) for o in obj]
+    return obj
+
+
+class _Pointer:
+    """``ndarray.data``: a device pointer with CuPy's async copy methods."""
+
+    def __init__(self, arr):
+        self._arr = arr
+        self.ptr = arr._a.ctypes.data
+
+    def copy_from_host_async(self, src, size, stream=None):
+        dst = self.ptr
+        _enqueue(stream, lambda: ctypes.memmove(dst, int(src), size))
+
+    def copy_to_host_async(self, dst, size, stream=None):
+        src = self.ptr
+        _enqueue(stream, lambda: ctypes.memmove(int(dst), src, size))
+
+    def copy_from_host(self, src, size):
+        _sync_point("copy_from_host")
+        ctypes.memmove(self.ptr, int(src), size)
+
+    def copy_to_host(self, dst, size):
+        _sync_point("copy_to_host")
+        ctypes.memmove(int(dst), self.ptr, size)
+
+
+class ndarray(np.lib.mixins.NDArrayOperatorsMixin):
+    """A device array: NumPy storage that gpucorr must treat as CuPy's."""
+
+    __array_priority__ = 100
+
+    def __init__(self, a):
+        assert isinstance(a, np.ndarray), type(a)
+        self._a = a
+
+    # --- what CuPy forbids: implicit host conversion
+    def __array__(self, dtype=None, copy=None):
+        raise TypeError("Implicit conversion to a NumPy array is not allowed. "
+                        "Please use `.get()` to construct a NumPy array explicitly.")
+
+    def __array_ufunc__(self, ufunc, method, *inputs, **kwargs):
+        inputs = _unwrap(inputs, what=f"ufunc {ufunc.__name__} input")
+        outs = kwargs.get("out")
+        if outs is not None:
+            kwargs["out"] = _unwrap(outs, what="ufunc out")
+        result = getattr(ufunc, method)(*inputs, **kwargs)
+        if outs is not None:
+            return outs[0] if len(outs) == 1 else outs
+        return _wrap(result)
+
+    def __array_function__(self, func, types_, args, kwargs):
+        return _wrap(func(*_unwrap(args, what=func.__name__), **_unwrap(kwargs, what=func.__name__)))
+
+    # --- attributes
+    shape = property(lambda self: self._a.shape)
+    dtype = property(lambda self: self._a.dtype)
+    ndim = property(lambda self: self._a.ndim)
+    size = property(lambda self: self._a.size)
+    nbytes = property(lambda self: self._a.nbytes)
+    itemsize = property(lambda self: self._a.itemsize)
+    strides = property(lambda self: self._a.strides)
+    flags = property(lambda self: self._a.flags)
+    T = property(lambda self: ndarray(self._a.T))
+    real = property(lambda self: ndarray(self._a.real))
+    imag = property(lambda self: ndarray(self._a.imag))
+    data = property(lambda self: _Pointer(self))
+
+    @property
+    def device(self):
+        return Device(0)
+
+    # --- interop: reported as CUDA memory (DLPack device type 2)
+    def __dlpack__(self, stream=None, **kwargs):
+        return self._a.__dlpack__()
+
+    def __dlpack_device__(self):
+        return (2, 0)
+
+    @property
+    def __cuda_array_interface__(self):
+        interface = dict(self._a.__array_interface__)
+        interface["version"] = 3
+        interface["stream"] = None
+        return interface
+
+    def __getattr__(self, name):
+        attr = getattr(self._a, name)
+        if callable(attr):
+            def method(*args, **kwargs):
+                return _wrap(attr(*_unwrap(args, allow_host=True), **_unwrap(kwargs, True)))
+            return method
+        return _wrap(attr)
+
+    def __getitem__(self, index):
+        return _wrap(self._a[_unwrap(index, allow_host=True)])
+
+    def __setitem__(self, index, value):
+        self._a[_unwrap(index, allow_host=True)] = _unwrap(value, what="__setitem__ value")
+
+    def __len__(self):
+        return len(self._a)
+
+    def __iter__(self):
+        return (ndarray(row) if isinstance(row, np.ndarray) else row for row in self._a)
+
+    # --- synchronising conversions
+    def get(self, stream=None, out=None):
+        _sync_point("ndarray.get")
+        if out is not None:
+            out[...] = self._a
+            return out
+        return self._a.copy()
+
+    def item(self):
+        _sync_point("ndarray.item")
+        return self._a.item()
+
+    def tolist(self):
+        _sync_point("ndarray.tolist")
+        return self._a.tolist()
+
+    def __bool__(self):
+        _sync_point("ndarray.__bool__")
+        return bool(self._a)
+
+    def __int__(self):
+        _sync_point("ndarray.__int__")
+        return int(self._a)
+
+    def __float__(self):
+        _sync_point("ndarray.__float__")
+        return float(self._a)
+
+    def __index__(self):
+        _sync_point("ndarray.__index__")
+        return self._a.__index__()
+
+    def __repr__(self):
+        return "fake_cupy." + repr(self._a)
+
+
+# ------------------------------------------------------------------ creation functions
+
+def asarray(a, dtype=None, order=None):
+    if isinstance(a, ndarray):
+        if dtype is None or np.dtype(dtype) == a.dtype:
+            return a
+        return ndarray(a._a.astype(dtype))
+    if hasattr(a, "__cuda_array_interface__") and not isinstance(a, np.ndarray):
+        # zero-copy view of "device" memory, as CuPy does
+        # the view keeps the owner alive, as CuPy's UnownedMemory does
+        view = np.asarray(_Interface(dict(a.__cuda_array_interface__), owner=a))
+        return ndarray(view) if dtype is None else ndarray(view.astype(dtype))
+    return ndarray(np.array(a, dtype=dtype, order=order or "K", copy=True))
+
+
+class _Interface:
+    def __init__(self, interface, owner):
+        self.__array_interface__ = interface
+        self.owner = owner
+
+
+class _Capsule:
+    def __init__(self, capsule):
+        self.capsule = capsule
+
+    def __dlpack__(self, **kwargs):
+        return self.capsule
+
+    def __dlpack_device__(self):
+        return (1, 0)
+
+
+array = asarray
+
+
+def ascontiguousarray(a, dtype=None):
+    if isinstance(a, ndarray):
+        if a.flags.c_contiguous and (dtype is None or np.dtype(dtype) == a.dtype):
+            return a
+        return ndarray(np.ascontiguousarray(a._a, dtype=dtype))
+    return ndarray(np.ascontiguousarray(np.array(a, copy=True), dtype=dtype))
+
+
+def asnumpy(a, stream=None):
+    if isinstance(a, ndarray):
+        return a.get()
+    return np.asarray(a)
+
+
+def from_dlpack(obj):
+    if int(obj.__dlpack_device__()[0]) != 2:
+        raise RuntimeError("fake_cupy.from_dlpack: not CUDA memory")
+    return ndarray(np.from_dlpack(_Capsule(obj.__dlpack__())))
+
+
+def _function(name, func):
+    def call(*args, **kwargs):
+        return _wrap(func(*_unwrap(args, what=name), **_unwrap(kwargs, what=name)))
+    call.__name__ = name
+    return call
+
+
+# ------------------------------------------------------------------ streams and events
+
+class Stream:
+    """A CUDA stream whose work is deferred while it is not the current stream."""
+
+    null = None
+
+    def __init__(self, non_blocking=False, ptr=None):
+        self.queue = []      # pending callables
+        self.enqueued = 0    # callables ever enqueued
+        self.done = 0        # callables ever run
+        self.ptr = id(self) if ptr is None else ptr
+
+    def _run_until(self, position):
+        while self.done < position:
+            op = self.queue.pop(0)
+            self.done += 1
+            op()
+
+    def synchronize(self):
+        _sync_point("Stream.synchronize")
+        self._run_until(self.enqueued)
+
+    def wait_event(self, event):
+        if event.stream is not None:
+            event.stream._run_until(event.position)
+
+    def record(self, event=None):
+        event = event or Event()
+        event.record(self)
+        return event
+
+    def use(self):
+        _stack().append(self)
+        return self
+
+    def __enter__(self):
+        _stack().append(self)
+        return self
+
+    def __exit__(self, *exc):
+        _stack().pop()
+
+
+class ExternalStream(Stream):
+    def __init__(self, ptr, device_id=-1):
+        super().__init__(ptr=ptr)
+
+
+def _stack():
+    if not hasattr(_state, "streams"):
+        _state.streams = [Stream.null]
+    return _state.streams
+
+
+def get_current_stream(device_id=-1):
+    return _stack()[-1]
+
+
+def _enqueue(stream, op):
+    stream = stream or get_current_stream()
+    if stream is get_current_stream():
+        stream._run_until(stream.enqueued)
+        stream.enqueued += 1
+        stream.done += 1
+        op()
+    else:
+        stream.queue.append(op)
+        stream.enqueued += 1
+
+
+class Event:
+    def __init__(self, block=False, disable_timing=False, interprocess=False):
+        self.stream = None
+        self.position = 0
+
+    def record(self, stream=None):
+        self.stream = stream or get_current_stream()
+        self.position = self.stream.enqueued
+
+    def synchronize(self):
+        _sync_point("Event.synchronize")
+        if self.stream is not None:
+            self.stream._run_until(self.position)
+
+    def query(self):
+        return self.stream is None or self.stream.done >= self.position
+
+
+def get_elapsed_time(start, stop):
+    return 0.0
+
+
+# ------------------------------------------------------------------ devices and memory
+
+class Device:
+    def __init__(self, device=None):
+        self.id = 0 if device is None else int(device)
+        if self.id != 0:
+            raise RuntimeError(f"cudaErrorInvalidDevice: fake_cupy has one device, not {self.id}")
+        self.attributes = {"MaxSharedMemoryPerBlock": 48 * 1024}
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        pass
+
+    def use(self):
+        pass
+
+    def synchronize(self):
+        _sync_point("Device.synchronize")
+        for stream in _all_streams():
+            stream._run_until(stream.enqueued)
+
+    def __eq__(self, other):
+        return isinstance(other, Device) and other.id == self.id
+
+    def __hash__(self):
+        return hash(self.id)
+
+    def __repr__(self):
+        return f"<CUDA Device {self.id}>"
+
+
+def _all_streams():
+    return [s for s in _stack() if s is not None]
+
+
+class OutOfMemoryError(MemoryError):
+    def __init__(self, size=0, total=0, limit=0):
+        super().__init__(f"Out of memory allocating {size:,} bytes (fake_cupy)")
+
+
+class _MemoryPool:
+    def free_all_blocks(self, stream=None):
+        pass
+
+    def used_bytes(self):
+        return 0
+
+    def total_bytes(self):
+        return 0
+
+
+_POOL = _MemoryPool()
+_PINNED_POOL = _MemoryPool()
+
+
+def _runtime():
+    runtime = types.ModuleType("cupy.cuda.runtime")
+    runtime.memGetInfo = lambda: (MEMORY["free"], MEMORY["total"])
+    runtime.getDeviceCount = lambda: 1
+    runtime.getDeviceProperties = lambda i: {"name": FAKE_DEVICE_NAME.encode(),
+                                             "totalGlobalMem": MEMORY["total"]}
+    runtime.runtimeGetVersion = lambda: 0
+    runtime.driverGetVersion = lambda: 0
+
+    def device_synchronize():
+        Device(0).synchronize()
+    runtime.deviceSynchronize = device_synchronize
+    return runtime
+
+
+# ------------------------------------------------------------------ kernels
+
+class RawKernel:
+    def __init__(self, source_name, expression):
+        self.source_name = source_name
+        self.expression = expression
+
+    def __call__(self, grid, block, args, shared_mem=0, stream=None):
+        import cuda_emulator
+        host = []
+        for i, a in enumerate(args):
+            if isinstance(a, ndarray):
+                host.append(a._a)
+            elif _is_host_array(a):
+                raise TypeError(f"kernel {self.expression} argument {i} is a host NumPy array: a "
+                                "GPU kernel cannot read host memory")
+            elif isinstance(a, (np.generic,)):
+                host.append(a)
+            else:
+                raise TypeError(f"kernel {self.expression} argument {i}: unsupported "
+                                f"{type(a).__name__} (pass NumPy scalars of the kernel's types)")
+        s = stream or get_current_stream()
+        s._run_until(s.enqueued)
+        cuda_emulator.launch(self.source_name, self.expression, tuple(grid), tuple(block),
+                             tuple(host), shared_mem=shared_mem)
+
+
+class RawModule:
+    def __init__(self, code=None, options=(), name_expressions=None, **kwargs):
+        from gpucorr import _cuda
+        self.source_name = next(
+            (n for n in ("crop.cu", "evaluate.cu") if _cuda.kernel_source(n) == code), None)
+        if self.source_name is None:
+            raise ValueError("fake_cupy runs only gpucorr's kernels/*.cu sources")
+        self.name_expressions = list(name_expressions or [])
+
+    def get_function(self, name):
+        if name not in self.name_expressions:
+            raise KeyError(f"{name} was not among the name_expressions of the module")
+        return RawKernel(self.source_name, name)
+
+
+# ------------------------------------------------------------------ the modules
+
+_EXPLICIT = {"ndarray", "asarray", "array", "ascontiguousarray", "asnumpy", "from_dlpack",
+             "RawModule", "RawKernel"}
+
+
+def _make_modules():
+    cupy = types.ModuleType("cupy")
+    cupy.__version__ = "0.0-fake"
+    cupy.__file__ = __file__
+    g = globals()
+    for name in _EXPLICIT:
+        setattr(cupy, name, g[name])
+    for name in ("float16", "float32", "float64", "complex64", "complex128", "int8", "int16",
+                 "int32", "int64", "uint8", "uint16", "uint32", "uint64", "bool_", "newaxis",
+                 "pi", "inf", "nan", "dtype", "result_type", "finfo", "iinfo", "issubdtype",
+                 "floating", "integer", "complexfloating"):
+        setattr(cupy, name, getattr(np, name))
+
+    def module_getattr(name):
+        if name.startswith("__"):
+            raise AttributeError(name)
+        func = getattr(np, name)
+        if callable(func):
+            return _function(name, func)
+        raise AttributeError(name)
+    cupy.__getattr__ = module_getattr
+    cupy.get_default_memory_pool = lambda: _POOL
+    cupy.get_default_pinned_memory_pool = lambda: _PINNED_POOL
+
+    testing = types.ModuleType("cupy.testing")
+
+    def _host(a):
+        return a._a if isinstance(a, ndarray) else np.asarray(a)
+    testing.assert_array_equal = lambda a, b, **kw: np.testing.assert_array_equal(
+        _host(a), _host(b), **kw)
+    testing.assert_allclose = lambda a, b, **kw: np.testing.assert_allclose(
+        _host(a), _host(b), **kw)
+    cupy.testing = testing
+
+    fft = types.ModuleType("cupy.fft")
+    def fft_getattr(name):
+        if name.startswith("__"):
+            raise AttributeError(name)
+        return _function(name, getattr(np.fft, name))
+    fft.__getattr__ = fft_getattr
+    cupy.fft = fft
+
+    cuda = types.ModuleType("cupy.cuda")
+    for name, value in (("Device", Device), ("Stream", Stream), ("ExternalStream", ExternalStream),
+                        ("Event", Event), ("get_current_stream", get_current_stream),
+                        ("get_elapsed_time", get_elapsed_time)):
+        setattr(cuda, name, value)
+    cuda.runtime = _runtime()
+    memory = types.ModuleType("cupy.cuda.memory")
+    memory.OutOfMemoryError = OutOfMemoryError
+    cuda.memory = memory
+    cupy.cuda = cuda
+
+    cupyx = types.ModuleType("cupyx")
+    cupyx.empty_pinned = lambda shape, dtype=float, order="C": np.empty(shape, dtype, order)
+    cupyx.zeros_pinned = lambda shape, dtype=float, order="C": np.zeros(shape, dtype, order)
+
+    @contextlib.contextmanager
+    def allow_synchronize(allow):
+        old = _sync_allowed[0]
+        _sync_allowed[0] = bool(allow)
+        try:
+            yield
+        finally:
+            _sync_allowed[0] = old
+    cupyx.allow_synchronize = allow_synchronize
+    cupyx.DeviceSynchronized = DeviceSynchronized
+    for module in (fft, testing, cuda, cuda.runtime, memory, cupyx):
+        module.__file__ = __file__
+    return {"cupy": cupy, "cupy.fft": fft, "cupy.testing": testing, "cupy.cuda": cuda, "cupy.cuda.runtime": cuda.runtime,
+            "cupy.cuda.memory": memory, "cupyx": cupyx}
+
+
+Stream.null = Stream(ptr=0)
+_saved = {}
+
+
+def install():
+    """Put the fake modules into ``sys.modules``; returns the fake ``cupy``."""
+    from gpucorr import _backend, _cuda
+    modules = _make_modules()
+    for name, module in modules.items():
+        _saved.setdefault(name, sys.modules.get(name))
+        sys.modules[name] = module
+    _backend._CUDA = None
+    _cuda._module.cache_clear()
+    return modules["cupy"]
+
+
+def uninstall():
+    from gpucorr import _backend, _cuda
+    for name, module in _saved.items():
+        if module is None:
+            sys.modules.pop(name, None)
+        else:
+            sys.modules[name] = module
+    _saved.clear()
+    _backend._CUDA = None
+    _cuda._module.cache_clear()
