@@ -140,7 +140,8 @@ def check_out(arr, shape, name, kinds):
             f"{name} must have a {' or '.join(allowed[k] for k in kinds)} dtype; "
             f"got {arr.dtype}"
         )
-    if hasattr(arr, "flags") and not arr.flags.writeable:
+    # CuPy arrays (before CuPy 14) have no ``flags.writeable``; they are always writeable
+    if not getattr(getattr(arr, "flags", None), "writeable", True):
         raise ValueError(f"{name} is read-only; pass a writeable output buffer")
     return arr
 

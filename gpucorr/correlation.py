@@ -127,26 +127,11 @@ def _buffers(*buffers):
     return [b for b in buffers if hasattr(b, "shape") and hasattr(b, "dtype")]
 
 
-class _Described:
-    """Shape and dtype of an array, for checks that must not read its flags."""
-
-    def __init__(self, arr):
-        self.shape = arr.shape
-        self.dtype = arr.dtype
-
-
-def _check_out(arr, shape, name, kinds):
-    # CuPy arrays (before CuPy 14) have no ``flags.writeable``; they are always writeable
-    if hasattr(arr, "flags") and not hasattr(arr.flags, "writeable"):
-        arr = _Described(arr)
-    _validate.check_out(arr, shape, name, kinds)
-
-
 def _out_buffers(n_peaks, out_centers, out_refineds, out_heights, out_elevations):
-    _check_out(out_centers, (n_peaks, 2), "out_centers", "iuf")
-    _check_out(out_refineds, (n_peaks, 2), "out_refineds", "f")
-    _check_out(out_heights, (n_peaks,), "out_heights", "f")
-    _check_out(out_elevations, (n_peaks,), "out_elevations", "f")
+    _validate.check_out(out_centers, (n_peaks, 2), "out_centers", "iuf")
+    _validate.check_out(out_refineds, (n_peaks, 2), "out_refineds", "f")
+    _validate.check_out(out_heights, (n_peaks,), "out_heights", "f")
+    _validate.check_out(out_elevations, (n_peaks,), "out_elevations", "f")
 
 
 #: dtype of the centres each backend's evaluate kernel writes: int32 on the GPU (as
@@ -402,8 +387,8 @@ def evaluate_upsampling(corrspecs, corrs, peaks, crop_size, sig_shape, upsample_
     peaks = _peaks(xp, peaks)
     crop_size = _validate.check_crop_size(crop_size)
     corrspecs = xp.asarray(corrspecs)
-    _check_out(out_centers, (len(peaks), 2), "out_centers", "iuf")
-    _check_out(out_refineds, (len(peaks), 2), "out_refineds", "f")
+    _validate.check_out(out_centers, (len(peaks), 2), "out_centers", "iuf")
+    _validate.check_out(out_refineds, (len(peaks), 2), "out_refineds", "f")
     centers = xp.asarray(out_centers).astype(np.int64)
     if corrspecs.ndim == 3:
         shape = tuple(np.shape(corrs)[-2:])
