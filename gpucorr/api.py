@@ -479,7 +479,8 @@ def _peaks_for(xp, peaks):
     Integer CuPy peaks are checked by shape and dtype only, on the device (no
     host sync); others are validated on the host and moved once.
     """
-    if array_api_compat.is_cupy_array(peaks) and np.dtype(peaks.dtype).kind in "iu":
+    if (xp is not np and array_api_compat.is_cupy_array(peaks)
+            and np.dtype(peaks.dtype).kind in "iu"):
         if peaks.ndim != 2 or peaks.shape[1] != 2 or peaks.shape[0] == 0:
             _validate.check_peaks(np.empty(peaks.shape, np.int64))  # raises the usual error
         return xp.ascontiguousarray(peaks, dtype=np.int64)

@@ -164,6 +164,8 @@ class ndarray(np.lib.mixins.NDArrayOperatorsMixin):
         return interface
 
     def __getattr__(self, name):
+        if name.startswith("__"):  # no __array_interface__, __array_struct__, ...
+            raise AttributeError(name)
         attr = getattr(self._a, name)
         if callable(attr):
             def method(*args, **kwargs):
