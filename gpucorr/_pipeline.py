@@ -13,15 +13,35 @@ gpucorr correlates (it does not convolve): the correlation map of a crop
 alike. In Fourier space this is ``conj(T) * F`` times the phase ramp of a
 roll by ``c``; :func:`correlation_filter` folds both into one spectrum, so
 one ``irfft2`` gives the final map, with no separate shift.
+
+Scratch memory
+--------------
+The large scratch arrays of a chunk (crops, spectra, maps, upsampling
+products) come from a :class:`Workspace`. :func:`run_fast` and
+:func:`run_full` use the calling thread's workspace, which on the CPU keeps
+its buffers from one chunk (and one ``refine`` call) to the next, so that a
+steady stream of chunks allocates nothing large: fresh large allocations are
+fresh pages from the kernel wherever glibc's dynamic mmap threshold is off
+(any ``MALLOC_*_`` tunable set, as Dask's nanny does), and page faults then
+cost as much as the FFTs. The kept buffers are at most one chunk's scratch
+(``memory_limit / workers`` of :func:`gpucorr.refine`) per thread; a thread's
+buffers go when the thread ends, all of them with :func:`release_workspaces`.
+On a GPU nothing is kept: CuPy's memory pool already reuses device memory.
+The other functions take ``ws=None``: then every array is freshly allocated,
+as returned arrays may be kept by the caller.
 """
+import contextlib
 import functools
 import math
+import threading
+import weakref
 
 import numpy as np
 
 __all__ = ["compute_dtype", "correlation_filter", "correlate", "upsample_positions",
            "upsample_region_size", "crop_frames", "finish_fast", "run_fast", "full_maps",
-           "finish_full", "run_full", "frame_bytes"]
+           "finish_full", "run_full", "frame_bytes", "Workspace", "thread_workspace",
+           "release_workspaces"]
 
 
 def compute_dtype(dtype):
@@ -35,6 +55,106 @@ def real_dtype(cdtype):
 
 def complex_dtype(rdtype):
     return np.dtype(np.complex128) if np.dtype(rdtype) == np.float64 else np.dtype(np.complex64)
+
+
+class Workspace:
+    """Named scratch arrays for one chunk at a time, reused by the next chunk.
+
+    ``empty(name, shape, dtype)`` returns an uninitialised array; with
+    ``keep=True`` (NumPy only) it is a view of the buffer kept under ``name``,
+    grown when too small, so arrays of the same name from earlier calls are
+    overwritten: within one chunk every live array needs its own name, and
+    nothing from a workspace may outlive the chunk (results go to ``out``).
+    With ``keep=False`` (and always for CuPy) every call allocates afresh.
+
+    Parameters
+    ----------
+    xp : module
+        The array module (``numpy`` or ``cupy``).
+    keep : bool
+        Keep and reuse buffers (NumPy only; ignored for CuPy).
+    """
+
+    def __init__(self, xp, keep=True):
+        self.xp = xp
+        self.keep = bool(keep) and xp is np
+        self.busy = False
+        self._buffers = {}
+
+    def empty(self, name, shape, dtype):
+        """An uninitialised array ``shape``/``dtype``: the buffer ``name`` if kept."""
+        if not self.keep:
+            return self.xp.empty(shape, dtype=dtype)
+        dtype = np.dtype(dtype)
+        shape = tuple(int(n) for n in shape)
+        nbytes = math.prod(shape) * dtype.itemsize
+        buf = self._buffers.get(name)
+        if buf is None or buf.nbytes < nbytes:
+            self._buffers.pop(name, None)  # free the smaller buffer first
+            # complex128 units: aligned for every dtype
+            buf = np.empty(-(-max(nbytes, 1) // 16), dtype=np.complex128).view(np.uint8)
+            self._buffers[name] = buf
+        return buf[:nbytes].view(dtype).reshape(shape)
+
+    def out(self, name, shape, dtype):
+        """``empty(name, shape, dtype)`` to pass as ``out=`` where buffers are kept, else
+        None (then the function allocates its result, exactly as without ``out=``)."""
+        return self.empty(name, shape, dtype) if self.keep else None
+
+    @property
+    def nbytes(self):
+        """Bytes of the kept buffers."""
+        return sum(b.nbytes for b in list(self._buffers.values()))
+
+    def release(self):
+        """Drop the kept buffers (arrays still in use stay valid)."""
+        self._buffers = {}
+
+
+_thread = threading.local()
+_workspaces = weakref.WeakSet()
+_workspaces_lock = threading.Lock()
+
+
+@contextlib.contextmanager
+def thread_workspace(xp):
+    """The calling thread's :class:`Workspace` for ``xp``, for the duration of one chunk.
+
+    Each thread has its own, so threads never share buffers. A nested use in
+    the same thread while the workspace is busy (e.g. ``refine`` called from a
+    signal handler) gets a fresh, non-keeping one; so does CuPy.
+    """
+    if xp is not np:
+        yield Workspace(xp, keep=False)
+        return
+    ws = getattr(_thread, "workspace", None)
+    if ws is None:
+        ws = _thread.workspace = Workspace(np)
+        with _workspaces_lock:
+            _workspaces.add(ws)
+    if ws.busy:
+        yield Workspace(np, keep=False)
+        return
+    ws.busy = True
+    try:
+        yield ws
+    finally:
+        ws.busy = False
+
+
+def release_workspaces():
+    """Drop the scratch buffers kept by every thread's workspace; returns the bytes freed."""
+    with _workspaces_lock:
+        kept = list(_workspaces)
+    freed = 0
+    for ws in kept:
+        freed += ws.nbytes
+        ws.release()
+    return freed
+
+
+def _fresh(xp, ws):
+    return Workspace(xp, keep=False) if ws is None else ws
 
 
 def _roll_phase(xp, n, half):
@@ -65,11 +185,13 @@ def correlation_filter(xp, template, shape, rdtype):
     return (xp.conj(template) * phase).astype(complex_dtype(rdtype))
 
 
-def correlate(backend, data, filt):
+def correlate(backend, data, filt, ws=None):
     """Zero-mean correlation maps of a stack ``data`` (M, h, w) with ``filt``.
 
     Returns ``(maps, specs, offsets)``: the maps minus their means, their
-    spectra (DC term zero), and the means (float64, shape (M,)).
+    spectra (DC term zero), and the means (float64, shape (M,)). With a
+    keeping workspace ``ws`` the spectra are scratch, overwritten by the
+    inverse FFT, and ``specs`` is None.
 
     The mean (the DC term) is split off before the inverse FFT: the maps'
     fluctuations are then stored at full relative precision, which keeps the
@@ -78,13 +200,16 @@ def correlate(backend, data, filt):
     height adds the mean back in float64.
     """
     xp = backend.xp
-    specs = backend.rfft2(data)
-    specs *= filt
+    ws = _fresh(xp, ws)
     h, w = data.shape[-2:]
+    specs = backend.rfft2(data, out=ws.out("specs", data.shape[:-1] + (w // 2 + 1,),
+                                            complex_dtype(data.dtype)))
+    specs *= filt
     offsets = specs[..., 0, 0].real.astype(np.float64) / (h * w)
     specs[..., 0, 0] = 0
-    maps = backend.irfft2(specs, s=(h, w))
-    return maps, specs, xp.ascontiguousarray(offsets)
+    maps = backend.irfft2(specs, s=(h, w), out=ws.out("maps", data.shape, data.dtype),
+                          overwrite_x=ws.keep)
+    return maps, (None if ws.keep else specs), xp.ascontiguousarray(offsets)
 
 
 def upsample_region_size(factor):
@@ -132,7 +257,7 @@ def _cached_kernel(xp, device, n, factor, dtype):
     return kernel
 
 
-def upsample_positions(backend, maps, positions, factor):
+def upsample_positions(backend, maps, positions, factor, ws=None):
     """Refine integer peak positions to ``1 / factor`` px by DFT upsampling.
 
     Each map is evaluated on a ``U x U`` grid (``U = ceil(1.5 factor)``) of
@@ -157,12 +282,16 @@ def upsample_positions(backend, maps, positions, factor):
         Integer (y, x) positions in map coordinates; ``Q`` positions per map.
     factor : int
         Upsampling factor (> 1).
+    ws : Workspace, optional
+        Where the large intermediate products come from.
 
     Returns
     -------
     float32 array (B, Q, 2)
     """
     xp = backend.xp
+    ws = _fresh(xp, ws)
+    rdtype = maps.dtype
     n_maps, h, w = maps.shape
     n_pos = positions.shape[1]
     u = upsample_region_size(factor)
@@ -172,18 +301,26 @@ def upsample_positions(backend, maps, positions, factor):
     if n_pos == 1:
         # roll each map so that its position is sample 0, laid out (H, B, W):
         # then both axes are one large GEMM each
-        rolled = xp.empty((h, n_maps, w), dtype=maps.dtype)
+        rolled = ws.empty("rolled", (h, n_maps, w), rdtype)
         backend.roll_to_origin(maps, xp.ascontiguousarray(pos[:, 0]), rolled)
-        rows = xp.matmul(dy, rolled.reshape(h, n_maps * w))                   # (U, B*W)
-        region = xp.matmul(rows.reshape(u * n_maps, w), dx.T)                 # (U*B, U)
+        rows = xp.matmul(dy, rolled.reshape(h, n_maps * w),
+                         out=ws.out("rows", (u, n_maps * w), rdtype))         # (U, B*W)
+        region = xp.matmul(rows.reshape(u * n_maps, w), dx.T,
+                           out=ws.out("region", (u * n_maps, u), rdtype))     # (U*B, U)
         region = xp.moveaxis(region.reshape(u, n_maps, u), 1, 0)[:, None]     # (B, 1, U, U)
     else:
         # several positions per map (full mode): roll the kernels instead
         ky = dy[:, (xp.arange(h) - pos[..., 0, None]) % h]                    # (U, B, Q, H)
         kx = dx[:, (xp.arange(w) - pos[..., 1, None]) % w]                    # (U, B, Q, W)
         kxt = xp.transpose(kx, (1, 3, 2, 0)).reshape(n_maps, w, n_pos * u)    # (B, W, Q*U)
-        rows = xp.matmul(maps, kxt).reshape(n_maps, h, n_pos, u)              # (B, H, Q, U)
-        region = xp.matmul(xp.moveaxis(ky, 0, 2), xp.moveaxis(rows, 2, 1))    # (B, Q, U, U)
+        rows = xp.matmul(maps, kxt, out=ws.out("rows", (n_maps, h, n_pos * u), rdtype))
+        rows = rows.reshape(n_maps, h, n_pos, u)                              # (B, H, Q, U)
+        region = xp.matmul(xp.moveaxis(ky, 0, 2), xp.moveaxis(rows, 2, 1),
+                           out=ws.out("region", (n_maps, n_pos, u, u), rdtype))  # (B, Q, U, U)
+    if ws.keep and not region.flags.c_contiguous:
+        flat = ws.empty("flat", (n_maps, n_pos, u, u), rdtype)
+        flat[...] = region
+        region = flat
     flat = region.reshape(n_maps * n_pos, u * u)
     idx = xp.argmax(flat, axis=-1)
     iy, ix = idx // u, idx % u
@@ -225,16 +362,18 @@ def _mark_bad(xp, bad, out):
     out[3][...] = xp.where(bad, np.float32(np.nan), out[3])
 
 
-def crop_frames(backend, frames, peaks, crop_size, rdtype, log=True, fill=None, bad=None):
+def crop_frames(backend, frames, peaks, crop_size, rdtype, log=True, fill=None, bad=None,
+                ws=None):
     """Crops (N * P, h, h) of every (frame, peak) pair, log-scaled unless ``log=False``.
 
     Pixels outside frame ``n`` take the value ``fill[n]`` (default 0). ``bad``
-    (N * P,), if given, receives which crops hold non-finite values.
+    (N * P,), if given, receives which crops hold non-finite values. ``ws``:
+    the :class:`Workspace` the crops come from (default: a fresh array).
     """
     xp = backend.xp
     n = frames.shape[0] * peaks.shape[0]
     h = 2 * crop_size
-    crops = xp.empty((frames.shape[0], peaks.shape[0], h, h), dtype=rdtype)
+    crops = _fresh(xp, ws).empty("crops", (frames.shape[0], peaks.shape[0], h, h), rdtype)
     if bad is None:
         bad = xp.zeros(n, dtype=np.bool_)
     if fill is None:
@@ -245,20 +384,19 @@ def crop_frames(backend, frames, peaks, crop_size, rdtype, log=True, fill=None, 
     return crops.reshape(n, h, h)
 
 
-def finish_fast(backend, crops, peaks, crop_size, filt, factor, out):
+def finish_fast(backend, crops, peaks, crop_size, filt, factor, out, ws=None):
     """Correlate log-scaled crops (N * P, h, h) and evaluate them into ``out``."""
     xp = backend.xp
-    h = crops.shape[-1]
-    corrs, specs, offsets = correlate(backend, crops, filt)
+    corrs, _, offsets = correlate(backend, crops, filt, ws=ws)
     backend.evaluate(corrs, peaks, crop_size, offsets, *out)
     if factor > 1:
         origin = xp.tile(peaks - crop_size, (crops.shape[0] // peaks.shape[0], 1))
         rel = out[0] - origin
-        pos = upsample_positions(backend, corrs, rel[:, None, :], factor)
+        pos = upsample_positions(backend, corrs, rel[:, None, :], factor, ws=ws)
         out[1][...] = pos[:, 0] + origin
 
 
-def run_fast(backend, frames, peaks, crop_size, filt, factor, out):
+def run_fast(backend, frames, peaks, crop_size, filt, factor, out, ws=None):
     """Fast mode on a chunk: crop + log each peak, correlate the crops.
 
     Parameters
@@ -270,29 +408,37 @@ def run_fast(backend, frames, peaks, crop_size, filt, factor, out):
         Upsampling factor; <= 1 for none.
     out : tuple of arrays (centers (N*P, 2), refineds (N*P, 2), heights (N*P,),
         elevations (N*P,)), written in place.
+    ws : Workspace, optional
+        Scratch buffers; default: the calling thread's (:func:`thread_workspace`).
     """
     xp = backend.xp
+    if ws is None:
+        with thread_workspace(xp) as ws:
+            return run_fast(backend, frames, peaks, crop_size, filt, factor, out, ws)
     bad = xp.zeros(frames.shape[0] * peaks.shape[0], dtype=np.bool_)
-    crops = crop_frames(backend, frames, peaks, crop_size, real_dtype(filt.dtype), bad=bad)
-    finish_fast(backend, crops, peaks, crop_size, filt, factor, out)
+    crops = crop_frames(backend, frames, peaks, crop_size, real_dtype(filt.dtype), bad=bad,
+                        ws=ws)
+    finish_fast(backend, crops, peaks, crop_size, filt, factor, out, ws=ws)
     _mark_bad(xp, bad, out)
 
 
-def full_maps(backend, frames, filt, bad=None):
+def full_maps(backend, frames, filt, bad=None, ws=None):
     """Log-scale and correlate whole frames (N, H, W); returns (maps, specs, offsets).
 
     ``bad`` (N,), if given, receives which frames hold non-finite values.
+    ``ws``: as for :func:`correlate` (with a keeping workspace ``specs`` is None).
     """
     xp = backend.xp
-    logged = xp.empty(frames.shape, dtype=real_dtype(filt.dtype))
+    ws = _fresh(xp, ws)
+    logged = ws.empty("logged", frames.shape, real_dtype(filt.dtype))
     if bad is None:
         bad = xp.zeros(frames.shape[0], dtype=np.bool_)
     backend.log_scale_frames(frames, logged, bad)
     _check_finite(xp, bad, "frames")
-    return correlate(backend, logged, filt)
+    return correlate(backend, logged, filt, ws=ws)
 
 
-def finish_full(backend, crops, maps, offsets, peaks, crop_size, factor, out):
+def finish_full(backend, crops, maps, offsets, peaks, crop_size, factor, out, ws=None):
     """Evaluate crops (N * P, h, h) of the full-frame maps (N, H, W).
 
     ``offsets`` (N,) are the maps' means (see :func:`correlate`). Upsampling
@@ -302,21 +448,25 @@ def finish_full(backend, crops, maps, offsets, peaks, crop_size, factor, out):
     backend.evaluate(crops, peaks, crop_size, backend.xp.repeat(offsets, n_peaks), *out)
     if factor > 1:
         centers = out[0].reshape(maps.shape[0], -1, 2)
-        pos = upsample_positions(backend, maps, centers, factor)
+        pos = upsample_positions(backend, maps, centers, factor, ws=ws)
         out[1][...] = pos.reshape(-1, 2)
 
 
-def run_full(backend, frames, peaks, crop_size, filt, factor, out):
+def run_full(backend, frames, peaks, crop_size, filt, factor, out, ws=None):
     """Full mode on a chunk: log-scale and correlate whole frames, crop the maps.
 
     Same parameters as :func:`run_fast`, with ``filt`` of shape (H, W // 2 + 1).
     """
     xp = backend.xp
+    if ws is None:
+        with thread_workspace(xp) as ws:
+            return run_full(backend, frames, peaks, crop_size, filt, factor, out, ws)
     bad = xp.zeros(frames.shape[0], dtype=np.bool_)
-    maps, _, offsets = full_maps(backend, frames, filt, bad=bad)
+    maps, _, offsets = full_maps(backend, frames, filt, bad=bad, ws=ws)
     # outside the frame the map counts as 0, i.e. -mean in zero-mean terms
-    crops = crop_frames(backend, maps, peaks, crop_size, maps.dtype, log=False, fill=-offsets)
-    finish_full(backend, crops, maps, offsets, peaks, crop_size, factor, out)
+    crops = crop_frames(backend, maps, peaks, crop_size, maps.dtype, log=False, fill=-offsets,
+                        ws=ws)
+    finish_full(backend, crops, maps, offsets, peaks, crop_size, factor, out, ws=ws)
     _mark_bad(xp, xp.repeat(bad, peaks.shape[0]), out)
 
 

@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 
 import gpucorr
-from gpucorr import _backend, patterns
+from gpucorr import _backend, _pipeline, patterns
 from gpucorr.synthetic import cbed_frame
 
 from helpers import assert_results_match, jittered_peaks, random_lattice_frames
@@ -259,3 +259,149 @@ def test_devices_lists_the_cpu_and_why_a_gpu_is_not_usable():
     else:
         assert [(d.name, d.usable) for d in gpus] == [("cuda", False)]
         assert gpus[0].description == _backend.cuda_unusable_reason()
+
+
+# --- scratch buffers reused between chunks (gpucorr._pipeline.Workspace) ----------------
+
+def _run_chunk(mode, frames, peaks, pattern, upsample, ws):
+    """One chunk through run_fast / run_full with the workspace ``ws``; the four outputs."""
+    backend = _backend.get_backend(np)
+    cs = pattern.get_crop_size()
+    rdtype = _pipeline.compute_dtype(frames.dtype)
+    shape = (2 * cs, 2 * cs) if mode == "fast" else frames.shape[-2:]
+    filt = _pipeline.correlation_filter(np, pattern.get_template(shape), shape, rdtype)
+    n = len(frames) * len(peaks)
+    out = (np.empty((n, 2), np.int32), np.empty((n, 2), np.float32),
+           np.empty(n, np.float32), np.empty(n, np.float32))
+    run = _pipeline.run_fast if mode == "fast" else _pipeline.run_full
+    run(backend, frames, np.asarray(peaks, np.int64), cs, filt, int(upsample), out, ws=ws)
+    return out
+
+
+@pytest.mark.parametrize("mode", ["fast", "full"])
+@pytest.mark.parametrize("upsample", [0, 7])
+def test_reused_scratch_gives_the_bits_of_fresh_arrays(stack, mode, upsample):
+    """Chunks of changing size and dtype through one kept workspace: each gives exactly
+    what fresh arrays give, so nothing left in a buffer by an earlier chunk leaks in."""
+    frames, peaks = stack
+    pattern = patterns.RadialGradient(radius=4)
+    ws = _pipeline.Workspace(np)
+    for chunk in (frames[:4], frames[4:5], frames[:6].astype(np.float32), frames[1:3]):
+        fresh = _run_chunk(mode, chunk, peaks, pattern, upsample,
+                           _pipeline.Workspace(np, keep=False))
+        for _ in range(2):
+            kept = _run_chunk(mode, chunk, peaks, pattern, upsample, ws)
+            for a, b in zip(kept, fresh):
+                np.testing.assert_array_equal(a, b)
+    assert ws.nbytes > 0
+
+
+@pytest.mark.parametrize("shape", [(32, 32), (30, 30), (12, 14), (37, 41), (1, 8)])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_cpu_fft_into_buffers_gives_scipy_fft_bits(shape, dtype):
+    """rfft2/irfft2 with out= (and the inverse in place) equal scipy.fft bit for bit."""
+    import scipy.fft
+    backend = _backend.get_backend(np)
+    rng = np.random.default_rng(3)
+    x = rng.standard_normal((4,) + shape).astype(dtype)
+    want = scipy.fft.rfft2(x, axes=(-2, -1))
+    spec = backend.rfft2(x, out=np.empty_like(want))
+    np.testing.assert_array_equal(spec, want)
+    assert spec.dtype == want.dtype
+    want_back = scipy.fft.irfft2(want, s=shape, axes=(-2, -1))
+    back = backend.irfft2(spec.copy(), shape, out=np.empty_like(x))
+    np.testing.assert_array_equal(back, want_back)
+    back = backend.irfft2(spec, shape, out=np.empty_like(x), overwrite_x=True)
+    np.testing.assert_array_equal(back, want_back)
+    assert back.dtype == np.dtype(dtype)
+
+
+def test_correlate_keeps_the_spectra_without_a_workspace(stack):
+    """Without a kept workspace (the seed-compatible functions) the spectra are returned."""
+    backend = _backend.get_backend(np)
+    crops = np.random.default_rng(4).random((5, 16, 16)).astype(np.float32)
+    template = patterns.RadialGradient(radius=4).get_template((16, 16))
+    filt = _pipeline.correlation_filter(np, template, (16, 16), np.float32)
+    maps, specs, offsets = _pipeline.correlate(backend, crops, filt)
+    kept_maps, kept_specs, kept_offsets = _pipeline.correlate(backend, crops, filt,
+                                                              ws=_pipeline.Workspace(np))
+    assert kept_specs is None and specs.shape == (5, 16, 9)
+    np.testing.assert_array_equal(kept_maps, maps)
+    np.testing.assert_array_equal(kept_offsets, offsets)
+
+
+def test_steady_state_chunks_allocate_nothing_large(stack):
+    """After a first call, refine's chunks reuse the thread's scratch buffers: numpy
+    allocates far less than one chunk's scratch (under Dask's nanny every large
+    allocation is fresh pages from the kernel, see gpucorr._pipeline)."""
+    import tracemalloc
+    frames, peaks = stack
+    frames = np.tile(frames, (4, 1, 1)).astype(np.float32)  # 24 frames, one chunk
+    pattern = patterns.RadialGradient(radius=4)
+    scratch = _pipeline.frame_bytes("fast", frames.shape[1:], len(peaks),
+                                    pattern.get_crop_size(), np.float32, 7) * len(frames)
+    gpucorr.refine(frames, peaks, pattern, upsample=7, workers=1)
+    tracemalloc.start()
+    try:
+        gpucorr.refine(frames, peaks, pattern, upsample=7, workers=1)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert scratch > 2**20
+    assert peak < scratch / 10, (peak, scratch)
+
+
+def test_each_thread_has_its_own_workspace():
+    """Threads running at the same time never share a workspace; a nested use in one
+    thread gets a fresh one; CuPy-style modules get workspaces that keep nothing."""
+    import threading
+    barrier = threading.Barrier(3)
+    seen = []
+
+    def work():
+        with _pipeline.thread_workspace(np) as ws:
+            barrier.wait()  # all three hold their workspace at once
+            seen.append(ws)
+            barrier.wait()
+
+    threads = [threading.Thread(target=work) for _ in range(3)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len({id(ws) for ws in seen}) == 3 and all(ws.keep for ws in seen)
+    with _pipeline.thread_workspace(np) as outer:
+        with _pipeline.thread_workspace(np) as inner:
+            assert inner is not outer and outer.keep and not inner.keep
+    with _pipeline.thread_workspace(np) as again:
+        assert again is outer
+    assert not _pipeline.Workspace(object(), keep=True).keep
+
+
+def test_concurrent_refine_calls_equal_serial_ones(stack):
+    """refine from several threads at once (each with its pool): the serial results."""
+    from concurrent.futures import ThreadPoolExecutor
+    frames, peaks = stack
+    pattern = patterns.RadialGradient(radius=4)
+    cases = [("fast", False, frames), ("full", 7, frames[::-1]),
+             ("fast", 5, frames[:3].astype(np.float32)), ("full", False, frames[1:])]
+    expected = [gpucorr.refine(f, peaks, pattern, mode=m, upsample=u, workers=1)
+                for m, u, f in cases]
+    with ThreadPoolExecutor(4) as pool:
+        for _ in range(3):
+            got = list(pool.map(lambda c: gpucorr.refine(c[2], peaks, pattern, mode=c[0],
+                                                         upsample=c[1], workers=2,
+                                                         memory_limit=1), cases))
+            for g, e in zip(got, expected):
+                for a, b in zip(g, e):
+                    np.testing.assert_array_equal(a, b)
+
+
+def test_release_workspaces_frees_the_kept_buffers(stack):
+    frames, peaks = stack
+    gpucorr.refine(frames, peaks, patterns.Circular(radius=4), workers=1)
+    with _pipeline.thread_workspace(np) as ws:
+        kept = ws.nbytes
+    assert kept > 0
+    assert _pipeline.release_workspaces() >= kept
+    assert ws.nbytes == 0
