@@ -401,10 +401,11 @@ def test_emulator_rejects_wrong_argument_count():
 
 
 def test_emulator_catches_too_little_shared_memory():
+    nbytes = _cuda.BLOCK * 8 - 4     # one int short of BLOCK floats and BLOCK ints
     with pytest.raises(cuda_emulator.EmulatorError,
-                       match=r"out-of-bounds access to dynamic shared memory, byte 2044 of a "
-                             r"2044-byte buffer"):
-        launch_crop(crop_args(), shared_mem=_cuda.BLOCK * 8 - 4)
+                       match=fr"out-of-bounds access to dynamic shared memory, byte {nbytes} "
+                             fr"of a {nbytes}-byte buffer"):
+        launch_crop(crop_args(), shared_mem=nbytes)
 
 
 def test_emulator_catches_out_of_bounds_global_access():
