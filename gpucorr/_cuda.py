@@ -80,6 +80,14 @@ def _check_shared(nbytes):
                            f"{limit}")
 
 
+def _check_out(arr, dtypes, name):
+    """Kernels write outputs in place: they must be C-contiguous, of one of ``dtypes``."""
+    if arr.dtype not in [np.dtype(d) for d in dtypes] or not arr.flags.c_contiguous:
+        raise TypeError(f"{name} must be a C-contiguous CuPy array of dtype "
+                        f"{' or '.join(str(np.dtype(d)) for d in dtypes)} on the GPU backend; "
+                        f"got {arr.dtype}, C-contiguous: {arr.flags.c_contiguous}")
+
+
 def crop_log(frames, peaks, crop_size, do_log, fill, out, bad):
     """GPU :func:`gpucorr._numba.crop_log`: one block per (frame, peak) crop."""
     import cupy
@@ -89,6 +97,8 @@ def crop_log(frames, peaks, crop_size, do_log, fill, out, bad):
     h, w = out.shape[2], out.shape[3]
     if n_frames * n_peaks == 0:
         return
+    _check_out(out, (np.float32, np.float64), "out")
+    _check_out(bad, (np.bool_,), "bad")
     rtype = out.dtype
     expression = f"crop_log<{C_TYPES[frames.dtype]}, {C_TYPES[rtype]}>"
     kernel = load_kernel("crop.cu", expression, crop_expressions())
@@ -102,13 +112,11 @@ def crop_log(frames, peaks, crop_size, do_log, fill, out, bad):
 
 
 def log_scale_frames(frames, out, bad):
-    """GPU :func:`gpucorr._numba.log_scale_frames` with CuPy reductions (no host sync)."""
+    """GPU :func:`gpucorr._numba.log_scale_frames`: each whole frame is one crop of ``crop_log``."""
     import cupy
-    out[...] = frames
-    axes = (1, 2)
-    bad[...] = ~cupy.isfinite(out).all(axis=axes)
-    lowest = out.min(axis=axes)
-    cupy.log(out - (lowest - 1)[:, None, None], out=out)
+    n, fy, fx = frames.shape
+    crop_log(frames, cupy.zeros((1, 2), dtype=np.int64), 0, True,
+             cupy.zeros(n, dtype=out.dtype), out.reshape(n, 1, fy, fx), bad)
 
 
 def evaluate(corrs, peaks, crop_size, offsets, out_centers, out_refineds, out_heights,
@@ -123,9 +131,7 @@ def evaluate(corrs, peaks, crop_size, offsets, out_centers, out_refineds, out_he
                              (out_refineds, np.float32, "out_refineds"),
                              (out_heights, np.float32, "out_heights"),
                              (out_elevations, np.float32, "out_elevations")):
-        if arr.dtype != dtype or not arr.flags.c_contiguous:
-            raise TypeError(f"{name} must be a C-contiguous {np.dtype(dtype)} CuPy array on the "
-                            f"GPU backend; got {arr.dtype}")
+        _check_out(arr, (dtype,), name)
     rtype = corrs.dtype
     kernel = load_kernel("evaluate.cu", f"evaluate<{C_TYPES[rtype]}>", evaluate_expressions())
     shared = _shared_bytes(rtype, 4 + 4)

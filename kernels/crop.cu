@@ -6,7 +6,9 @@
 //   included), writes `fill[n]` where the square leaves the frame, converts to
 //   the compute type R (float or double), flags the crop in `bad` when it holds
 //   a NaN or an infinity, and, with do_log, replaces every value x by
-//   log(x - (min(crop) - 1)). Output: C-contiguous (N, P, h, w).
+//   log(x - (min(crop) - 1)), the shift computed in double and rounded to R.
+//   Output: C-contiguous (N, P, h, w). A whole frame is the crop of size
+//   (fy, fx) at peak (0, 0) with crop_size 0.
 //   This is the CPU kernel set's crop_log (gpucorr/_numba.py) for the GPU.
 //
 // Self-contained for NVRTC: no host headers, CUDA built-ins only.
@@ -75,9 +77,11 @@ __global__ void crop_log(const T* __restrict__ frames, int fy, int fx,
         bad[job] = any_bad;
     }
     if (do_log && !any_bad) {
-        const R m = shared_min[0] - (R)1;
+        // shift in double, as the CPU kernel does: in float32, min - 1 == min for
+        // |min| >= 2^24, and log(0) would be -inf at the minimum
+        const double m = (double)shared_min[0] - 1.0;
         for (int i = threadIdx.x; i < size; i += blockDim.x) {
-            crop[i] = log_value(crop[i] - m);
+            crop[i] = log_value((R)((double)crop[i] - m));
         }
     }
 }

@@ -846,6 +846,7 @@ def _make_fake_cupy():
     cupy.isfinite = np.isfinite
     cupy.log = np.log
     cupy.arange = np.arange
+    cupy.zeros = np.zeros
     cuda = types.ModuleType("cupy.cuda")
     cuda.Device = _Device
     cupy.cuda = cuda

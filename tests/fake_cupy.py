@@ -450,13 +450,14 @@ def _runtime():
 
 # ------------------------------------------------------------------ kernels
 
-class RawKernel:
-    def __init__(self, source_name, expression):
-        self.source_name = source_name
-        self.expression = expression
+class _DeviceKernel:
+    """A kernel of the CPU emulator that takes device (fake) arrays only."""
+
+    def __init__(self, kernel):
+        self.kernel = kernel
+        self.expression = kernel.expression
 
     def __call__(self, grid, block, args, shared_mem=0, stream=None):
-        import cuda_emulator
         host = []
         for i, a in enumerate(args):
             if isinstance(a, ndarray):
@@ -464,36 +465,25 @@ class RawKernel:
             elif _is_host_array(a):
                 raise TypeError(f"kernel {self.expression} argument {i} is a host NumPy array: a "
                                 "GPU kernel cannot read host memory")
-            elif isinstance(a, (np.generic,)):
-                host.append(a)
             else:
-                raise TypeError(f"kernel {self.expression} argument {i}: unsupported "
-                                f"{type(a).__name__} (pass NumPy scalars of the kernel's types)")
+                host.append(a)
         s = stream or get_current_stream()
         s._run_until(s.enqueued)
-        cuda_emulator.launch(self.source_name, self.expression, tuple(grid), tuple(block),
-                             tuple(host), shared_mem=shared_mem)
+        self.kernel(grid, block, tuple(host), shared_mem=shared_mem)
 
 
-class RawModule:
-    def __init__(self, code=None, options=(), name_expressions=None, **kwargs):
-        from gpucorr import _cuda
-        self.source_name = next(
-            (n for n in ("crop.cu", "evaluate.cu") if _cuda.kernel_source(n) == code), None)
-        if self.source_name is None:
-            raise ValueError("fake_cupy runs only gpucorr's kernels/*.cu sources")
-        self.name_expressions = list(name_expressions or [])
+def _raw_module(code=None, options=(), name_expressions=None, **kwargs):
+    import cuda_emulator
 
-    def get_function(self, name):
-        if name not in self.name_expressions:
-            raise KeyError(f"{name} was not among the name_expressions of the module")
-        return RawKernel(self.source_name, name)
+    class RawModule(cuda_emulator._RawModule):
+        def get_function(self, expression):
+            return _DeviceKernel(super().get_function(expression))
+    return RawModule(code, options, name_expressions, **kwargs)
 
 
 # ------------------------------------------------------------------ the modules
 
-_EXPLICIT = {"ndarray", "asarray", "array", "ascontiguousarray", "asnumpy", "from_dlpack",
-             "RawModule", "RawKernel"}
+_EXPLICIT = {"ndarray", "asarray", "array", "ascontiguousarray", "asnumpy", "from_dlpack"}
 
 
 def _make_modules():
@@ -503,6 +493,7 @@ def _make_modules():
     g = globals()
     for name in _EXPLICIT:
         setattr(cupy, name, g[name])
+    cupy.RawModule = _raw_module
     for name in ("float16", "float32", "float64", "complex64", "complex128", "int8", "int16",
                  "int32", "int64", "uint8", "uint16", "uint32", "uint64", "bool_", "newaxis",
                  "pi", "inf", "nan", "dtype", "result_type", "finfo", "iinfo", "issubdtype",

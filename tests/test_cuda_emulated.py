@@ -197,14 +197,11 @@ def test_crop_empty_batch_launches_nothing():
     assert cuda_emulator.launches == []
 
 
-LARGE_VALUES_BUG = (
-    "kernels/crop.cu:78-80 (and gpucorr/_cuda.py:111, log_scale_frames) shift by "
-    "m = min - 1 rounded in the compute dtype: for float32 and min >= 2**24, m == min and "
-    "log(x - m) is log(0) = -inf at the minimum; the CPU kernel shifts in float64 "
-    "(log(1) = 0). Computing log((x - min) + 1) would agree.")
+# Regression: the kernel once shifted by m = min - 1 rounded in the compute dtype; for
+# float32 and |min| >= 2**24, m == min and log(x - m) was log(0) = -inf at the minimum. The
+# CPU kernel shifts in float64, and so does the kernel now.
 
 
-@pytest.mark.xfail(strict=True, reason=LARGE_VALUES_BUG)
 @pytest.mark.parametrize("dtype, base", [(np.float32, 3.3e7), (np.uint32, 3.3e7),
                                          (np.int32, -3.3e7)], ids=["float32", "uint32", "int32"])
 def test_crop_log_large_values(dtype, base):
@@ -212,7 +209,6 @@ def test_crop_log_large_values(dtype, base):
     assert_crops_match(frames, np.array([[3, 3]], np.int64), 2, [0, 0], (4, 4), np.float32)
 
 
-@pytest.mark.xfail(strict=True, reason=LARGE_VALUES_BUG)
 def test_log_scale_frames_large_values():
     frames = (3.3e7 + 4 * np.arange(2 * 6 * 6).reshape(2, 6, 6)).astype(np.float32)
     out, bad = np.zeros_like(frames), np.zeros(2, np.bool_)
