@@ -16,7 +16,8 @@ import importlib.resources
 import numpy as np
 
 __all__ = ["crop_log", "log_scale_frames", "evaluate", "roll_to_origin", "load_kernel",
-           "kernel_source", "crop_expressions", "evaluate_expressions", "C_TYPES"]
+           "kernel_source", "crop_expressions", "evaluate_expressions", "roll_expressions",
+           "kernel_expressions", "C_TYPES"]
 
 #: NumPy dtype -> C type of the kernel templates
 C_TYPES = {
@@ -32,8 +33,10 @@ C_TYPES = {
     np.dtype(np.float64): "double",
 }
 
-#: threads per block of the per-crop and per-map kernels
+#: threads per block of every kernel
 BLOCK = 256
+#: blocks at most of the grid-stride kernels (roll.cu): enough to fill an H100
+MAX_GRID = 1024
 
 
 def kernel_source(name):
@@ -66,6 +69,17 @@ def crop_expressions():
 def evaluate_expressions():
     """Name expressions of every ``evaluate`` instantiation the launcher uses."""
     return ["evaluate<float>", "evaluate<double>"]
+
+
+def roll_expressions():
+    """Name expressions of every ``roll_to_origin`` instantiation the launcher uses."""
+    return ["roll_to_origin<float>", "roll_to_origin<double>"]
+
+
+def kernel_expressions():
+    """Every kernel source in ``kernels/`` and the name expressions its launchers use."""
+    return {"crop.cu": crop_expressions(), "evaluate.cu": evaluate_expressions(),
+            "roll.cu": roll_expressions()}
 
 
 def _shared_bytes(rtype, extra_per_thread):
@@ -145,9 +159,17 @@ def evaluate(corrs, peaks, crop_size, offsets, out_centers, out_refineds, out_he
 
 
 def roll_to_origin(maps, positions, out):
-    """GPU :func:`gpucorr._numba.roll_to_origin` as one gather."""
+    """GPU :func:`gpucorr._numba.roll_to_origin`: one thread per output element."""
     import cupy
+    maps = cupy.ascontiguousarray(maps)
     n_maps, h, w = maps.shape
-    iy = (positions[None, :, 0, None] + cupy.arange(h)[:, None, None]) % h
-    ix = (positions[None, :, 1, None] + cupy.arange(w)[None, None, :]) % w
-    out[...] = maps[cupy.arange(n_maps)[None, :, None], iy, ix]
+    total = n_maps * h * w
+    if total == 0:
+        return
+    _check_out(out, (maps.dtype,), "out")
+    kernel = load_kernel("roll.cu", f"roll_to_origin<{C_TYPES[maps.dtype]}>",
+                         roll_expressions())
+    grid = min(-(-total // BLOCK), MAX_GRID)
+    kernel((grid,), (BLOCK,),
+           (maps, np.int32(n_maps), np.int32(h), np.int32(w),
+            cupy.ascontiguousarray(positions, dtype=np.int64), out))

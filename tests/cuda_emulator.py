@@ -590,7 +590,7 @@ def _build(source, expressions, label):
 
 def _launcher_expressions(name):
     from gpucorr import _cuda
-    return {"crop.cu": _cuda.crop_expressions, "evaluate.cu": _cuda.evaluate_expressions}[name]()
+    return _cuda.kernel_expressions()[name]
 
 
 def _library(source, expressions, label):
@@ -610,7 +610,7 @@ def unavailable_reason():
         return "no C++ compiler: g++ is not on PATH"
     from gpucorr import _cuda
     jobs = [(_cuda.kernel_source(n), tuple(_launcher_expressions(n)), n)
-            for n in ("crop.cu", "evaluate.cu")]
+            for n in _cuda.kernel_expressions()]
     # compile in parallel (g++ runs in subprocesses)
     results = [None] * len(jobs)
 
@@ -811,7 +811,7 @@ class _RawModule:
         self.options = tuple(options)
         self.name_expressions = list(name_expressions or [])
         from gpucorr import _cuda
-        self.label = next((n for n in ("crop.cu", "evaluate.cu")
+        self.label = next((n for n in _cuda.kernel_expressions()
                            if _cuda.kernel_source(n) == code), "kernel.cu")
 
     def get_function(self, expression):

@@ -220,8 +220,8 @@ def test_log_scale_frames_large_values():
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64], ids=["float32", "float64"])
-def test_log_scale_frames_and_roll(dtype, rng):
-    # the launchers built from CuPy array functions, on the stand-in's NumPy
+def test_log_scale_frames(dtype, rng):
+    # whole frames as crops of crop_log
     frames = frames_for(dtype, (3, 5, 7), rng)
     frames[1, 2, 3] = np.nan
     out, bad = np.zeros_like(frames), np.zeros(3, np.bool_)
@@ -232,11 +232,20 @@ def test_log_scale_frames_and_roll(dtype, rng):
     np.testing.assert_array_equal(bad, ref_bad)
     eps = EPS32 if np.dtype(dtype) == np.float32 else EPS64
     np.testing.assert_allclose(out[~bad], ref[~bad], rtol=4 * eps, atol=2 * eps)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64], ids=["float32", "float64"])
+@pytest.mark.parametrize("max_grid", [1, 3, 1024])
+def test_roll_to_origin(dtype, max_grid, rng, monkeypatch):
+    """Negative and large positions wrap like Python's %; a small grid strides over it all."""
+    maps = frames_for(dtype, (3, 5, 7), rng)
     positions = np.array([[0, 0], [4, -3], [-6, 15]], np.int64)
-    rolled, ref_rolled = np.zeros((5, 3, 7), dtype), np.zeros((5, 3, 7), dtype)
+    rolled = np.full((5, 3, 7), np.nan, dtype)
+    ref_rolled = np.zeros((5, 3, 7), dtype)
+    monkeypatch.setattr(_cuda, "MAX_GRID", max_grid)
     with cuda_emulator.fake_cupy():
-        _cuda.roll_to_origin(frames, positions, rolled)
-    _numba.roll_to_origin(frames, positions, ref_rolled)
+        _cuda.roll_to_origin(maps, positions, rolled)
+    _numba.roll_to_origin(maps, positions, ref_rolled)
     np.testing.assert_array_equal(rolled, ref_rolled)
 
 
@@ -445,10 +454,8 @@ def test_emulator_block_semantics_and_errors():
 
 
 def test_kernel_signatures_parse():
-    for name, expressions in (("crop.cu", _cuda.crop_expressions()),
-                              ("evaluate.cu", _cuda.evaluate_expressions())):
+    for name, expressions in _cuda.kernel_expressions().items():
         source = _cuda.kernel_source(name)
-        assert "__syncthreads" in source
         for expression in expressions:
             params = cuda_emulator.kernel_signature(source, expression)
             assert all(p.dtype.kind in "biuf" for p in params)

@@ -13,7 +13,7 @@ import gpucorr.api  # noqa: E402
 import gpucorr.dask  # noqa: E402
 from gpucorr import patterns  # noqa: E402
 
-from helpers import jittered_peaks, random_lattice_frames  # noqa: E402
+from helpers import assert_results_match, jittered_peaks, random_lattice_frames  # noqa: E402
 
 SHAPE = (64, 72)
 
@@ -220,7 +220,8 @@ def test_cupy_chunks_equal_cpu(data):
     darr = da.from_array(frames, chunks=(4, -1, -1)).map_blocks(cupy.asarray)
     got = gpucorr.dask.refine(darr, peaks, pattern).compute(scheduler="sync")
     assert isinstance(got.centers, cupy.ndarray)
-    assert_same([cupy.asnumpy(a) for a in got], gpucorr.refine(frames, peaks, pattern))
+    # GPU against CPU: the parity tolerances of DESIGN.md (cuFFT is not scipy.fft)
+    assert_results_match([cupy.asnumpy(a) for a in got], gpucorr.refine(frames, peaks, pattern))
 
 
 # --- dask.distributed: two worker processes ------------------------------------------------

@@ -141,6 +141,15 @@ def test_mixed_numpy_and_cupy_is_a_type_error(cupy, rng):
         gpucorr.refine(cupy.asarray(frames), np.rint(true).astype(int), patterns.Circular(3))
 
 
+def _cuda_names():
+    from gpucorr import _cuda
+    return _cuda.kernel_expressions()
+
+
+def test_every_kernel_source_has_launchers():
+    assert sorted(_cuda_names()) == sorted(os.path.basename(p) for p in KERNELS)
+
+
 def _find_nvrtc():
     """libnvrtc from the nvidia-cuda-nvrtc wheel or a CUDA toolkit, or None."""
     import ctypes
@@ -162,7 +171,7 @@ def _find_nvrtc():
     return None
 
 
-@pytest.mark.parametrize("name", ["crop.cu", "evaluate.cu"])
+@pytest.mark.parametrize("name", sorted(_cuda_names()))
 def test_kernels_compile_with_nvrtc_for_every_instantiation(name):
     """NVRTC (what CuPy compiles with at run time) accepts the sources, no host headers."""
     import ctypes
@@ -170,7 +179,7 @@ def test_kernels_compile_with_nvrtc_for_every_instantiation(name):
     lib = _find_nvrtc()
     if lib is None:
         pytest.skip("libnvrtc not found (pip install nvidia-cuda-nvrtc)")
-    expressions = _cuda.crop_expressions() if name == "crop.cu" else _cuda.evaluate_expressions()
+    expressions = _cuda.kernel_expressions()[name]
     prog = ctypes.c_void_p()
     assert lib.nvrtcCreateProgram(ctypes.byref(prog), _cuda.kernel_source(name).encode(),
                                   name.encode(), 0, None, None) == 0
