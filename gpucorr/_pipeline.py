@@ -350,8 +350,8 @@ def _harmonics(n):
     return table, omega, weight
 
 
-def _kernel_rows(xp, n, t):
-    """``D(t - a)``, ``D'(t - a)``, ``D''(t - a)`` for ``a = 0 .. n-1``: (3, P, n) float64.
+def _kernel_rows(xp, n, t, dtype=np.float64):
+    """``D(t - a)``, ``D'(t - a)``, ``D''(t - a)`` for ``a = 0 .. n-1``: (3, P, n) in ``dtype``.
 
     ``D`` is the trigonometric interpolation kernel of ``n`` samples
     (:func:`_interpolation_kernel`); ``t`` (P,) are continuous positions.
@@ -366,7 +366,7 @@ def _kernel_rows(xp, n, t):
     coefs = xp.stack([xp.concatenate([c, s], axis=1),
                       -omega2 * xp.concatenate([s, -c], axis=1),
                       -omega2 * omega2 * xp.concatenate([c, s], axis=1)])     # (3, P, 2K+2)
-    return xp.matmul(coefs, table.T)                                          # (3, P, n)
+    return xp.matmul(coefs.astype(dtype), table.T.astype(dtype))             # (3, P, n)
 
 
 def _on_device(xp, host):
@@ -390,7 +390,7 @@ def _newton(xp, maps, start, step_limit):
     ``start`` (B, Q, 2) are positions in map pixels near a maximum (from the
     upsampled grid). The gradient and Hessian of the interpolant (the exact
     band-limited continuation of the map, as the upsampled grid) are
-    evaluated there in float64, and the step ``-H^-1 g`` is taken where ``H``
+    evaluated there, and the step ``-H^-1 g`` is taken where ``H``
     is negative definite and the step is at most ``step_limit`` (one grid
     spacing) along each axis. This ties the result to the interpolant's
     maximum rather than to which grid point won, so float32 differences in
@@ -399,12 +399,15 @@ def _newton(xp, maps, start, step_limit):
     n_maps, h, w = maps.shape
     n_pos = start.shape[1]
     t = start.reshape(-1, 2).astype(np.float64)
-    ky = _kernel_rows(xp, h, t[:, 0]).reshape(3, n_maps, n_pos, h)
-    kx = _kernel_rows(xp, w, t[:, 1]).reshape(3, n_maps, n_pos, w)
+    # the large products in the maps' dtype (float64 would double their cost for float32
+    # maps); positions, the contractions and the step in float64
+    ky = _kernel_rows(xp, h, t[:, 0], maps.dtype).reshape(3, n_maps, n_pos, h)
+    kx = _kernel_rows(xp, w, t[:, 1], maps.dtype).reshape(3, n_maps, n_pos, w)
     # rows[b, q, j, y] = sum_x maps[b, y, x] kx[j, b, q, x]
     kxt = xp.moveaxis(kx, 0, 2).reshape(n_maps, n_pos * 3, w)                 # (B, 3Q, W)
-    rows = xp.matmul(kxt, xp.swapaxes(maps, 1, 2).astype(np.float64))         # (B, 3Q, H)
-    rows = rows.reshape(n_maps, n_pos, 3, h)
+    rows = xp.matmul(kxt, xp.swapaxes(maps, 1, 2))                            # (B, 3Q, H)
+    rows = rows.reshape(n_maps, n_pos, 3, h).astype(np.float64)
+    ky = ky.astype(np.float64)
 
     def d(i, j):  # derivative i along y and j along x at t
         return (ky[i] * rows[:, :, j]).sum(axis=-1).reshape(-1)
