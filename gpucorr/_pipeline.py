@@ -330,43 +330,47 @@ def upsample_positions(backend, maps, positions, factor, ws=None):
     oy, ox = _vertex(xp, flat, idx, iy, ix, u)
     delta = xp.stack((iy + oy, ix + ox), axis=-1) - u // 2
     start = pos + delta.reshape(n_maps, n_pos, 2) / factor
-    return _newton(xp, maps, start, 1.0 / factor).astype(np.float32)
+    return _newton(xp, maps, start, 1.0 / factor, ws).astype(np.float32)
 
 
 @functools.lru_cache(maxsize=64)
-def _harmonics(n):
-    """``[cos | sin](omega_k a)`` (n, 2 (K + 1)), ``omega_k`` and weights ``w_k / n`` (float64).
+def _harmonics(n, dtype):
+    """``[cos | sin](omega_k a)`` transposed, (2 (K + 1), n) in ``dtype``; ``omega_k`` and
+    the weights ``w_k / n`` (float64), ``k = 0 .. K = n // 2``.
 
     The interpolation kernel of :func:`_interpolation_kernel` and its
-    derivatives at ``t - a`` are these columns times per-point coefficients.
+    derivatives at ``t - a`` are per-point coefficients times this table.
     """
     k = np.arange(n // 2 + 1)
     omega = 2 * np.pi * k / n
     weight = np.where((k == 0) | (2 * k == n), 1.0, 2.0) / n
-    angle = np.arange(n)[:, None] * omega[None, :]
-    table = np.concatenate([np.cos(angle), np.sin(angle)], axis=1)
+    angle = omega[:, None] * np.arange(n)[None, :]
+    table = np.ascontiguousarray(np.concatenate([np.cos(angle), np.sin(angle)]), dtype=dtype)
     for a in (table, omega, weight):
         a.flags.writeable = False
     return table, omega, weight
 
 
-def _kernel_rows(xp, n, t, dtype=np.float64):
-    """``D(t - a)``, ``D'(t - a)``, ``D''(t - a)`` for ``a = 0 .. n-1``: (3, P, n) in ``dtype``.
+def _kernel_rows(xp, n, t, dtype=np.float64, ws=None, name="kernel_rows"):
+    """``D(t - a)``, ``D'(t - a)``, ``D''(t - a)`` for ``a = 0 .. n-1``: (P, 3, n) in ``dtype``.
 
     ``D`` is the trigonometric interpolation kernel of ``n`` samples
     (:func:`_interpolation_kernel`); ``t`` (P,) are continuous positions.
     """
-    table, omega, weight = _harmonics(n)
-    table = _on_device(xp, table)
-    omega, weight = _on_device(xp, omega), _on_device(xp, weight)
+    ws = _fresh(xp, ws)
+    table, omega, weight = (_on_device(xp, a) for a in _harmonics(n, np.dtype(dtype).str))
+    k1 = omega.shape[0]
     phase = t[:, None] * omega[None, :]                                       # (P, K+1)
-    c, s = xp.cos(phase) * weight, xp.sin(phase) * weight
-    omega2 = xp.concatenate([omega, omega])
+    c = xp.cos(phase)
+    c *= weight
+    s = xp.sin(phase)
+    s *= weight
     # cos(w (t - a)) = cos(w t) cos(w a) + sin(w t) sin(w a); sin likewise
-    coefs = xp.stack([xp.concatenate([c, s], axis=1),
-                      -omega2 * xp.concatenate([s, -c], axis=1),
-                      -omega2 * omega2 * xp.concatenate([c, s], axis=1)])     # (3, P, 2K+2)
-    return xp.matmul(coefs.astype(dtype), table.T.astype(dtype))             # (3, P, n)
+    coefs = ws.empty(name + "_coefs", (t.shape[0], 3, 2 * k1), dtype)
+    coefs[:, 0, :k1], coefs[:, 0, k1:] = c, s
+    coefs[:, 1, :k1], coefs[:, 1, k1:] = -omega * s, omega * c
+    coefs[:, 2, :k1], coefs[:, 2, k1:] = -omega * omega * c, -omega * omega * s
+    return xp.matmul(coefs, table, out=ws.out(name, (t.shape[0], 3, n), dtype))
 
 
 def _on_device(xp, host):
@@ -384,33 +388,33 @@ def _cached_kernel_array(xp, device, host):
     return _device_arrays[key][0]
 
 
-def _newton(xp, maps, start, step_limit):
+def _newton(xp, maps, start, step_limit, ws=None):
     """One Newton step towards the maximum of the maps' trigonometric interpolant.
 
     ``start`` (B, Q, 2) are positions in map pixels near a maximum (from the
     upsampled grid). The gradient and Hessian of the interpolant (the exact
     band-limited continuation of the map, as the upsampled grid) are
-    evaluated there, and the step ``-H^-1 g`` is taken where ``H``
-    is negative definite and the step is at most ``step_limit`` (one grid
+    evaluated there, and the step ``-H^-1 g`` is taken where ``H`` is
+    negative definite and the step is at most ``step_limit`` (one grid
     spacing) along each axis. This ties the result to the interpolant's
     maximum rather than to which grid point won, so float32 differences in
     the maps move it by about their own size, not by a part of a grid step.
+    The large products are in the maps' dtype, the sums and the step in
+    float64.
     """
+    ws = _fresh(xp, ws)
     n_maps, h, w = maps.shape
     n_pos = start.shape[1]
     t = start.reshape(-1, 2).astype(np.float64)
-    # the large products in the maps' dtype (float64 would double their cost for float32
-    # maps); positions, the contractions and the step in float64
-    ky = _kernel_rows(xp, h, t[:, 0], maps.dtype).reshape(3, n_maps, n_pos, h)
-    kx = _kernel_rows(xp, w, t[:, 1], maps.dtype).reshape(3, n_maps, n_pos, w)
-    # rows[b, q, j, y] = sum_x maps[b, y, x] kx[j, b, q, x]
-    kxt = xp.moveaxis(kx, 0, 2).reshape(n_maps, n_pos * 3, w)                 # (B, 3Q, W)
-    rows = xp.matmul(kxt, xp.swapaxes(maps, 1, 2))                            # (B, 3Q, H)
-    rows = rows.reshape(n_maps, n_pos, 3, h).astype(np.float64)
-    ky = ky.astype(np.float64)
+    ky = _kernel_rows(xp, h, t[:, 0], maps.dtype, ws, "newton_ky")           # (BQ, 3, H)
+    kx = _kernel_rows(xp, w, t[:, 1], maps.dtype, ws, "newton_kx")           # (BQ, 3, W)
+    # rows[b, q, j, y] = sum_x maps[b, y, x] kx[b q, j, x]
+    rows = xp.matmul(kx.reshape(n_maps, n_pos * 3, w), xp.swapaxes(maps, 1, 2),
+                     out=ws.out("newton_rows", (n_maps, n_pos * 3, h), maps.dtype))
+    rows = rows.reshape(n_maps * n_pos, 3, h)
 
     def d(i, j):  # derivative i along y and j along x at t
-        return (ky[i] * rows[:, :, j]).sum(axis=-1).reshape(-1)
+        return (ky[:, i] * rows[:, j]).sum(axis=-1, dtype=np.float64)
 
     gy, gx = d(1, 0), d(0, 1)
     hyy, hxx, hxy = d(2, 0), d(0, 2), d(1, 1)
@@ -420,8 +424,9 @@ def _newton(xp, maps, start, step_limit):
     sy = -(hxx * gy - hxy * gx) / safe
     sx = -(hyy * gx - hxy * gy) / safe
     ok &= (xp.abs(sy) <= step_limit) & (xp.abs(sx) <= step_limit)
-    step = xp.stack((xp.where(ok, sy, 0.0), xp.where(ok, sx, 0.0)), axis=-1)
-    return (t + step).reshape(n_maps, n_pos, 2)
+    t[:, 0] += xp.where(ok, sy, 0.0)
+    t[:, 1] += xp.where(ok, sx, 0.0)
+    return t.reshape(n_maps, n_pos, 2)
 
 
 def _vertex(xp, flat, idx, iy, ix, u):

@@ -166,7 +166,7 @@ def test_interpolant_derivatives_match_the_kernel(n):
     second derivatives (checked against the kernel and central differences of it)."""
     from gpucorr import _pipeline
     t = np.array([0.0, 0.37, 5.5, n - 0.2])
-    rows = _pipeline._kernel_rows(np, n, t)
+    rows = _pipeline._kernel_rows(np, n, t).transpose(1, 0, 2)  # (3, P, n)
     a = np.arange(n)
 
     def kernel(tt):  # D(tt - a), the definition
