@@ -29,8 +29,10 @@ __all__ = ["crop_log", "log_scale_frames", "evaluate", "roll_to_origin", "center
 def _shift_for_log(img, shift):
     """Whether ``img`` (2-D) is finite; if so and ``shift``, subtract ``min(img) - 1``.
 
-    Afterwards ``log(img)`` is the log scaling ``log(x - min + 1)``, computed in
-    the image's dtype (as libertem-blobfinder does).
+    Afterwards ``log(img)`` is the log scaling ``log(x - min + 1)``. The shift
+    ``min - 1`` is a float64 (``mn`` is), so it is exact even where ``min - 1``
+    would round to ``min`` in float32 (|min| >= 2**24), and ``x - (min - 1)``
+    rounds once to the image's dtype; kernels/crop.cu does the same.
     """
     mn = np.inf
     for y in range(img.shape[0]):
@@ -41,7 +43,7 @@ def _shift_for_log(img, shift):
             if v < mn:
                 mn = v
     if shift:
-        m = img[0, 0] * 0 + mn - 1  # keeps the compute dtype
+        m = mn - 1.0  # float64
         for y in range(img.shape[0]):
             for x in range(img.shape[1]):
                 img[y, x] -= m
