@@ -141,7 +141,7 @@ def refine(frames, peaks, pattern, *, mode="fast", upsample=False, device=None,
     upsample : bool or int
         ``False`` (default): refine by the 5x5 centre of mass. ``True`` or an
         int from 2 to 1000: refine by DFT upsampling on a ``1 / upsample`` px
-        grid, then below the grid by a parabola through the grid maximum
+        grid, then below the grid to the maximum of the interpolated map
         (``True`` means 20).
     device : {"cpu", "cuda", "cuda:N", "auto"}, optional
         Where to compute. Default: the device of the innermost

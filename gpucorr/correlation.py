@@ -304,7 +304,7 @@ def refine_center_upsampling(corrmap_center, upsample_pos, corrspecs, frequencie
     The map whose spectrum is ``corrspecs`` is interpolated on a grid of
     ``ceil(1.5 * upsample_factor)`` points per axis around
     ``upsample_pos - corrmap_center``; the grid maximum, refined below the grid
-    by a parabola through it and its neighbours, plus ``corrmap_center`` is
+    to the maximum of the interpolated map, plus ``corrmap_center`` is
     returned.
 
     Parameters
