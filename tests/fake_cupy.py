@@ -23,12 +23,15 @@ What it mimics, to catch the mistakes that matter on a real GPU:
   (``get``, ``item``, ``bool``, stream and event synchronisation, ...).
 
 Install with :func:`install` (returns the module); :func:`uninstall` restores
-``sys.modules``.
+``sys.modules``. ``python tests/fake_cupy.py SCRIPT [ARGS]`` runs a script on it.
 """
 import contextlib
 import ctypes
+import os
+import runpy
 import sys
 import threading
+import time
 import types
 
 import numpy as np
@@ -358,10 +361,12 @@ class Event:
     def __init__(self, block=False, disable_timing=False, interprocess=False):
         self.stream = None
         self.position = 0
+        self.time = None
 
     def record(self, stream=None):
         self.stream = stream or get_current_stream()
         self.position = self.stream.enqueued
+        self.time = time.perf_counter()  # host time: work on the current stream is done
 
     def synchronize(self):
         _sync_point("Event.synchronize")
@@ -373,7 +378,8 @@ class Event:
 
 
 def get_elapsed_time(start, stop):
-    return 0.0
+    """Milliseconds between two recorded events (host time; not a GPU timing)."""
+    return (stop.time - start.time) * 1e3
 
 
 # ------------------------------------------------------------------ devices and memory
@@ -586,3 +592,15 @@ def uninstall():
     _saved.clear()
     _backend._CUDA = None
     _cuda._module.cache_clear()
+
+
+if __name__ == "__main__":
+    # python tests/fake_cupy.py SCRIPT [ARGS]: run a script (e.g. bench/gpu_smoke.py) on the
+    # stand-in, to check its code paths without a GPU; its timings mean nothing
+    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+    install()
+    from gpucorr import _cuda
+    _cuda.BLOCK = 32
+    script = sys.argv[1]
+    sys.argv = sys.argv[1:]
+    runpy.run_path(script, run_name="__main__")
