@@ -6,6 +6,8 @@ host arrays given to device code, synchronisation inside
 ``allow_synchronize(False)``, and copies on another stream used before
 anyone waited for them.
 """
+import warnings
+
 import numpy as np
 import pytest
 
@@ -66,3 +68,37 @@ def test_allow_synchronize_false_raises_on_every_sync(cupy):
             with pytest.raises(cupyx.DeviceSynchronized):
                 sync()
     assert y.get().tolist() == [2, 2, 2]
+
+
+@pytest.fixture
+def small_blocks(monkeypatch):
+    import cuda_emulator
+    from gpucorr import _cuda
+    reason = cuda_emulator.unavailable_reason()
+    if reason is not None:
+        pytest.skip(f"the CUDA emulator cannot run here: {reason}")
+    monkeypatch.setattr(_cuda, "BLOCK", 32)
+
+
+def test_streaming_needs_its_waits(cupy, small_blocks, monkeypatch):
+    """With the copy stream's events ignored, streamed results go wrong on the stand-in:
+    so the streaming tests would catch a missing wait in gpucorr.api."""
+    import gpucorr
+    from gpucorr import api, patterns
+    frames, _, true = gpucorr.cbed_frame(48, 48, radius=3, zero=(24.2, 23.7), a=(11.3, 0.4),
+                                         b=(-0.4, 11.3))
+    rng = np.random.default_rng(5)  # noise: no exact ties for float rounding to decide
+    frames = rng.poisson(np.concatenate([frames * 50 * (1 + k) + 3 for k in range(8)]))
+    frames = frames.astype(np.float32)
+    peaks = np.rint(true).astype(np.int64)
+    pattern = patterns.Circular(radius=3)
+    monkeypatch.setattr(api, "STAGING_BYTES", 2 * frames[0].nbytes)  # 4 chunks of 2 frames
+    expected = gpucorr.refine(frames, peaks, pattern)
+    good = gpucorr.refine(frames, peaks, pattern, device="cuda")
+    np.testing.assert_array_equal(good.centers, expected.centers)
+    np.testing.assert_allclose(good.heights, expected.heights, rtol=1e-4)
+    monkeypatch.setattr(fake_cupy.Stream, "wait_event", lambda self, event: None)
+    with warnings.catch_warnings(), np.errstate(all="ignore"):
+        warnings.simplefilter("ignore")  # the unwaited buffers hold garbage, NaN included
+        bad = gpucorr.refine(frames, peaks, pattern, device="cuda")
+    assert not np.allclose(bad.heights, expected.heights, rtol=1e-4)
