@@ -237,24 +237,16 @@ def _interpolation_kernel(n, factor):
     return kernel
 
 
-def _kernel_on(xp, n, factor, dtype):
-    """:func:`_interpolation_kernel` in ``dtype`` on the current device of ``xp``.
-
-    Cached per device, so a GPU receives each kernel once, not once per chunk.
-    """
-    device = xp.cuda.Device().id if xp is not np else None
-    return _cached_kernel(xp, device, n, factor, np.dtype(dtype).str)
-
-
 @functools.lru_cache(maxsize=64)
-def _cached_kernel(xp, device, n, factor, dtype):
-    kernel = xp.asarray(_interpolation_kernel(n, factor), dtype=dtype)
-    if xp is np:
-        kernel.flags.writeable = False
-    else:
-        # once per device: later calls may use the kernel from any stream
-        xp.cuda.get_current_stream().synchronize()
+def _interpolation_kernel_as(n, factor, dtype):
+    kernel = np.asarray(_interpolation_kernel(n, factor), dtype=dtype)
+    kernel.flags.writeable = False
     return kernel
+
+
+def _kernel_on(xp, n, factor, dtype):
+    """:func:`_interpolation_kernel` in ``dtype`` on the current device of ``xp``."""
+    return _on_device(xp, _interpolation_kernel_as(n, factor, np.dtype(dtype).str))
 
 
 def upsample_positions(backend, maps, positions, factor, ws=None):
@@ -374,18 +366,22 @@ def _kernel_rows(xp, n, t, dtype=np.float64, ws=None, name="kernel_rows"):
 
 
 def _on_device(xp, host):
-    return host if xp is np else _cached_kernel_array(xp, xp.cuda.Device().id, host)
+    """A cached, read-only host constant ``host`` on the current device of ``xp``.
+
+    Copied once per device, not once per chunk; ``host`` must be an array that
+    lives on (from an ``lru_cache``), since it is looked up by identity.
+    """
+    if xp is np:
+        return host
+    key = (xp.cuda.Device().id, id(host))
+    if key not in _device_arrays:
+        _device_arrays[key] = (xp.asarray(host), host)  # keeps host alive: id stays unique
+        # once per device: later calls may use the copy from any stream
+        xp.cuda.get_current_stream().synchronize()
+    return _device_arrays[key][0]
 
 
 _device_arrays = {}
-
-
-def _cached_kernel_array(xp, device, host):
-    key = (device, id(host))
-    if key not in _device_arrays:
-        _device_arrays[key] = (xp.asarray(host), host)  # keeps host alive: id stays unique
-        xp.cuda.get_current_stream().synchronize()
-    return _device_arrays[key][0]
 
 
 def _newton(xp, maps, start, step_limit, ws=None):
