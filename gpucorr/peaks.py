@@ -9,17 +9,36 @@ without a scikit-image dependency.
 
 Backends
 --------
-NumPy and SciPy only.
+Computed on the CPU with NumPy and SciPy: it is one (sum) frame. CuPy and
+other DLPack frames are read to the host once; CuPy frames give CuPy results
+on their device.
 """
+import functools
 import numbers
 
+import array_api_compat
 import numpy as np
 from scipy import ndimage
 
-from gpucorr import _pipeline
+from gpucorr import _device, _pipeline
 from gpucorr.masks import _check_shape
 
 __all__ = ["get_correlation", "get_peaks"]
+
+
+def _on_host(func):
+    """Run ``func(sum_result, ...)`` on the host; a CuPy ``sum_result`` (one frame, read
+    once) gives its result back as CuPy on the frame's device."""
+    @functools.wraps(func)
+    def wrapper(sum_result, *args, **kwargs):
+        sum_result = _device.as_native(sum_result, "sum_result")
+        if not array_api_compat.is_cupy_array(sum_result):
+            return func(sum_result, *args, **kwargs)
+        import cupy
+        result = func(sum_result.get(), *args, **kwargs)
+        with sum_result.device:
+            return cupy.asarray(result)
+    return wrapper
 
 
 def _check_frame(sum_result):
@@ -55,6 +74,7 @@ def _check_pattern(match_pattern):
         )
 
 
+@_on_host
 def get_correlation(sum_result, match_pattern):
     """Cross-correlation of a frame with a match pattern, centred.
 
@@ -95,7 +115,8 @@ def get_correlation(sum_result, match_pattern):
     built-in (point-symmetric) patterns on even-sized frames both agree to
     floating-point rounding.
 
-    Backends: NumPy only.
+    Backends: computed on the CPU. A CuPy (or other DLPack) frame is read to
+    the host once, and a CuPy frame gives a CuPy result on its device.
 
     Examples
     --------
@@ -153,6 +174,7 @@ def _local_maxima(image, num_peaks):
     return coords[order[:num_peaks]].astype(np.int64, copy=False)
 
 
+@_on_host
 def get_peaks(sum_result, match_pattern, num_peaks):
     """Positions of the strongest local maxima of the correlation with a pattern.
 
@@ -192,7 +214,9 @@ def get_peaks(sum_result, match_pattern, num_peaks):
     libertem-blobfinder's for odd frame sizes and asymmetric patterns (see
     :func:`get_correlation`).
 
-    Backends: NumPy and SciPy only.
+    Backends: computed on the CPU with NumPy and SciPy (one sum frame). A CuPy
+    (or other DLPack) frame is read to the host once, and a CuPy frame gives
+    CuPy peaks on its device, ready for :func:`gpucorr.refine` on CuPy frames.
 
     Examples
     --------

@@ -348,3 +348,24 @@ def test_dask_numpy_chunks_on_the_gpu(cupy, data):
                               device="cuda").compute(scheduler="threads")
     assert all(isinstance(a, np.ndarray) for a in res)
     assert_results_match(res, gpucorr.refine(frames, peaks, PATTERN))
+
+
+def test_get_peaks_takes_dlpack_frames(data):
+    frames, _ = data
+    frame = frames[0].astype(np.float64)
+    expected = gpucorr.get_peaks(frame, PATTERN, 10)
+    np.testing.assert_array_equal(gpucorr.get_peaks(DLPackOnly(frame), PATTERN, 10), expected)
+    np.testing.assert_array_equal(gpucorr.get_correlation(DLPackOnly(frame), PATTERN),
+                                  gpucorr.get_correlation(frame, PATTERN))
+
+
+@pytest.mark.gpu
+def test_get_peaks_on_cupy_frames_gives_cupy_peaks(cupy, data):
+    frames, _ = data
+    frame = frames.sum(axis=0).astype(np.float64)
+    peaks = gpucorr.get_peaks(cupy.asarray(frame), PATTERN, 12)
+    assert isinstance(peaks, cupy.ndarray)
+    np.testing.assert_array_equal(cupy.asnumpy(peaks), gpucorr.get_peaks(frame, PATTERN, 12))
+    # straight into refine on the GPU
+    res = gpucorr.refine(cupy.asarray(frames), peaks, PATTERN)
+    assert isinstance(res.centers, cupy.ndarray)
