@@ -359,10 +359,19 @@ class _Job:
         # two device slots of frames and results beside the scratch of one chunk
         chunk = self.chunk_frames(budget, 1, max(1, STAGING_BYTES // frame_nbytes),
                                   extra_per_frame=2 * frame_nbytes)
+        while True:  # out of memory for the slots: halve them
+            try:
+                slots = [_Slot(cupy, cupyx, self, chunk, dtype) for _ in range(2)]
+                break
+            except cupy.cuda.memory.OutOfMemoryError:
+                if chunk == 1:
+                    raise
+                slots = None
+                cupy.get_default_memory_pool().free_all_blocks()
+                chunk = max(1, chunk // 2)
         self.gpu_chunk = chunk
         compute = cupy.cuda.get_current_stream()
         copy = cupy.cuda.Stream(non_blocking=True)
-        slots = [_Slot(cupy, cupyx, self, chunk, dtype) for _ in range(2)]
         pool = ThreadPoolExecutor(max_workers=workers) if workers > 1 else None
         pending = deque()  # (slot, start, stop) whose results are on their way back
         try:

@@ -252,6 +252,24 @@ def test_streaming_recovers_from_out_of_memory(cupy, data, monkeypatch):
 
 
 @pytest.mark.gpu
+def test_streaming_slots_shrink_when_out_of_memory(cupy, data, monkeypatch):
+    frames, peaks = data
+    real = api._Slot.__init__
+    sizes = []
+
+    def tight(self, cupy_, cupyx, job, chunk, dtype):
+        sizes.append(chunk)
+        if chunk > 2:
+            raise cupy.cuda.memory.OutOfMemoryError(1 << 40, 0)
+        real(self, cupy_, cupyx, job, chunk, dtype)
+
+    monkeypatch.setattr(api._Slot, "__init__", tight)
+    got = gpucorr.refine(frames, peaks, PATTERN, device="cuda")
+    assert sizes == [6, 3, 1, 1]
+    assert_results_match(got, gpucorr.refine(frames, peaks, PATTERN))
+
+
+@pytest.mark.gpu
 def test_cupy_frames_on_the_cpu_come_back_as_cupy(cupy, data):
     frames, peaks = data
     got = gpucorr.refine(cupy.asarray(frames), cupy.asarray(peaks), PATTERN, device="cpu")
