@@ -185,13 +185,12 @@ def correlation_filter(xp, template, shape, rdtype):
     return (xp.conj(template) * phase).astype(complex_dtype(rdtype))
 
 
-def correlate(backend, data, filt, ws=None):
+def correlate(backend, data, filt, ws=None, keep_specs=False):
     """Zero-mean correlation maps of a stack ``data`` (M, h, w) with ``filt``.
 
     Returns ``(maps, specs, offsets)``: the maps minus their means, their
-    spectra (DC term zero), and the means (float64, shape (M,)). With a
-    keeping workspace ``ws`` the spectra are scratch, overwritten by the
-    inverse FFT, and ``specs`` is None.
+    spectra (DC term zero) with ``keep_specs`` (else None: the inverse FFT may
+    overwrite them, which saves a copy), and the means (float64, shape (M,)).
 
     The mean (the DC term) is split off before the inverse FFT: the maps'
     fluctuations are then stored at full relative precision, which keeps the
@@ -208,8 +207,8 @@ def correlate(backend, data, filt, ws=None):
     offsets = specs[..., 0, 0].real.astype(np.float64) / (h * w)
     specs[..., 0, 0] = 0
     maps = backend.irfft2(specs, s=(h, w), out=ws.out("maps", data.shape, data.dtype),
-                          overwrite_x=ws.keep)
-    return maps, (None if ws.keep else specs), xp.ascontiguousarray(offsets)
+                          overwrite_x=not keep_specs)
+    return maps, (specs if keep_specs else None), xp.ascontiguousarray(offsets)
 
 
 def upsample_region_size(factor):

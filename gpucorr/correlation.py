@@ -229,7 +229,8 @@ def do_correlations(template, crop_parts, with_specs: bool = False):
     _validate.check_template(template, shape)
     rdtype = _real_result_dtype(crop_parts.dtype, template.dtype)
     filt = _pipeline.correlation_filter(xp, template, shape, rdtype)
-    corrs, specs, offsets = _pipeline.correlate(get_backend(xp), crop_parts.astype(rdtype), filt)
+    corrs, specs, offsets = _pipeline.correlate(get_backend(xp), crop_parts.astype(rdtype), filt,
+                                                keep_specs=with_specs)
     corrs += offsets[:, None, None].astype(rdtype)
     if with_specs:
         return corrs, specs

@@ -560,10 +560,31 @@ def _make_modules():
             _sync_allowed[0] = old
     cupyx.allow_synchronize = allow_synchronize
     cupyx.DeviceSynchronized = DeviceSynchronized
-    for module in (fft, testing, cuda, cuda.runtime, memory, cupyx):
+    cupyx_scipy = types.ModuleType("cupyx.scipy")
+    cupyx_fft = types.ModuleType("cupyx.scipy.fft")
+
+    def rfft2(x, s=None, axes=(-2, -1), norm=None, overwrite_x=False, plan=None):
+        return ndarray(np.fft.rfft2(_unwrap(x, what="rfft2"), s=s, axes=axes, norm=norm))
+
+    def irfft2(x, s=None, axes=(-2, -1), norm=None, overwrite_x=False, plan=None):
+        result = ndarray(np.fft.irfft2(_unwrap(x, what="irfft2"), s=s, axes=axes, norm=norm))
+        if overwrite_x:
+            x._a[...] = np.nan  # cuFFT's complex-to-real transform destroys its input
+        return result
+    cupyx_fft.rfft2, cupyx_fft.irfft2 = rfft2, irfft2
+    cupyx_scipy.fft = cupyx_fft
+    # sparse matrix types, for type checks (sparseconverter); gpucorr makes none
+    cupyx_sparse = types.ModuleType("cupyx.scipy.sparse")
+    for name in ("coo_matrix", "csr_matrix", "csc_matrix", "spmatrix"):
+        setattr(cupyx_sparse, name, type(name, (), {}))
+    cupyx_scipy.sparse = cupyx_sparse
+    cupyx.scipy = cupyx_scipy
+    for module in (fft, testing, cuda, cuda.runtime, memory, cupyx, cupyx_scipy, cupyx_fft,
+                   cupyx_sparse):
         module.__file__ = __file__
     return {"cupy": cupy, "cupy.fft": fft, "cupy.testing": testing, "cupy.cuda": cuda, "cupy.cuda.runtime": cuda.runtime,
-            "cupy.cuda.memory": memory, "cupyx": cupyx}
+            "cupy.cuda.memory": memory, "cupyx": cupyx, "cupyx.scipy": cupyx_scipy,
+            "cupyx.scipy.fft": cupyx_fft, "cupyx.scipy.sparse": cupyx_sparse}
 
 
 Stream.null = Stream(ptr=0)

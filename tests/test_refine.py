@@ -316,16 +316,18 @@ def test_cpu_fft_into_buffers_gives_scipy_fft_bits(shape, dtype):
     assert back.dtype == np.dtype(dtype)
 
 
-def test_correlate_keeps_the_spectra_without_a_workspace(stack):
-    """Without a kept workspace (the seed-compatible functions) the spectra are returned."""
+def test_correlate_keeps_the_spectra_when_asked(stack):
+    """The spectra come back with keep_specs (the compatible functions), else the inverse
+    FFT may overwrite them; the maps are the same either way."""
     backend = _backend.get_backend(np)
     crops = np.random.default_rng(4).random((5, 16, 16)).astype(np.float32)
     template = patterns.RadialGradient(radius=4).get_template((16, 16))
     filt = _pipeline.correlation_filter(np, template, (16, 16), np.float32)
-    maps, specs, offsets = _pipeline.correlate(backend, crops, filt)
+    maps, specs, offsets = _pipeline.correlate(backend, crops, filt, keep_specs=True)
     kept_maps, kept_specs, kept_offsets = _pipeline.correlate(backend, crops, filt,
                                                               ws=_pipeline.Workspace(np))
     assert kept_specs is None and specs.shape == (5, 16, 9)
+    assert _pipeline.correlate(backend, crops, filt)[1] is None
     np.testing.assert_array_equal(kept_maps, maps)
     np.testing.assert_array_equal(kept_offsets, offsets)
 
