@@ -17,6 +17,7 @@ Times GPU work with CUDA events (best of ``--rounds`` after a warm-up) and
 host-driven work with ``time.perf_counter``. Writes JSON with ``--out``.
 """
 import argparse
+import ctypes
 import json
 import os
 import platform
@@ -75,7 +76,8 @@ def h2d_bandwidth(nbytes, pinned):
     dev = cupy.empty(nbytes, dtype=np.uint8)
     stream = cupy.cuda.get_current_stream()
     return nbytes / gpu_seconds(
-        lambda: dev.data.copy_from_host_async(host.ctypes.data, nbytes, stream=stream), 5)
+        lambda: dev.data.copy_from_host_async(ctypes.c_void_p(host.ctypes.data), nbytes,
+                                              stream=stream), 5)
 
 
 def make_frames(n, dtype):

@@ -1,4 +1,5 @@
 """The batched API: :func:`refine` a whole stack of frames in one call."""
+import ctypes
 import os
 from collections import deque
 from concurrent.futures import ThreadPoolExecutor
@@ -434,7 +435,8 @@ class _Slot:
 
     def upload(self, stream, n):
         nbytes = n * self.host[0].nbytes
-        self.device.data.copy_from_host_async(self.host.ctypes.data, nbytes, stream=stream)
+        self.device.data.copy_from_host_async(ctypes.c_void_p(self.host.ctypes.data), nbytes,
+                                              stream=stream)
         self.uploaded.record(stream)
 
     def refine(self, job, n):
@@ -447,7 +449,7 @@ class _Slot:
     def download(self, stream, n):
         for src, dst in zip(self.dev_out, self.host_out):
             nbytes = n * src[0].nbytes
-            src.data.copy_to_host_async(dst.ctypes.data, nbytes, stream=stream)
+            src.data.copy_to_host_async(ctypes.c_void_p(dst.ctypes.data), nbytes, stream=stream)
         self.downloaded.record(stream)
 
 

@@ -91,20 +91,25 @@ class _Pointer:
         self.ptr = arr._a.ctypes.data
 
     def copy_from_host_async(self, src, size, stream=None):
-        dst = self.ptr
-        _enqueue(stream, lambda: ctypes.memmove(dst, int(src), size))
+        dst, src = self.ptr, _address(src)
+        _enqueue(stream, lambda: ctypes.memmove(dst, src, size))
 
     def copy_to_host_async(self, dst, size, stream=None):
-        src = self.ptr
-        _enqueue(stream, lambda: ctypes.memmove(int(dst), src, size))
+        src, dst = self.ptr, _address(dst)
+        _enqueue(stream, lambda: ctypes.memmove(dst, src, size))
 
     def copy_from_host(self, src, size):
         _sync_point("copy_from_host")
-        ctypes.memmove(self.ptr, int(src), size)
+        ctypes.memmove(self.ptr, _address(src), size)
 
     def copy_to_host(self, dst, size):
         _sync_point("copy_to_host")
-        ctypes.memmove(int(dst), self.ptr, size)
+        ctypes.memmove(_address(dst), self.ptr, size)
+
+
+def _address(mem):
+    """A host address given as CuPy takes it: ``ctypes.c_void_p`` or int."""
+    return mem.value if isinstance(mem, ctypes.c_void_p) else int(mem)
 
 
 class ndarray(np.lib.mixins.NDArrayOperatorsMixin):
