@@ -367,7 +367,6 @@ class _Job:
             except cupy.cuda.memory.OutOfMemoryError:
                 if chunk == 1:
                     raise
-                slots = None
                 cupy.get_default_memory_pool().free_all_blocks()
                 chunk = max(1, chunk // 2)
         self.gpu_chunk = chunk
