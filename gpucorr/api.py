@@ -177,6 +177,13 @@ def refine(frames, peaks, pattern, *, mode="fast", upsample=False, device=None,
     values give NaN rows (the CPU raises ``ValueError``): raising would need a
     device-to-host synchronisation.
 
+    Memory: on the CPU each worker thread keeps its scratch buffers (at most
+    ``memory_limit / workers``) for the next chunk and the next call, so a
+    steady stream of calls allocates nothing large;
+    ``gpucorr._pipeline.release_workspaces()`` frees them. Streaming host
+    frames to a GPU keeps two pinned staging buffers in CuPy's pinned memory
+    pool.
+
     Examples
     --------
     >>> import numpy as np

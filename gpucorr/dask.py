@@ -38,11 +38,12 @@ def worker_config():
     ``dask.distributed``'s nanny starts each worker process with
     ``MALLOC_TRIM_THRESHOLD_=65536`` (``distributed.nanny.pre-spawn-environ``),
     which switches off glibc's dynamic mmap threshold: every array above
-    128 KiB is then a fresh ``mmap`` whose pages fault in on first touch. The
-    scratch arrays that :func:`gpucorr.refine` allocates per chunk pay for
-    that in system time (measured: about a third of the worker CPU time, see
-    ``bench/dask_overhead.py``). :data:`WORKER_ENVIRON` raises both
-    thresholds so freed scratch is reused. Only newly started worker processes
+    128 KiB is then a fresh ``mmap`` whose pages fault in on first touch.
+    :func:`gpucorr.refine` reuses its own scratch between chunks, but reading
+    the chunks (e.g. zarr decompressing into fresh buffers) still pays for it
+    in system time: measured about +20 % over the direct call, against +5 %
+    with this configuration (``bench/dask_overhead.py``, docs/benchmarks.md).
+    :data:`WORKER_ENVIRON` raises both thresholds so freed memory is reused. Only newly started worker processes
     see it: set it before the cluster starts and keep it set while the cluster
     lives (the nanny restarts dead workers with the configuration of the
     moment), e.g. ``dask.config.set(gpucorr.dask.worker_config())``, or export
@@ -254,8 +255,8 @@ def refine(darr, peaks, pattern, *, mode="fast", upsample=False, device=None,
     slices of it, so a chunk is refined once however many outputs are
     computed together. A failed task (e.g. a lost worker) is retried by Dask
     or raises; partial results are never returned. On ``dask.distributed``,
-    start the workers with :func:`worker_config` (Dask's default worker
-    environment makes ``refine`` about a third slower).
+    start the workers with :func:`worker_config` (with Dask's default worker
+    environment the run is about 20 % slower, mostly in reading the chunks).
 
     Examples
     --------
