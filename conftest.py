@@ -12,4 +12,4 @@ if importlib.util.find_spec("libertem") is None:
 if importlib.util.find_spec("dask") is None:
     collect_ignore.append("gpucorr/dask.py")
 if importlib.util.find_spec("cupy") is None:
-    collect_ignore += ["bench/gpu_bench.py", "bench/gpu_smoke.py"]
+    collect_ignore += ["bench/gpu_bench.py", "bench/gpu_smoke.py", "bench/gpu_profile.py"]

@@ -3,7 +3,8 @@
 #   tests     the whole test suite with --gpu (GPU tests fail instead of skipping without a GPU)
 #   memcheck  compute-sanitizer --tool memcheck over a small run of every kernel
 #   bench     the GPU benchmark (bench/gpu_bench.py), JSON beside the logs
-# Usage: bench/gpu_check.sh [STAGE ...]   (default: all three). Logs and JSON go to
+#   profile   Nsight Compute speed-of-light per kernel of one call per mode (bench/gpu_profile.py)
+# Usage: bench/gpu_check.sh [STAGE ...]   (default: tests memcheck bench). Logs and JSON go to
 # $OUT (or bench/results/). Run from anywhere; needs CuPy. Where the machine has no
 # registry access, bench/gpu_wheels.sh (run on a machine that has) fills .whl/ with
 # the missing pure-Python packages, installed here into /tmp/site.
@@ -31,8 +32,15 @@ for stage in $stages; do
         tail -n 60 "$out/gpu-pytest.log" ;;
     memcheck)
         if command -v compute-sanitizer >/dev/null; then
-            compute-sanitizer --tool memcheck --error-exitcode 1 python3 bench/gpu_smoke.py \
-                > "$out/gpu-memcheck.log" 2>&1 || status=1
+            if ! compute-sanitizer --tool memcheck --error-exitcode 1 python3 bench/gpu_smoke.py \
+                    > "$out/gpu-memcheck.log" 2>&1; then
+                if grep -q "Device not supported" "$out/gpu-memcheck.log"; then
+                    echo "compute-sanitizer does not support this machine's device/runtime:" \
+                        "memcheck NOT run" | tee -a "$out/gpu-memcheck.log"
+                else
+                    status=1
+                fi
+            fi
         else
             echo "compute-sanitizer not found: memcheck skipped" > "$out/gpu-memcheck.log"
         fi
@@ -41,8 +49,17 @@ for stage in $stages; do
         python3 bench/gpu_bench.py --out "$out/gpu-bench.json" > "$out/gpu-bench.log" 2>&1 \
             || status=1
         tail -n 30 "$out/gpu-bench.log" ;;
+    profile)
+        if command -v ncu >/dev/null; then
+            ncu --clock-control none --nvtx --nvtx-include "measure-*/" --section SpeedOfLight \
+                python3 bench/gpu_profile.py > "$out/gpu-profile.log" 2>&1 || status=1
+        else
+            echo "ncu not found: profile skipped" > "$out/gpu-profile.log"
+        fi
+        grep -E "^  [a-zA-Z_].*\(|Duration|Memory Throughput|Compute \(SM\) Throughput" \
+            "$out/gpu-profile.log" | tail -n 60 || true ;;
     *)
-        echo "unknown stage $stage (tests, memcheck, bench)"; exit 2 ;;
+        echo "unknown stage $stage (tests, memcheck, bench, profile)"; exit 2 ;;
     esac
 done
 exit $status

@@ -549,6 +549,9 @@ def _make_modules():
     memory = types.ModuleType("cupy.cuda.memory")
     memory.OutOfMemoryError = OutOfMemoryError
     cuda.memory = memory
+    nvtx = types.ModuleType("cupy.cuda.nvtx")
+    nvtx.RangePush = nvtx.RangePop = nvtx.Mark = lambda *args, **kwargs: None
+    cuda.nvtx = nvtx
     cupy.cuda = cuda
 
     cupyx = types.ModuleType("cupyx")
@@ -584,11 +587,11 @@ def _make_modules():
         setattr(cupyx_sparse, name, type(name, (), {}))
     cupyx_scipy.sparse = cupyx_sparse
     cupyx.scipy = cupyx_scipy
-    for module in (fft, testing, cuda, cuda.runtime, memory, cupyx, cupyx_scipy, cupyx_fft,
-                   cupyx_sparse):
+    for module in (fft, testing, cuda, cuda.runtime, memory, nvtx, cupyx, cupyx_scipy,
+                   cupyx_fft, cupyx_sparse):
         module.__file__ = __file__
     return {"cupy": cupy, "cupy.fft": fft, "cupy.testing": testing, "cupy.cuda": cuda, "cupy.cuda.runtime": cuda.runtime,
-            "cupy.cuda.memory": memory, "cupyx": cupyx, "cupyx.scipy": cupyx_scipy,
+            "cupy.cuda.memory": memory, "cupy.cuda.nvtx": nvtx, "cupyx": cupyx, "cupyx.scipy": cupyx_scipy,
             "cupyx.scipy.fft": cupyx_fft, "cupyx.scipy.sparse": cupyx_sparse}
 
 
