@@ -7,6 +7,7 @@ is allowed.
 import numbers
 import operator
 
+import array_api_compat
 import numpy as np
 
 #: the largest accepted upsampling factor (the search grid is ``1.5 * factor`` square)
@@ -153,3 +154,19 @@ def check_pattern(pattern):
             "pattern must be a match pattern (gpucorr.patterns.Circular, RadialGradient, ...) "
             f"with get_crop_size() and get_template(); got {type(pattern).__name__}"
         )
+
+
+def peaks_in(xp, peaks):
+    """Validated int64 peaks (P, 2) in array module ``xp`` (that of the frames).
+
+    Integer CuPy peaks for CuPy frames are checked by shape and dtype only (no
+    host sync); others are validated on the host (:func:`check_peaks`) and
+    moved once.
+    """
+    if (xp is not np and array_api_compat.is_cupy_array(peaks)
+            and np.dtype(peaks.dtype).kind in "iu"):
+        if peaks.ndim != 2 or peaks.shape[1] != 2 or peaks.shape[0] == 0:
+            check_peaks(np.empty(peaks.shape, np.int64))  # raises the usual error
+        return xp.ascontiguousarray(peaks, dtype=np.int64)
+    host = peaks.get() if array_api_compat.is_cupy_array(peaks) else peaks
+    return xp.asarray(check_peaks(host))

@@ -261,7 +261,7 @@ class _Job:
         self.frames = frames
         self.n_frames = int(frames.shape[0])
         fy, fx = tuple(frames.shape[-2:])
-        self.peaks = _peaks_for(xp, peaks)
+        self.peaks = _validate.peaks_in(xp, peaks)
         self.crop_size = crop_size
         self.factor = factor
         self.mode = mode
@@ -488,21 +488,6 @@ def _run_gpu(job, process, progress, start, stop):
         if progress is not None:
             progress(end, total)
         start = end
-
-
-def _peaks_for(xp, peaks):
-    """Validated int64 peaks (P, 2) in the array library of the frames.
-
-    Integer CuPy peaks are checked by shape and dtype only, on the device (no
-    host sync); others are validated on the host and moved once.
-    """
-    if (xp is not np and array_api_compat.is_cupy_array(peaks)
-            and np.dtype(peaks.dtype).kind in "iu"):
-        if peaks.ndim != 2 or peaks.shape[1] != 2 or peaks.shape[0] == 0:
-            _validate.check_peaks(np.empty(peaks.shape, np.int64))  # raises the usual error
-        return xp.ascontiguousarray(peaks, dtype=np.int64)
-    host = peaks.get() if array_api_compat.is_cupy_array(peaks) else peaks
-    return xp.asarray(_validate.check_peaks(host))
 
 
 def _wait(pending):

@@ -52,7 +52,7 @@ import sparseconverter
 from gpucorr import _pipeline, _validate
 from gpucorr._backend import array_namespace, get_backend, is_sparse
 from gpucorr._numba import center_of_mass, peak_elevation, refine_center
-from gpucorr.api import _peaks_for, refine
+from gpucorr.api import refine
 
 __all__ = [
     "process_frame_fast", "process_frame_full", "process_frames_fast", "process_frames_full",
@@ -103,7 +103,7 @@ def _peaks(xp, peaks, truncate=False):
     if truncate and np.dtype(getattr(peaks, "dtype", np.int64)).kind == "f":
         host = peaks.get() if array_api_compat.is_cupy_array(peaks) else peaks
         peaks = xp.asarray(_validate.check_peaks(host, truncate=True))
-    return _peaks_for(xp, peaks)
+    return _validate.peaks_in(xp, peaks)
 
 
 def _frame_2d(xp, frame, name="frame"):
