@@ -27,6 +27,9 @@ The cluster runs twice, with two worker environments (``--malloc``):
 - ``tuned``: ``gpucorr.dask.worker_config()``, i.e. the environment
   ``gpucorr.dask.WORKER_ENVIRON`` (glibc keeps freed memory for reuse), as
   docs/dask.md recommends.
+- ``runtime`` (with ``--malloc all`` or ``runtime``): Dask's defaults, then
+  ``gpucorr.dask.tune_workers(client)`` sets the same thresholds in the running
+  workers with ``mallopt``.
 
 Besides the wall times, the page faults and CPU seconds per call are printed for
 this process during the direct calls, for the workers during the Dask calls, and for
@@ -115,7 +118,8 @@ def local_cluster(n_workers=None, malloc="tuned"):
     """A client on a ``LocalCluster`` of worker processes, one thread each.
 
     ``malloc="tuned"`` starts the workers with ``gpucorr.dask.worker_config()``,
-    ``"dask"`` with Dask's default environment. The nanny writes the worker environment into
+    ``"dask"`` with Dask's default environment, ``"runtime"`` with Dask's default
+    environment and then ``gpucorr.dask.tune_workers(client)``. The nanny writes the worker environment into
     ``os.environ`` of this process; it is restored on exit.
     """
     import dask
@@ -123,7 +127,7 @@ def local_cluster(n_workers=None, malloc="tuned"):
     import gpucorr.dask
     n_workers = n_workers or os.cpu_count() or 1
     saved = dict(os.environ)
-    extra = {} if malloc == "dask" else gpucorr.dask.worker_config()
+    extra = gpucorr.dask.worker_config() if malloc == "tuned" else {}
     for k in gpucorr.dask.WORKER_ENVIRON:  # left behind by an earlier nanny
         os.environ.pop(k, None)
     try:
@@ -132,6 +136,8 @@ def local_cluster(n_workers=None, malloc="tuned"):
                                          processes=True, dashboard_address=None,
                                          worker_dashboard_address=None) as cluster, \
                 distributed.Client(cluster, set_as_default=False) as client:
+            if malloc == "runtime":
+                assert all(gpucorr.dask.tune_workers(client).values())
             yield client
     finally:
         os.environ.clear()
@@ -234,7 +240,7 @@ def main(argv=None):
                     help="Dask worker processes (default: one per core)")
     ap.add_argument("--mode", default="fast", choices=["fast", "full"])
     ap.add_argument("--upsample", type=int, default=0)
-    ap.add_argument("--malloc", default="both", choices=["dask", "tuned", "both"],
+    ap.add_argument("--malloc", default="both", choices=["dask", "tuned", "runtime", "both", "all"],
                     help="worker environment(s) to measure (see the module docstring)")
     ap.add_argument("--store", default=None, help="zarr path (default: a temporary one)")
     ap.add_argument("--json", default=None, help="also write the numbers here")
@@ -246,7 +252,8 @@ def main(argv=None):
     if store is None:
         tmp = tempfile.mkdtemp(prefix="gpucorr-dask-bench-")
         store = os.path.join(tmp, "frames.zarr")
-    variants = ["dask", "tuned"] if args.malloc == "both" else [args.malloc]
+    variants = {"both": ["dask", "tuned"], "all": ["dask", "tuned", "runtime"]}.get(
+        args.malloc, [args.malloc])
     out = {"frames": args.frames, "chunk": args.chunk, "zarr_chunk": args.zarr_chunk,
            "direct_threads": os.cpu_count(), "mode": args.mode, "upsample": args.upsample,
            "device": workload.device(), "commit": workload.commit(),
@@ -266,8 +273,9 @@ def main(argv=None):
                                        args.mode, args.upsample)
             res = summary(times, args.frames)
             res.update(usage, dask_workers=n_workers, cluster_startup_s=startup,
-                       worker_environ=("Dask defaults" if malloc == "dask"
-                                       else gpucorr.dask.WORKER_ENVIRON))
+                       worker_environ={"dask": "Dask defaults",
+                                       "runtime": "Dask defaults + tune_workers(client)"}.get(
+                                           malloc, gpucorr.dask.WORKER_ENVIRON))
             out["variants"][malloc] = res
             print(f"\nworker environment: {res['worker_environ']}")
             print(f"cluster: {n_workers} worker processes x 1 thread (start-up {startup:.1f} s,"

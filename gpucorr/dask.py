@@ -22,7 +22,7 @@ import dask.array as da
 
 from gpucorr import _device, _validate, api
 
-__all__ = ["refine", "DaskRefineResult", "worker_config", "WORKER_ENVIRON"]
+__all__ = ["refine", "DaskRefineResult", "worker_config", "tune_workers", "WORKER_ENVIRON"]
 
 #: packed columns of one peak: cy, cx, ry, rx, height, elevation
 _PACKED = 6
@@ -66,6 +66,47 @@ def worker_config():
     (1073741824, 33554432)
     """
     return {f"distributed.nanny.pre-spawn-environ.{k}": v for k, v in WORKER_ENVIRON.items()}
+
+
+#: glibc mallopt parameters (malloc.h) of the WORKER_ENVIRON variables
+_MALLOPT = {"MALLOC_TRIM_THRESHOLD_": -1, "MALLOC_MMAP_THRESHOLD_": -3}
+
+
+def tune_workers(client):
+    """Give the running workers of ``client`` the malloc settings of :data:`WORKER_ENVIRON`.
+
+    For a cluster that is already up (:func:`worker_config` acts only on
+    workers started after it): each worker process calls glibc's
+    ``mallopt`` with the two thresholds now. Workers that start later (added,
+    or restarted by the nanny) do not get them; use :func:`worker_config` for
+    those. The setting only changes how glibc reuses freed memory; results
+    do not change. On a C library without ``mallopt`` (not glibc) nothing is
+    done and that worker reports ``False``.
+
+    Parameters
+    ----------
+    client : distributed.Client
+
+    Returns
+    -------
+    dict
+        ``{worker address: True if both thresholds were set}``.
+    """
+    return client.run(_apply_malloc_settings)
+
+
+def _apply_malloc_settings():
+    """mallopt(WORKER_ENVIRON) in this process; True if glibc accepted both."""
+    import ctypes
+    import ctypes.util
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        mallopt = libc.mallopt
+    except (OSError, AttributeError):
+        return False
+    mallopt.argtypes = (ctypes.c_int, ctypes.c_int)
+    return all(mallopt(_MALLOPT[name], int(value)) == 1
+               for name, value in WORKER_ENVIRON.items())
 
 
 @dataclass

@@ -1,6 +1,7 @@
 """gpucorr.dask.refine: lazy results equal to gpucorr.refine, on local schedulers and a
 two-process distributed LocalCluster, errors at graph construction, a worker that dies."""
 import os
+import sys
 
 import numpy as np
 import pytest
@@ -327,3 +328,48 @@ def test_a_worker_that_dies_mid_run_never_gives_partial_results(data, client, tm
         return module in sys.modules
 
     assert not any(client.run(imported_tests).values())
+
+
+def _mmapped_bytes_of_an_allocation(nbytes=8 * 2**20):
+    """Bytes glibc serves from fresh mmaps (mallinfo2().hblkhd) for one ``nbytes`` array."""
+    import ctypes
+
+    class Mallinfo2(ctypes.Structure):
+        _fields_ = [(name, ctypes.c_size_t) for name in (
+            "arena", "ordblks", "smblks", "hblks", "hblkhd", "usmblks", "fsmblks",
+            "uordblks", "fordblks", "keepcost")]
+
+    libc = ctypes.CDLL("libc.so.6")
+    libc.mallinfo2.restype = Mallinfo2
+    base = libc.mallinfo2().hblkhd
+    a = np.empty(nbytes, np.uint8)
+    held = libc.mallinfo2().hblkhd - base
+    del a
+    return held
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc malloc settings")
+def test_tune_workers_lets_running_workers_reuse_freed_memory():
+    """On a cluster started with Dask's defaults, an 8 MiB array is a fresh mmap (its pages
+    fault in on every allocation); after tune_workers it comes from the reusable heap, as
+    with worker_config for new workers."""
+    distributed = pytest.importorskip("distributed")
+    saved = dict(os.environ)
+    try:
+        for k in gpucorr.dask.WORKER_ENVIRON:
+            os.environ.pop(k, None)
+        # Dask's default worker environment (whatever another test's cluster set up)
+        defaults = {"distributed.nanny.pre-spawn-environ": {"MALLOC_TRIM_THRESHOLD_": 65536}}
+        with dask.config.set(defaults), \
+                distributed.LocalCluster(n_workers=1, threads_per_worker=1, processes=True,
+                                         dashboard_address=None,
+                                         worker_dashboard_address=None) as cluster, \
+                distributed.Client(cluster, set_as_default=False) as client:
+            (before,) = client.run(_mmapped_bytes_of_an_allocation).values()
+            assert set(gpucorr.dask.tune_workers(client).values()) == {True}
+            (after,) = client.run(_mmapped_bytes_of_an_allocation).values()
+    finally:
+        os.environ.clear()
+        os.environ.update(saved)
+    assert before >= 8 * 2**20, before
+    assert after == 0, after
