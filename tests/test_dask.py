@@ -362,7 +362,7 @@ def test_tune_workers_lets_running_workers_reuse_freed_memory():
         defaults = {"distributed.nanny.pre-spawn-environ": {"MALLOC_TRIM_THRESHOLD_": 65536}}
         with dask.config.set(defaults), \
                 distributed.LocalCluster(n_workers=1, threads_per_worker=1, processes=True,
-                                         dashboard_address=None,
+                                         dashboard_address=":0",
                                          worker_dashboard_address=None) as cluster, \
                 distributed.Client(cluster, set_as_default=False) as client:
             (before,) = client.run(_mmapped_bytes_of_an_allocation).values()
