@@ -7,8 +7,11 @@ Issue targets, all measured side by side in one run:
   against libertem-blobfinder 0.6.1's CuPy path (its ``process_frame_*`` per
   frame on CuPy frames, as its UDFs call them on the CuPy backend) and its
   NumPy path, and gpucorr on the CPU.
+- Fast mode as one fused kernel (kernels/fast.cu, the default for power-of-two
+  crops up to 32 px) against the crop.cu -> cuFFT -> evaluate.cu pipeline, in the
+  same run; and by crop edge (16, 32, 64 px), to place ``FAST_MAX_SIZE``.
 - Where the time goes in fast mode: crop+log, FFT correlation, evaluate and
-  upsampling of one chunk, each timed with CUDA events.
+  upsampling of one chunk, and the fused kernel, each timed with CUDA events.
 - Host-resident uint16 frames streamed to the GPU (``device="cuda"``), fast
   mode: end-to-end bytes/s against the measured pinned host-to-device copy
   bandwidth for the same bytes (and the pageable one).
@@ -29,7 +32,7 @@ import cupy
 import cupyx
 
 import gpucorr
-from gpucorr import _backend, _pipeline
+from gpucorr import _backend, _cuda, _pipeline
 from gpucorr.patterns import RadialGradient
 from gpucorr.synthetic import cbed_frame
 
@@ -144,7 +147,12 @@ def stage_times(frames_gpu, peaks, pattern, rounds):
     crops = _pipeline.crop_frames(backend, frames_gpu, peaks, cs, np.float32)
     corrs, _, offsets = _pipeline.correlate(backend, crops, filt)
     origin = cupy.tile(peaks - cs, (n, 1))
+    bad = cupy.empty(n * p, np.bool_)
+    maps = cupy.empty_like(corrs)
     stages = {
+        "fused": lambda: _cuda.fast_correlate(frames_gpu, peaks, cs, filt, None, *out, bad),
+        "fused_with_maps": lambda: _cuda.fast_correlate(frames_gpu, peaks, cs, filt, maps, *out,
+                                                        bad),
         "crop_log": lambda: _pipeline.crop_frames(backend, frames_gpu, peaks, cs, np.float32),
         "fft_correlate": lambda: _pipeline.correlate(backend, crops, filt),
         "evaluate": lambda: backend.evaluate(corrs, peaks, cs, offsets, *out),
@@ -152,6 +160,37 @@ def stage_times(frames_gpu, peaks, pattern, rounds):
             backend, corrs, (out[0] - origin)[:, None, :], 20),
     }
     return {name: gpu_seconds(fn, rounds) / n for name, fn in stages.items()}
+
+
+def unfused(fn):
+    """``fn()`` with fast mode as the multi-launch pipeline (no fast.cu)."""
+    saved = _cuda.FUSED_FAST
+    _cuda.FUSED_FAST = False
+    try:
+        return fn()
+    finally:
+        _cuda.FUSED_FAST = saved
+
+
+def by_crop_edge(frames, peaks, rounds):
+    """Fast mode, fused and not, for 16-, 32- and 64-px crops: frames/s of each."""
+    rows = []
+    saved = _cuda.FAST_MAX_SIZE
+    try:
+        _cuda.FAST_MAX_SIZE = max(_cuda.FAST_SIZES)
+        for edge in (16, 32, 64):
+            pattern = RadialGradient(radius=edge / 4, search=edge // 2)
+            n = len(frames)
+
+            def run():
+                gpucorr.refine(frames, peaks, pattern)
+            fused = gpu_seconds(run, rounds) / n
+            plain = unfused(lambda: gpu_seconds(run, rounds)) / n
+            rows.append(dict(crop_edge=edge, fused_frames_per_s=1 / fused,
+                             unfused_frames_per_s=1 / plain, fused_speedup=plain / fused))
+    finally:
+        _cuda.FAST_MAX_SIZE = saved
+    return rows
 
 
 def main(argv=None):
@@ -183,7 +222,14 @@ def main(argv=None):
         gpucorr.refine(cpu_frames, peaks_host, pattern, mode=mode, upsample=up)
         t_cpu = (time.perf_counter() - t0) / args.cpu_frames
         row = dict(case=name, gpu_frames_per_s=1 / t_gpu, cpu_frames_per_s=1 / t_cpu,
-                   gpu_frame_read_fraction_of_copy_bw=SHAPE[0] * SHAPE[1] * 4 / t_gpu / bandwidth)
+                   gpu_frame_read_fraction_of_copy_bw=SHAPE[0] * SHAPE[1] * 4 / t_gpu / bandwidth,
+                   fused=mode == "fast" and _cuda.fast_correlate_applies(
+                       pattern.get_crop_size(), np.float32))
+        if row["fused"]:
+            t_plain = unfused(lambda: gpu_seconds(
+                lambda: gpucorr.refine(frames, peaks, pattern, mode=mode, upsample=up),
+                args.rounds)) / args.frames
+            row.update(gpu_unfused_frames_per_s=1 / t_plain, fused_speedup=t_plain / t_gpu)
         for key, fn in (("reference_cupy", lambda: reference_cupy(mode, up, frames, peaks_host,
                                                                   args.ref_frames)),
                         ("reference_numpy", lambda: reference_numpy(mode, up, cpu_frames[:32],
@@ -200,6 +246,9 @@ def main(argv=None):
     chunk = frames[:2048]
     stages = stage_times(chunk, peaks, pattern, args.rounds)
     print("fast-mode stages, us/frame:", {k: round(v * 1e6, 3) for k, v in stages.items()})
+    edges = by_crop_edge(frames[:4096], peaks, args.rounds)
+    for row in edges:
+        print(json.dumps(row))
 
     # host-resident uint16 frames streamed to the GPU
     frames = chunk = None  # free the resident frames before streaming
@@ -222,7 +271,8 @@ def main(argv=None):
                   cuda_runtime=cupy.cuda.runtime.runtimeGetVersion(),
                   driver=cupy.cuda.runtime.driverGetVersion(), python=platform.python_version(),
                   copy_bandwidth_gb_s=bandwidth / 1e9, frames=args.frames, rows=rows,
-                  fast_stage_seconds_per_frame=stages, streaming=streaming,
+                  fast_stage_seconds_per_frame=stages, fast_by_crop_edge=edges,
+                  streaming=streaming,
                   gpucorr=gpucorr.__version__, date=time.strftime("%Y-%m-%dT%H:%M:%S%z"),
                   commit=os.environ.get("GPUCORR_COMMIT")
                   or os.popen("git rev-parse --short HEAD 2>/dev/null").read().strip())

@@ -2,7 +2,9 @@
 
 Fast and full mode, with and without upsampling, uint16 / float32 / float64
 frames, odd and even sizes, peaks at, beyond and wholly outside the edges, CuPy
-input and host input streamed to the GPU. Values are the parity suite's job
+input and host input streamed to the GPU; fast mode both as the fused kernel
+(fast.cu, every crop edge it is instantiated for) and as the multi-launch
+pipeline. Values are the parity suite's job
 (tests/test_gpu.py); here the results need only be finite and, for disks
 inside the frame, at the CPU's integer centres. (A crop wholly outside the
 frame is constant, and which of its equal map values wins is float rounding.)
@@ -12,7 +14,7 @@ import numpy as np
 import cupy
 
 import gpucorr
-from gpucorr import patterns
+from gpucorr import _cuda, patterns
 
 
 def main():
@@ -23,7 +25,11 @@ def main():
         frames = rng.poisson(clean[0] * 200 + 5, size=(3,) + shape).astype(dtype)
         inside = np.rint(true).astype(np.int64)
         peaks = np.concatenate([inside, [[0, 0], [shape[0] + 3, -2]]])
-        for pattern in (patterns.Circular(radius=3), patterns.RadialGradient(radius=2.5, search=5)):
+        for pattern, fused in ((patterns.Circular(radius=3), False),
+                               (patterns.RadialGradient(radius=2.5, search=5), False),
+                               (patterns.Circular(radius=3, search=8), True),
+                               (patterns.Circular(radius=3, search=8), False)):
+            _cuda.FUSED_FAST = fused
             for mode in ("fast", "full"):
                 for upsample in (False, 10):
                     want = gpucorr.refine(frames, peaks, pattern, mode=mode, upsample=upsample)
@@ -36,6 +42,16 @@ def main():
                         assert all(np.isfinite(a).all() for a in res[1:3])
                         np.testing.assert_array_equal(res[0][:, :len(inside)],
                                                       want.centers[:, :len(inside)])
+        # the fused kernel at every crop edge it has (4 .. 64 px) that fits the frame
+        # (float64 frames compute in float64: the multi-launch pipeline)
+        _cuda.FUSED_FAST, _cuda.FAST_MAX_SIZE = True, max(_cuda.FAST_SIZES)
+        for edge in [e for e in _cuda.FAST_SIZES if e <= min(shape)]:
+            pattern = patterns.Circular(radius=min(3, edge / 4), search=edge // 2)
+            for upsample in (False, 10):
+                got = gpucorr.refine(cupy.asarray(frames), cupy.asarray(peaks), pattern,
+                                     upsample=upsample)
+                assert all(bool(cupy.isfinite(a).all()) for a in (got.refineds, got.heights))
+        _cuda.FAST_MAX_SIZE = 32
     cupy.cuda.runtime.deviceSynchronize()
     print("gpu smoke run: ok")
 

@@ -79,6 +79,11 @@ class Backend:
         The array module (``numpy`` or ``cupy``).
     crop_log, log_scale_frames, evaluate, roll_to_origin : callables
         The batch kernels, with the signatures of :mod:`gpucorr._numba`.
+    fast_correlate : callable or None
+        Fast mode fused into one kernel (:func:`gpucorr._cuda.fast_correlate`),
+        where the kernel set has it.
+    fast_correlate_applies : callable
+        ``(crop_size, rdtype) -> bool``: whether :attr:`fast_correlate` runs them.
     """
 
     def __init__(self, name, xp, kernels, fft):
@@ -88,7 +93,13 @@ class Backend:
         self.log_scale_frames = kernels.log_scale_frames
         self.evaluate = kernels.evaluate
         self.roll_to_origin = kernels.roll_to_origin
+        self.fast_correlate = getattr(kernels, "fast_correlate", None)
+        self._applies = getattr(kernels, "fast_correlate_applies", None)
         self._fft = fft
+
+    def fast_correlate_applies(self, crop_size, rdtype):
+        """Whether fast mode for ``crop_size`` in ``rdtype`` runs as :attr:`fast_correlate`."""
+        return self._applies is not None and bool(self._applies(crop_size, rdtype))
 
     def rfft2(self, a, out=None):
         """Real 2-D FFT over the last two axes, keeping single precision.

@@ -15,9 +15,10 @@ import importlib.resources
 
 import numpy as np
 
-__all__ = ["crop_log", "log_scale_frames", "evaluate", "roll_to_origin", "load_kernel",
-           "kernel_source", "crop_expressions", "evaluate_expressions", "roll_expressions",
-           "kernel_expressions", "C_TYPES"]
+__all__ = ["crop_log", "log_scale_frames", "evaluate", "roll_to_origin", "fast_correlate",
+           "fast_correlate_applies", "load_kernel", "kernel_source", "crop_expressions",
+           "evaluate_expressions", "roll_expressions", "fast_expressions", "kernel_expressions",
+           "C_TYPES"]
 
 #: NumPy dtype -> C type of the kernel templates
 C_TYPES = {
@@ -37,6 +38,20 @@ C_TYPES = {
 BLOCK = 256
 #: blocks at most of the grid-stride kernels (roll.cu): enough to fill an H100
 MAX_GRID = 1024
+
+#: crop edges (2 * crop_size) that kernels/fast.cu is instantiated for
+FAST_SIZES = (4, 8, 16, 32, 64)
+#: fast mode runs as the one fused launch of kernels/fast.cu where it applies (float32
+#: compute, crop edge in FAST_SIZES and at most FAST_MAX_SIZE); False: always the
+#: crop.cu -> cuFFT -> evaluate.cu pipeline
+FUSED_FAST = True
+#: largest crop edge fused by default: at 64 one thread's two rows of 64 complex values
+#: take all 255 registers
+FAST_MAX_SIZE = 32
+#: threads per block of fast.cu (blockDim.x / n crops per block)
+FAST_THREADS = 128
+#: shared memory per block fast.cu may use (the default limit, no opt-in needed)
+FAST_SHARED_BYTES = 48 * 1024
 
 
 def kernel_source(name):
@@ -76,10 +91,15 @@ def roll_expressions():
     return ["roll_to_origin<float>", "roll_to_origin<double>"]
 
 
+def fast_expressions():
+    """Name expressions of every ``fast_correlate`` instantiation the launcher may use."""
+    return [f"fast_correlate<{c}, {n}>" for c in C_TYPES.values() for n in FAST_SIZES]
+
+
 def kernel_expressions():
     """Every kernel source in ``kernels/`` and the name expressions its launchers use."""
     return {"crop.cu": crop_expressions(), "evaluate.cu": evaluate_expressions(),
-            "roll.cu": roll_expressions()}
+            "roll.cu": roll_expressions(), "fast.cu": fast_expressions()}
 
 
 def _shared_bytes(rtype, extra_per_thread):
@@ -173,3 +193,86 @@ def roll_to_origin(maps, positions, out):
     kernel((grid,), (BLOCK,),
            (maps, np.int32(n_maps), np.int32(h), np.int32(w),
             cupy.ascontiguousarray(positions, dtype=np.int64), out))
+
+
+def fast_correlate_applies(crop_size, rdtype):
+    """Whether :func:`fast_correlate` runs fast mode for ``crop_size`` in compute dtype
+    ``rdtype`` (else the pipeline of crop_log, cuFFT and evaluate does)."""
+    n = 2 * int(crop_size)
+    return (FUSED_FAST and np.dtype(rdtype) == np.float32 and n in FAST_SIZES
+            and n <= FAST_MAX_SIZE)
+
+
+def _fast_crop_floats(n):
+    """Floats of shared memory one crop takes in fast.cu (``fast_crop_floats``)."""
+    return 2 * n * (n + 1) + 2 * n + 4
+
+
+def fast_layout(n):
+    """``(crops per block, threads per block, shared bytes)`` of fast.cu for edge ``n``."""
+    per_block = max(1, min(FAST_THREADS // n,
+                           (FAST_SHARED_BYTES // 4 - n) // _fast_crop_floats(n)))
+    return per_block, per_block * n, 4 * (n + per_block * _fast_crop_floats(n))
+
+
+@functools.lru_cache(maxsize=None)
+def _twiddles(n):
+    """``exp(-2 pi i k / n)``, ``k < n / 2``, computed in float64, as interleaved float32."""
+    k = np.arange(n // 2)
+    w = np.exp(-2j * np.pi * k / n)
+    table = np.ascontiguousarray(np.stack([w.real, w.imag], axis=-1).ravel(), dtype=np.float32)
+    table.flags.writeable = False
+    return table
+
+
+def fast_correlate(frames, peaks, crop_size, filt, maps, out_centers, out_refineds,
+                   out_heights, out_elevations, bad):
+    """Fast mode for every (frame, peak) pair in one launch of kernels/fast.cu.
+
+    What :func:`gpucorr._pipeline.run_fast` computes with crop_log, cuFFT and
+    evaluate (log-scaled crops of edge ``n = 2 crop_size``, zero-mean
+    correlation maps, evaluation), done per crop in shared memory: the frames
+    are read once and only results are written. ``filt`` is the (n, n // 2 + 1)
+    correlation filter of :func:`gpucorr._pipeline.correlation_filter`;
+    ``maps`` (N * P, n, n) float32 receives the zero-mean maps, or is None;
+    ``bad`` (N * P,) which crops held NaN or infinite values (their results are
+    then meaningless). Requires :func:`fast_correlate_applies`.
+    """
+    import cupy
+    from gpucorr import _pipeline
+    frames = cupy.ascontiguousarray(frames)
+    n_frames, fy, fx = frames.shape
+    n_peaks = peaks.shape[0]
+    n = 2 * int(crop_size)
+    if n not in FAST_SIZES:
+        raise ValueError(f"fast.cu handles crop edges {FAST_SIZES}; got 2 * crop_size = {n}")
+    n_crops = n_frames * n_peaks
+    if n_crops == 0:
+        return
+    for arr, dtype, name in ((out_centers, np.int32, "out_centers"),
+                             (out_refineds, np.float32, "out_refineds"),
+                             (out_heights, np.float32, "out_heights"),
+                             (out_elevations, np.float32, "out_elevations"),
+                             (bad, np.bool_, "bad")):
+        _check_out(arr, (dtype,), name)
+    if maps is not None:
+        _check_out(maps, (np.float32,), "maps")
+        if maps.size != n_crops * n * n:
+            raise ValueError(f"maps must hold {n_crops} maps of {n}x{n}; got shape {maps.shape}")
+    full = _pipeline.hermitian_filter(cupy, filt, (n, n))
+    full = cupy.ascontiguousarray((full * np.float32(1.0 / (n * n))).astype(np.complex64))
+    twiddles = _pipeline._on_device(cupy, _twiddles(n))
+    per_block, threads, shared = fast_layout(n)
+    _check_shared(shared)
+    expression = f"fast_correlate<{C_TYPES[frames.dtype]}, {n}>"
+    kernel = load_kernel("fast.cu", expression, (expression,))
+    grid = -(-n_crops // per_block)
+    write_maps = maps is not None
+    if maps is None:
+        maps = cupy.empty(1, dtype=np.float32)
+    kernel((grid,), (threads,),
+           (frames, np.int32(fy), np.int32(fx), cupy.ascontiguousarray(peaks, dtype=np.int64),
+            np.int32(n_peaks), np.int64(n_crops), full.view(np.float32).ravel(), twiddles,
+            np.int32(write_maps), maps, out_centers, out_refineds, out_heights,
+            out_elevations, bad),
+           shared_mem=shared)

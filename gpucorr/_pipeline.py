@@ -38,7 +38,7 @@ import weakref
 
 import numpy as np
 
-__all__ = ["compute_dtype", "correlation_filter", "correlate", "upsample_positions",
+__all__ = ["compute_dtype", "correlation_filter", "hermitian_filter", "correlate", "upsample_positions",
            "upsample_region_size", "crop_frames", "finish_fast", "run_fast", "full_maps",
            "finish_full", "run_full", "frame_bytes", "Workspace", "thread_workspace",
            "release_workspaces"]
@@ -183,6 +183,23 @@ def correlation_filter(xp, template, shape, rdtype):
     h, w = shape
     phase = _roll_phase(xp, h, False)[:, None] * _roll_phase(xp, w, True)[None, :]
     return (xp.conj(template) * phase).astype(complex_dtype(rdtype))
+
+
+def hermitian_filter(xp, filt, shape):
+    """The full (h, w) spectrum of which ``filt`` (h, w // 2 + 1) is the ``rfft2`` half.
+
+    ``filt`` is the spectrum of a real array (:func:`correlation_filter`), so
+    the missing columns follow from Hermitian symmetry:
+    ``full[ky, kx] = conj(filt[-ky % h, w - kx])`` for ``kx > w // 2``. With it a
+    complex 2-D DFT gives what ``irfft2(rfft2(x) * filt)`` gives.
+    """
+    h, w = shape
+    full = xp.empty((h, w), dtype=filt.dtype)
+    full[:, :w // 2 + 1] = filt
+    if w // 2 + 1 < w:
+        mirrored = xp.roll(filt[::-1], 1, axis=0)              # row ky: filt[-ky % h]
+        full[:, w // 2 + 1:] = xp.conj(mirrored[:, (w + 1) // 2 - 1:0:-1])
+    return full
 
 
 def correlate(backend, data, filt, ws=None, keep_specs=False):
@@ -508,14 +525,19 @@ def crop_frames(backend, frames, peaks, crop_size, rdtype, log=True, fill=None, 
 
 def finish_fast(backend, crops, peaks, crop_size, filt, factor, out, ws=None):
     """Correlate log-scaled crops (N * P, h, h) and evaluate them into ``out``."""
-    xp = backend.xp
     corrs, _, offsets = correlate(backend, crops, filt, ws=ws)
     backend.evaluate(corrs, peaks, crop_size, offsets, *out)
     if factor > 1:
-        origin = xp.tile(peaks - crop_size, (crops.shape[0] // peaks.shape[0], 1))
-        rel = out[0] - origin
-        pos = upsample_positions(backend, corrs, rel[:, None, :], factor, ws=ws)
-        out[1][...] = pos[:, 0] + origin
+        _upsample_crops(backend, corrs, peaks, crop_size, factor, out, ws)
+
+
+def _upsample_crops(backend, maps, peaks, crop_size, factor, out, ws):
+    """Upsampled refinement of fast mode: ``out[1]`` from the crops' maps and ``out[0]``."""
+    xp = backend.xp
+    origin = xp.tile(peaks - crop_size, (maps.shape[0] // peaks.shape[0], 1))
+    rel = out[0] - origin
+    pos = upsample_positions(backend, maps, rel[:, None, :], factor, ws=ws)
+    out[1][...] = pos[:, 0] + origin
 
 
 def run_fast(backend, frames, peaks, crop_size, filt, factor, out, ws=None):
@@ -537,7 +559,19 @@ def run_fast(backend, frames, peaks, crop_size, filt, factor, out, ws=None):
     if ws is None:
         with thread_workspace(xp) as ws:
             return run_fast(backend, frames, peaks, crop_size, filt, factor, out, ws)
-    bad = xp.zeros(frames.shape[0] * peaks.shape[0], dtype=np.bool_)
+    n = frames.shape[0] * peaks.shape[0]
+    rdtype = real_dtype(filt.dtype)
+    if backend.fast_correlate_applies(crop_size, rdtype):
+        # the GPU's fused kernel: crop, log, correlate and evaluate in one launch
+        bad = xp.empty(n, dtype=np.bool_)
+        h = 2 * crop_size
+        maps = ws.empty("maps", (n, h, h), rdtype) if factor > 1 else None
+        backend.fast_correlate(frames, peaks, crop_size, filt, maps, *out, bad)
+        if factor > 1:
+            _upsample_crops(backend, maps, peaks, crop_size, factor, out, ws)
+        _mark_bad(xp, bad, out)
+        return
+    bad = xp.zeros(n, dtype=np.bool_)
     crops = crop_frames(backend, frames, peaks, crop_size, real_dtype(filt.dtype), bad=bad,
                         ws=ws)
     finish_fast(backend, crops, peaks, crop_size, filt, factor, out, ws=ws)

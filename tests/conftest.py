@@ -42,6 +42,7 @@ def pytest_configure(config):
         fake_cupy.install()
         # the emulator runs one OS thread per CUDA thread: small blocks keep it quick
         _cuda.BLOCK = 32
+        _cuda.FAST_THREADS = 32
     if config.getoption("--gpu"):
         reason = gpu_unusable_reason()
         if reason is not None:

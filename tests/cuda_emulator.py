@@ -842,13 +842,19 @@ def _make_fake_cupy():
     cupy.RawModule = _RawModule
     cupy.ascontiguousarray = _fake_ascontiguousarray
     cupy.ndarray = np.ndarray
-    # array functions of the non-kernel launchers (log_scale_frames, roll_to_origin)
+    # array functions of the non-kernel launchers (log_scale_frames, roll_to_origin,
+    # fast_correlate's filter and constants)
     cupy.isfinite = np.isfinite
     cupy.log = np.log
     cupy.arange = np.arange
     cupy.zeros = np.zeros
+    cupy.empty = np.empty
+    cupy.roll = np.roll
+    cupy.conj = np.conj
+    cupy.asarray = np.asarray
     cuda = types.ModuleType("cupy.cuda")
     cuda.Device = _Device
+    cuda.get_current_stream = lambda: types.SimpleNamespace(synchronize=lambda: None)
     cupy.cuda = cuda
     return cupy
 
@@ -860,9 +866,9 @@ def fake_cupy():
     Only what :mod:`gpucorr._cuda`'s kernel launchers use is there:
     ``RawModule(code=, options=, name_expressions=).get_function(expr)(grid, block,
     args, shared_mem=)``, ``ascontiguousarray``, ``cuda.Device().id`` and
-    ``.attributes["MaxSharedMemoryPerBlock"]``, and the few array functions of
-    ``log_scale_frames`` and ``roll_to_origin`` (NumPy's). Device arrays are NumPy
-    arrays.
+    ``.attributes["MaxSharedMemoryPerBlock"]``, ``cuda.get_current_stream()``, and
+    the few array functions of ``log_scale_frames``, ``roll_to_origin`` and
+    ``fast_correlate`` (NumPy's). Device arrays are NumPy arrays.
     """
     saved = {k: sys.modules[k] for k in ("cupy", "cupy.cuda") if k in sys.modules}
     fake = _make_fake_cupy()

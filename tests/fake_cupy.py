@@ -630,6 +630,7 @@ if __name__ == "__main__":
     install()
     from gpucorr import _cuda
     _cuda.BLOCK = 32
+    _cuda.FAST_THREADS = 32
     script = sys.argv[1]
     sys.argv = sys.argv[1:]
     runpy.run_path(script, run_name="__main__")

@@ -113,14 +113,52 @@ def test_gpu_is_resident_and_uses_the_current_stream(cupy, rng):
 
 
 @pytest.mark.gpu
-def test_gpu_non_finite_frames_give_nan_rows(cupy, rng):
+@pytest.mark.parametrize("upsample", [False, 20])
+@pytest.mark.parametrize("dtype", [np.uint16, np.float32], ids=str)
+def test_gpu_fused_and_unfused_fast_mode_match(cupy, rng, dtype, upsample, monkeypatch):
+    """Fast mode as the one fused kernel (fast.cu) and as crop.cu -> cuFFT -> evaluate.cu."""
+    from gpucorr import _cuda
+    pattern = patterns.Circular(radius=4)
+    assert _cuda.fast_correlate_applies(pattern.get_crop_size(), np.float32)
+    frames, true = random_lattice_frames(rng, 6, shape=(96, 80), radius=4, dtype=dtype)
+    peaks = jittered_peaks(rng, true, (96, 80))
+    expected = gpucorr.refine(frames, peaks, pattern, upsample=upsample)
+    fused = gpucorr.refine(cupy.asarray(frames), cupy.asarray(peaks), pattern, upsample=upsample)
+    monkeypatch.setattr(_cuda, "FUSED_FAST", False)
+    unfused = gpucorr.refine(cupy.asarray(frames), cupy.asarray(peaks), pattern,
+                             upsample=upsample)
+    for got in (fused, unfused):
+        assert_results_match([cupy.asnumpy(a) for a in got], expected)
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("mode", ["fast", "full"])
+def test_gpu_non_finite_frames_give_nan_rows(cupy, rng, mode):
     frames, true = random_lattice_frames(rng, 3, shape=(96, 96), radius=4)
-    frames[1, 48, 48] = np.nan
     peaks = np.rint(true).astype(np.int64)
-    res = gpucorr.refine(cupy.asarray(frames), cupy.asarray(peaks), patterns.Circular(radius=4),
-                         mode="full")
+    frames[1, 48, 48] = np.nan
+    frames[2, peaks[3, 0], peaks[3, 1]] = np.inf
+    pattern = patterns.Circular(radius=4)
+    res = gpucorr.refine(cupy.asarray(frames), cupy.asarray(peaks), pattern, mode=mode)
     heights = cupy.asnumpy(res.heights)
-    assert np.isnan(heights[1]).all() and np.isfinite(heights[[0, 2]]).all()
+    refineds = cupy.asnumpy(res.refineds)
+    cs = pattern.get_crop_size()
+
+    def holds(y, x):  # which peaks' crops hold pixel (y, x)
+        return ((peaks[:, 0] - cs <= y) & (y < peaks[:, 0] + cs)
+                & (peaks[:, 1] - cs <= x) & (x < peaks[:, 1] + cs))
+
+    if mode == "full":      # the whole frame's map
+        assert np.isnan(heights[1:]).all()
+    else:                   # the crops that hold the pixel
+        for frame, (y, x) in ((1, (48, 48)), (2, tuple(peaks[3]))):
+            near = holds(y, x)
+            assert near.any()
+            assert np.isnan(heights[frame, near]).all()
+            assert np.isfinite(heights[frame, ~near]).all()
+    assert np.isnan(refineds[np.isnan(heights)]).all()
+    assert np.isnan(cupy.asnumpy(res.elevations)[np.isnan(heights)]).all()
+    assert np.isfinite(heights[0]).all()
 
 
 @pytest.mark.gpu

@@ -1,0 +1,363 @@
+// gpucorr CUDA kernels: fast mode in one launch (crop, log, correlate, evaluate).
+//
+// fast_correlate<T, N>: for N x N crops, N a power of two (4 .. 64), every
+//   (frame, peak) pair of a batch is cropped, log-scaled, correlated with the
+//   template by FFT and evaluated without leaving the SM: the crop, its
+//   spectrum and its correlation map live in shared memory, and global memory
+//   sees the frames once and the results once. N threads work on one crop
+//   (one per row, then one per column); a block holds blockDim.x / N crops.
+//
+//   Per crop `job` (frame job / n_peaks, peak job % n_peaks) it computes what
+//   the multi-launch pipeline (crop.cu, cuFFT, evaluate.cu) computes:
+//   * the crop: the N x N square at peaks[p] - N / 2 of frame n (frames:
+//     C-contiguous (n_frames, fy, fx) of the frames' own dtype T, uint16
+//     included), 0 outside the frame, as float; `bad[job]` flags a NaN or an
+//     infinity, and unless it is set every value x becomes
+//     log(x - (min(crop) - 1)), the shift computed in double;
+//   * its correlation map: the inverse 2-D DFT of DFT(crop) * filt, where filt
+//     (N x N complex, interleaved re/im) is the full Hermitian spectrum of
+//     the correlation filter with the inverse transform's 1 / N^2 folded in;
+//     the DC term is split off first (the map is zero-mean and the mean goes
+//     into the height, as in gpucorr._pipeline.correlate);
+//   * the integer argmax (first maximum in C order), the refined position
+//     (centre of mass of the (2r+1)^2 window minus its minimum, r = min(2,
+//     distance to the edge)), the height (maximum plus mean, in double) and
+//     the elevation (min over pixels at distance >= 1.5 from the refined
+//     position of (max - value) / d, clipped at 0), all as evaluate.cu does,
+//     shifted by peaks[p] - N / 2 into frame coordinates;
+//   * with write_maps, the zero-mean map itself into maps[job] (for the DFT
+//     upsampling that follows); otherwise `maps` is not touched.
+//
+//   The FFTs are radix-2, decimation in time, on N complex values held in
+//   registers by one thread (N fully unrolled, so every index is a constant);
+//   `twiddles` holds exp(-2 pi i k / N), k < N / 2, interleaved re/im,
+//   computed in double on the host. Shared memory (bytes):
+//   4 * (N + crops_per_block * fast_crop_floats(N)).
+//
+// Self-contained for NVRTC: no host headers, CUDA built-ins only.
+
+__device__ __forceinline__ float fast_infinity() { return __int_as_float(0x7f800000); }
+
+// floats of shared memory one crop uses: the complex N x (N + 1) array (rows
+// padded by one so that row and column accesses are free of bank conflicts),
+// N + N reduction slots and 4 scalars
+__host__ __device__ constexpr int fast_crop_floats(int n) { return 2 * n * (n + 1) + 2 * n + 4; }
+
+// the low `bits` bits of i reversed (bits <= 8); a loop of constant trip count,
+// so that with a constant i it folds to a constant
+__device__ __forceinline__ constexpr int fast_bit_reverse(int i, int bits) {
+    int r = 0;
+#pragma unroll
+    for (int b = 0; b < 8; ++b) {
+        r |= ((i >> b) & 1) << (7 - b);
+    }
+    return r >> (8 - bits);
+}
+
+__device__ __forceinline__ constexpr int fast_log2(int n) { return n <= 1 ? 0 : 1 + fast_log2(n / 2); }
+
+// One radix-2 stage (butterflies of span HALF) and, recursively, the ones after it:
+// a template per stage, so that every loop has a constant trip count and every
+// index into the register arrays is a constant (no local memory).
+template <int N, int HALF, bool INVERSE>
+__device__ __forceinline__ void fast_stages(float (&re)[N], float (&im)[N],
+                                            const float* __restrict__ tw_re,
+                                            const float* __restrict__ tw_im) {
+    if constexpr (HALF < N) {
+#pragma unroll
+        for (int start = 0; start < N; start += 2 * HALF) {
+#pragma unroll
+            for (int k = 0; k < HALF; ++k) {
+                const int t = k * (N / (2 * HALF));
+                const float wr = tw_re[t];
+                const float wi = INVERSE ? -tw_im[t] : tw_im[t];
+                const int a = start + k;
+                const int b = a + HALF;
+                const float xr = re[b] * wr - im[b] * wi;
+                const float xi = re[b] * wi + im[b] * wr;
+                re[b] = re[a] - xr;
+                im[b] = im[a] - xi;
+                re[a] = re[a] + xr;
+                im[a] = im[a] + xi;
+            }
+        }
+        fast_stages<N, 2 * HALF, INVERSE>(re, im, tw_re, tw_im);
+    }
+}
+
+// In-place DFT of (re, im), natural order in and out: forward sums
+// x[j] exp(-2 pi i jk / N), inverse (INVERSE) x[j] exp(+2 pi i jk / N), unscaled.
+// Radix 2, decimation in time: bit-reversal permutation, then log2(N) stages.
+template <int N, bool INVERSE>
+__device__ __forceinline__ void fast_fft(float (&re)[N], float (&im)[N],
+                                         const float* __restrict__ tw_re,
+                                         const float* __restrict__ tw_im) {
+    constexpr int bits = fast_log2(N);
+#pragma unroll
+    for (int i = 0; i < N; ++i) {
+        const int j = fast_bit_reverse(i, bits);
+        if (j > i) {
+            const float tr = re[i];
+            const float ti = im[i];
+            re[i] = re[j];
+            im[i] = im[j];
+            re[j] = tr;
+            im[j] = ti;
+        }
+    }
+    fast_stages<N, 1, INVERSE>(re, im, tw_re, tw_im);
+}
+
+// Tree reduction over the N slots of one crop; every thread of the block calls
+// it (it holds __syncthreads). Slot 0 ends with the minimum (MIN) or the
+// argmax, first index on ties (ARGMAX, with `index`), or the OR (flags).
+template <int N, int OP>
+__device__ __forceinline__ void fast_reduce(float* value, int* index, int lane) {
+#pragma unroll
+    for (int stride = N / 2; stride > 0; stride /= 2) {
+        if (lane < stride) {
+            const float v = value[lane + stride];
+            if (OP == 0) {          // minimum
+                if (v < value[lane]) {
+                    value[lane] = v;
+                }
+                index[lane] |= index[lane + stride];
+            } else {                // argmax, first index on ties
+                const int i = index[lane + stride];
+                if (v > value[lane] || (v == value[lane] && i < index[lane])) {
+                    value[lane] = v;
+                    index[lane] = i;
+                }
+            }
+        }
+        __syncthreads();
+    }
+}
+
+template <typename T, int N>
+__global__ void fast_correlate(const T* __restrict__ frames, int fy, int fx,
+                               const long long* __restrict__ peaks, int n_peaks, long long n_crops,
+                               const float* __restrict__ filt,
+                               const float* __restrict__ twiddles, int write_maps,
+                               float* __restrict__ maps, int* __restrict__ out_centers,
+                               float* __restrict__ out_refineds, float* __restrict__ out_heights,
+                               float* __restrict__ out_elevations, bool* __restrict__ bad) {
+    constexpr int S = N + 1;  // padded row stride
+    extern __shared__ __align__(16) float fast_shared[];
+    float* tw_re = fast_shared;
+    float* tw_im = fast_shared + N / 2;
+
+    const int lane = threadIdx.x % N;
+    const int slot = threadIdx.x / N;
+    float* re = fast_shared + N + slot * fast_crop_floats(N);
+    float* im = re + N * S;
+    float* red_value = im + N * S;
+    int* red_index = reinterpret_cast<int*>(red_value + N);
+    float* scalars = red_value + 2 * N;  // refined y, refined x
+
+    const long long job = (long long)blockIdx.x * (blockDim.x / N) + slot;
+    const bool active = job < n_crops;
+    const long long n = active ? job / n_peaks : 0;
+    const int p = active ? (int)(job % n_peaks) : 0;
+    const long long y0 = active ? peaks[2 * p] - N / 2 : 0;
+    const long long x0 = active ? peaks[2 * p + 1] - N / 2 : 0;
+
+    for (int i = threadIdx.x; i < N / 2; i += blockDim.x) {
+        tw_re[i] = twiddles[2 * i];
+        tw_im[i] = twiddles[2 * i + 1];
+    }
+
+    // 1. crop, column `lane` of every row (coalesced reads), min and non-finite flag
+    //    (the slots of a block's missing crops get zeros)
+    float local_min = fast_infinity();
+    int local_bad = 0;
+    {
+        const T* frame = frames + n * (long long)fy * fx;
+        const long long xx = x0 + lane;
+        for (int y = 0; y < N; ++y) {
+            const long long yy = y0 + y;
+            float v = 0.0f;
+            if (active && yy >= 0 && yy < fy && xx >= 0 && xx < fx) {
+                v = (float)frame[yy * fx + xx];
+            }
+            re[y * S + lane] = v;
+            if (!isfinite(v)) {
+                local_bad = 1;
+            } else if (v < local_min) {
+                local_min = v;
+            }
+        }
+    }
+    red_value[lane] = local_min;
+    red_index[lane] = local_bad;
+    __syncthreads();
+    fast_reduce<N, 0>(red_value, red_index, lane);
+    const bool any_bad = red_index[0] != 0;
+    const double shift = (double)red_value[0] - 1.0;
+
+    // 2. log and forward DFT of row `lane`
+    {
+        float r[N];
+        float q[N];
+#pragma unroll
+        for (int x = 0; x < N; ++x) {
+            const float v = re[lane * S + x];
+            r[x] = (active && !any_bad) ? logf((float)((double)v - shift)) : v;
+            q[x] = 0.0f;
+        }
+        fast_fft<N, false>(r, q, tw_re, tw_im);
+#pragma unroll
+        for (int x = 0; x < N; ++x) {
+            re[lane * S + x] = r[x];
+            im[lane * S + x] = q[x];
+        }
+    }
+    __syncthreads();
+
+    // 3. column `lane`: forward DFT, times the filter, DC split off, inverse DFT
+    float mean = 0.0f;
+    {
+        float r[N];
+        float q[N];
+#pragma unroll
+        for (int y = 0; y < N; ++y) {
+            r[y] = re[y * S + lane];
+            q[y] = im[y * S + lane];
+        }
+        fast_fft<N, false>(r, q, tw_re, tw_im);
+#pragma unroll
+        for (int y = 0; y < N; ++y) {
+            const float fr = filt[2 * (y * N + lane)];
+            const float fi = filt[2 * (y * N + lane) + 1];
+            const float pr = r[y] * fr - q[y] * fi;
+            const float pi = r[y] * fi + q[y] * fr;
+            r[y] = pr;
+            q[y] = pi;
+        }
+        if (lane == 0) {
+            mean = r[0];
+            r[0] = 0.0f;
+            q[0] = 0.0f;
+        }
+        fast_fft<N, true>(r, q, tw_re, tw_im);
+#pragma unroll
+        for (int y = 0; y < N; ++y) {
+            re[y * S + lane] = r[y];
+            im[y * S + lane] = q[y];
+        }
+    }
+    __syncthreads();
+
+    // 4. inverse DFT of row `lane`: its real part is the map's row, kept in `re`;
+    //    the argmax of the row (first on ties) is this thread's candidate
+    {
+        float r[N];
+        float q[N];
+#pragma unroll
+        for (int x = 0; x < N; ++x) {
+            r[x] = re[lane * S + x];
+            q[x] = im[lane * S + x];
+        }
+        fast_fft<N, true>(r, q, tw_re, tw_im);
+        float best = r[0];
+        int best_x = 0;
+#pragma unroll
+        for (int x = 0; x < N; ++x) {
+            re[lane * S + x] = r[x];
+            if (r[x] > best) {
+                best = r[x];
+                best_x = x;
+            }
+        }
+        red_value[lane] = best;
+        red_index[lane] = lane * N + best_x;
+    }
+    __syncthreads();
+    fast_reduce<N, 1>(red_value, red_index, lane);
+    const float best = red_value[0];
+    const int best_index = red_index[0];
+    const int cy = best_index / N;
+    const int cx = best_index % N;
+
+    // 5. refined position: centre of mass of the window minus its minimum
+    if (lane == 0) {
+        int r = 2;
+        r = min(r, min(cy, cx));
+        r = min(r, min(N - cy - 1, N - cx - 1));
+        float ry = (float)cy;
+        float rx = (float)cx;
+        if (r > 0) {
+            float lowest = re[(cy - r) * S + (cx - r)];
+            for (int yy = cy - r; yy <= cy + r; ++yy) {
+                for (int xx = cx - r; xx <= cx + r; ++xx) {
+                    lowest = min(lowest, re[yy * S + xx]);
+                }
+            }
+            double s = 0.0, sy = 0.0, sx = 0.0;
+            for (int dy = -r; dy <= r; ++dy) {
+                for (int dx = -r; dx <= r; ++dx) {
+                    const double v = (double)(re[(cy + dy) * S + (cx + dx)] - lowest);
+                    s += v;
+                    sy += v * dy;
+                    sx += v * dx;
+                }
+            }
+            if (s != 0.0) {
+                ry = (float)(cy + sy / s);
+                rx = (float)(cx + sx / s);
+            }
+        }
+        scalars[0] = ry;
+        scalars[1] = rx;
+    }
+    if (active && write_maps) {
+        float* map = maps + job * (long long)(N * N);
+        for (int y = 0; y < N; ++y) {
+            map[y * N + lane] = re[y * S + lane];
+        }
+    }
+    __syncthreads();
+
+    // 6. elevation: the smallest slope (max - value) / d over pixels with d >= 1.5
+    const double py = scalars[0];
+    const double px = scalars[1];
+    float slope_min = fast_infinity();
+    for (int x = 0; x < N; ++x) {
+        const double dy = (double)lane - py;
+        const double dx = (double)x - px;
+        const double d2 = dy * dy + dx * dx;
+        if (d2 >= 2.25) {
+            const float slope = (float)((double)(best - re[lane * S + x]) / sqrt(d2));
+            if (slope < slope_min) {
+                slope_min = slope;
+            }
+        }
+    }
+    red_value[lane] = slope_min;
+    red_index[lane] = 0;
+    __syncthreads();
+    fast_reduce<N, 0>(red_value, red_index, lane);
+
+    if (active && lane == 0) {
+        out_centers[2 * job] = (int)(cy + y0);
+        out_centers[2 * job + 1] = (int)(cx + x0);
+        out_refineds[2 * job] = (float)((double)scalars[0] + (double)y0);
+        out_refineds[2 * job + 1] = (float)((double)scalars[1] + (double)x0);
+        out_heights[job] = (float)((double)best + (double)mean);
+        out_elevations[job] = fmaxf(0.0f, red_value[0]);
+        bad[job] = any_bad;
+    }
+}
+
+// Instantiations for nvcc (CI compiles this file without NVRTC's name expressions).
+#define GPUCORR_FAST(T, N)                                                                     \
+    template __global__ void fast_correlate<T, N>(const T*, int, int, const long long*, int,   \
+                                                  long long, const float*, const float*, int,  \
+                                                  float*,                                      \
+                                                  int*, float*, float*, float*, bool*);
+GPUCORR_FAST(unsigned short, 32)
+GPUCORR_FAST(float, 32)
+GPUCORR_FAST(unsigned short, 64)
+GPUCORR_FAST(float, 16)
+GPUCORR_FAST(float, 8)
+GPUCORR_FAST(float, 4)
