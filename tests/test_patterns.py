@@ -70,7 +70,7 @@ def test_ring_masks_match_reference(name, geometry, radius, radius_inner, antial
 
 
 @pytest.mark.parametrize("r0, r_outer, delta", [(3, 5, 1), (2.5, 2, 1), (4, 7.5, 2.5), (3, 6, 0)])
-def test_radial_gradient_background_subtraction_matches_reference(r0, r_outer, delta):
+def test_radial_gradient_background_subtraction_mask_matches_reference(r0, r_outer, delta):
     r = np.random.default_rng(1).uniform(0, 9, size=(13, 11))
     r_copy = r.copy()
     expected = ref_masks.radial_gradient_background_subtraction(r, r0, r_outer, delta)
