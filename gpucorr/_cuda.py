@@ -7,8 +7,14 @@ CPU-only install, and gpucorr imports it only for CuPy input. Kernels are compil
 sources shipped in the package (``gpucorr/kernels``), once per device and
 type combination.
 
-Status: written and compiled with nvcc on a machine without a GPU; the GPU
-parity tests (``pytest --gpu``) have not run yet.
+Fast mode has a fused kernel as well (:func:`fast_correlate`, kernels/fast.cu):
+crop, log, FFT correlation and evaluation of a crop in one launch, in shared
+memory, used by :func:`gpucorr._pipeline.run_fast` where
+:func:`fast_correlate_applies`.
+
+Status: written and compiled with nvcc on a machine without a GPU, and run on
+the CPU by tests/cuda_emulator.py; the GPU parity tests (``pytest --gpu``) have
+not run on a GPU yet.
 """
 import functools
 import importlib.resources
