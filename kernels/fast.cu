@@ -318,19 +318,38 @@ __global__ void fast_correlate(const T* __restrict__ frames, int fy, int fx,
     }
     __syncthreads();
 
-    // 6. elevation: the smallest slope (max - value) / d over pixels with d >= 1.5
+    // 6. elevation: the smallest slope (max - value) / d over pixels with d >= 1.5.
+    //    Every max - value is >= 0, so the smallest slope has the smallest
+    //    (max - value)^2 / d^2: the row's candidate is found with float products
+    //    (no square root or division per pixel), and only its slope is computed,
+    //    in double as evaluate.cu does. (Where two slopes tie to float rounding,
+    //    either may be taken: they differ by an ulp or so.)
     const double py = scalars[0];
     const double px = scalars[1];
     float slope_min = fast_infinity();
-    for (int x = 0; x < N; ++x) {
+    {
         const double dy = (double)lane - py;
-        const double dx = (double)x - px;
-        const double d2 = dy * dy + dx * dx;
-        if (d2 >= 2.25) {
-            const float slope = (float)((double)(best - re[lane * S + x]) / sqrt(d2));
-            if (slope < slope_min) {
-                slope_min = slope;
+        float cand_num = 1.0f;      // (max - value)^2 of the candidate
+        float cand_d2 = 0.0f;       // its d^2; 0: no candidate yet
+        double cand_d2_exact = 0.0;
+        float cand_diff = 0.0f;
+        for (int x = 0; x < N; ++x) {
+            const double dx = (double)x - px;
+            const double d2 = dy * dy + dx * dx;
+            if (d2 >= 2.25) {
+                const float diff = best - re[lane * S + x];
+                const float num = diff * diff;
+                const float d2f = (float)d2;
+                if (cand_d2 == 0.0f || num * cand_d2 < cand_num * d2f) {
+                    cand_num = num;
+                    cand_d2 = d2f;
+                    cand_d2_exact = d2;
+                    cand_diff = diff;
+                }
             }
+        }
+        if (cand_d2 != 0.0f) {
+            slope_min = (float)((double)cand_diff / sqrt(cand_d2_exact));
         }
     }
     red_value[lane] = slope_min;
