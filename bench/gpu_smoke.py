@@ -42,10 +42,11 @@ def main():
                         assert all(np.isfinite(a).all() for a in res[1:3])
                         np.testing.assert_array_equal(res[0][:, :len(inside)],
                                                       want.centers[:, :len(inside)])
-        # the fused kernel at every crop edge it has (4 .. 64 px) that fits the frame
-        # (float64 frames compute in float64: the multi-launch pipeline)
+        # the fused kernel at crop edges of every kind it has (powers of two, odd parts
+        # alone and mixed, 4 .. 64 px) that fit the frame (float64 frames compute in
+        # float64: the multi-launch pipeline)
         _cuda.FUSED_FAST, _cuda.FAST_MAX_SIZE = True, max(_cuda.FAST_SIZES)
-        for edge in [e for e in _cuda.FAST_SIZES if e <= min(shape)]:
+        for edge in [e for e in (4, 6, 14, 24, 30, 32, 64) if e <= min(shape)]:
             pattern = patterns.Circular(radius=min(3, edge / 4), search=edge // 2)
             for upsample in (False, 10):
                 got = gpucorr.refine(cupy.asarray(frames), cupy.asarray(peaks), pattern,

@@ -45,8 +45,11 @@ BLOCK = 256
 #: blocks at most of the grid-stride kernels (roll.cu): enough to fill an H100
 MAX_GRID = 1024
 
-#: crop edges (2 * crop_size) that kernels/fast.cu is instantiated for
-FAST_SIZES = (4, 8, 16, 32, 64)
+#: crop edges (2 * crop_size) that kernels/fast.cu is instantiated for: every even
+#: edge up to 32, and 64
+FAST_SIZES = tuple(range(4, 33, 2)) + (64,)
+#: frame dtypes fast.cu reads (float64 frames compute in float64: never fused)
+FAST_FRAME_DTYPES = tuple(d for d in C_TYPES if d != np.float64)
 #: fast mode runs as the one fused launch of kernels/fast.cu where it applies (float32
 #: compute, crop edge in FAST_SIZES and at most FAST_MAX_SIZE); False: always the
 #: crop.cu -> cuFFT -> evaluate.cu pipeline
@@ -99,7 +102,7 @@ def roll_expressions():
 
 def fast_expressions():
     """Name expressions of every ``fast_correlate`` instantiation the launcher may use."""
-    return [f"fast_correlate<{c}, {n}>" for c in C_TYPES.values() for n in FAST_SIZES]
+    return [f"fast_correlate<{C_TYPES[d]}, {n}>" for d in FAST_FRAME_DTYPES for n in FAST_SIZES]
 
 
 def kernel_expressions():
@@ -217,14 +220,14 @@ def _fast_crop_floats(n):
 def fast_layout(n):
     """``(crops per block, threads per block, shared bytes)`` of fast.cu for edge ``n``."""
     per_block = max(1, min(FAST_THREADS // n,
-                           (FAST_SHARED_BYTES // 4 - n) // _fast_crop_floats(n)))
-    return per_block, per_block * n, 4 * (n + per_block * _fast_crop_floats(n))
+                           (FAST_SHARED_BYTES // 4 - 2 * n) // _fast_crop_floats(n)))
+    return per_block, per_block * n, 4 * (2 * n + per_block * _fast_crop_floats(n))
 
 
 @functools.lru_cache(maxsize=None)
 def _twiddles(n):
-    """``exp(-2 pi i k / n)``, ``k < n / 2``, computed in float64, as interleaved float32."""
-    k = np.arange(n // 2)
+    """``exp(-2 pi i k / n)``, ``k < n``, computed in float64, as interleaved float32."""
+    k = np.arange(n)
     w = np.exp(-2j * np.pi * k / n)
     table = np.ascontiguousarray(np.stack([w.real, w.imag], axis=-1).ravel(), dtype=np.float32)
     table.flags.writeable = False
@@ -251,7 +254,11 @@ def fast_correlate(frames, peaks, crop_size, filt, maps, out_centers, out_refine
     n_peaks = peaks.shape[0]
     n = 2 * int(crop_size)
     if n not in FAST_SIZES:
-        raise ValueError(f"fast.cu handles crop edges {FAST_SIZES}; got 2 * crop_size = {n}")
+        raise ValueError(f"fast.cu handles crop edges {', '.join(map(str, FAST_SIZES))}; got "
+                         f"2 * crop_size = {n}")
+    if frames.dtype not in FAST_FRAME_DTYPES:
+        raise TypeError(f"fast.cu reads frames of dtype "
+                        f"{', '.join(d.name for d in FAST_FRAME_DTYPES)}; got {frames.dtype}")
     n_crops = n_frames * n_peaks
     if n_crops == 0:
         return

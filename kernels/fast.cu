@@ -1,6 +1,6 @@
 // gpucorr CUDA kernels: fast mode in one launch (crop, log, correlate, evaluate).
 //
-// fast_correlate<T, N>: for N x N crops, N a power of two (4 .. 64), every
+// fast_correlate<T, N>: for N x N crops, N even (4 .. 64), every
 //   (frame, peak) pair of a batch is cropped, log-scaled, correlated with the
 //   template by FFT and evaluated without leaving the SM: the crop, its
 //   spectrum and its correlation map live in shared memory, and global memory
@@ -28,11 +28,13 @@
 //   * with write_maps, the zero-mean map itself into maps[job] (for the DFT
 //     upsampling that follows); otherwise `maps` is not touched.
 //
-//   The FFTs are radix-2, decimation in time, on N complex values held in
-//   registers by one thread (N fully unrolled, so every index is a constant);
-//   `twiddles` holds exp(-2 pi i k / N), k < N / 2, interleaved re/im,
-//   computed in double on the host. Shared memory (bytes):
-//   4 * (N + crops_per_block * fast_crop_floats(N)).
+//   The FFTs are done by one thread on N complex values held in registers (N
+//   fully unrolled, so every index is a constant): for N = M * 2^A, M odd, the
+//   M-point DFTs of the 2^A decimated subsequences by definition, then A
+//   radix-2 decimation-in-time stages (for a power of two, M = 1: a plain
+//   radix-2 FFT). `twiddles` holds exp(-2 pi i k / N), k < N, interleaved
+//   re/im, computed in double on the host. Shared memory (bytes):
+//   4 * (2 N + crops_per_block * fast_crop_floats(N)).
 //
 // Self-contained for NVRTC: no host headers, CUDA built-ins only.
 
@@ -56,6 +58,16 @@ __device__ __forceinline__ constexpr int fast_bit_reverse(int i, int bits) {
 
 __device__ __forceinline__ constexpr int fast_log2(int n) { return n <= 1 ? 0 : 1 + fast_log2(n / 2); }
 
+// n without its factors of two
+__device__ __forceinline__ constexpr int fast_odd_part(int n) {
+    return n % 2 == 0 ? fast_odd_part(n / 2) : n;
+}
+
+// the smallest power of two >= n
+__device__ __forceinline__ constexpr int fast_ceil_pow2(int n) {
+    return n <= 1 ? 1 : 2 * fast_ceil_pow2((n + 1) / 2);
+}
+
 // One radix-2 stage (butterflies of span HALF) and, recursively, the ones after it:
 // a template per stage, so that every loop has a constant trip count and every
 // index into the register arrays is a constant (no local memory).
@@ -68,13 +80,17 @@ __device__ __forceinline__ void fast_stages(float (&re)[N], float (&im)[N],
         for (int start = 0; start < N; start += 2 * HALF) {
 #pragma unroll
             for (int k = 0; k < HALF; ++k) {
-                const int t = k * (N / (2 * HALF));
-                const float wr = tw_re[t];
-                const float wi = INVERSE ? -tw_im[t] : tw_im[t];
+                const int t = k * (N / (2 * HALF));     // exp(-2 pi i k / (2 HALF))
                 const int a = start + k;
                 const int b = a + HALF;
-                const float xr = re[b] * wr - im[b] * wi;
-                const float xi = re[b] * wi + im[b] * wr;
+                float xr = re[b];
+                float xi = im[b];
+                if (t != 0) {
+                    const float wr = tw_re[t];
+                    const float wi = INVERSE ? -tw_im[t] : tw_im[t];
+                    xr = re[b] * wr - im[b] * wi;
+                    xi = re[b] * wi + im[b] * wr;
+                }
                 re[b] = re[a] - xr;
                 im[b] = im[a] - xi;
                 re[a] = re[a] + xr;
@@ -87,35 +103,59 @@ __device__ __forceinline__ void fast_stages(float (&re)[N], float (&im)[N],
 
 // In-place DFT of (re, im), natural order in and out: forward sums
 // x[j] exp(-2 pi i jk / N), inverse (INVERSE) x[j] exp(+2 pi i jk / N), unscaled.
-// Radix 2, decimation in time: bit-reversal permutation, then log2(N) stages.
+// N = M * B, M odd, B = 2^A: block b of M values gets the subsequence
+// x[j B + bitreverse(b)], j < M, and its M-point DFT; A radix-2 stages combine them.
 template <int N, bool INVERSE>
 __device__ __forceinline__ void fast_fft(float (&re)[N], float (&im)[N],
                                          const float* __restrict__ tw_re,
                                          const float* __restrict__ tw_im) {
-    constexpr int bits = fast_log2(N);
+    constexpr int M = fast_odd_part(N);
+    constexpr int B = N / M;
+    constexpr int bits = fast_log2(B);
+    float pr[N];
+    float pi[N];
 #pragma unroll
-    for (int i = 0; i < N; ++i) {
-        const int j = fast_bit_reverse(i, bits);
-        if (j > i) {
-            const float tr = re[i];
-            const float ti = im[i];
-            re[i] = re[j];
-            im[i] = im[j];
-            re[j] = tr;
-            im[j] = ti;
+    for (int p = 0; p < N; ++p) {
+        const int src = (p % M) * B + fast_bit_reverse(p / M, bits);
+        pr[p] = re[src];
+        pi[p] = im[src];
+    }
+#pragma unroll
+    for (int b = 0; b < B; ++b) {
+#pragma unroll
+        for (int k = 0; k < M; ++k) {
+            float sr = 0.0f;
+            float si = 0.0f;
+#pragma unroll
+            for (int j = 0; j < M; ++j) {
+                const int t = ((j * k) % M) * B;        // exp(-2 pi i jk / M)
+                const float xr = pr[b * M + j];
+                const float xi = pi[b * M + j];
+                if (t == 0) {
+                    sr += xr;
+                    si += xi;
+                } else {
+                    const float wr = tw_re[t];
+                    const float wi = INVERSE ? -tw_im[t] : tw_im[t];
+                    sr += xr * wr - xi * wi;
+                    si += xr * wi + xi * wr;
+                }
+            }
+            re[b * M + k] = sr;
+            im[b * M + k] = si;
         }
     }
-    fast_stages<N, 1, INVERSE>(re, im, tw_re, tw_im);
+    fast_stages<N, M, INVERSE>(re, im, tw_re, tw_im);
 }
 
 // Tree reduction over the N slots of one crop; every thread of the block calls
-// it (it holds __syncthreads). Slot 0 ends with the minimum (MIN) or the
-// argmax, first index on ties (ARGMAX, with `index`), or the OR (flags).
+// it (it holds __syncthreads). Slot 0 ends with the minimum (OP 0, with the OR of
+// `index`: flags) or the argmax, first index on ties (OP 1, with `index`).
 template <int N, int OP>
 __device__ __forceinline__ void fast_reduce(float* value, int* index, int lane) {
 #pragma unroll
-    for (int stride = N / 2; stride > 0; stride /= 2) {
-        if (lane < stride) {
+    for (int stride = fast_ceil_pow2(N) / 2; stride > 0; stride /= 2) {
+        if (lane < stride && lane + stride < N) {
             const float v = value[lane + stride];
             if (OP == 0) {          // minimum
                 if (v < value[lane]) {
@@ -145,11 +185,11 @@ __global__ void fast_correlate(const T* __restrict__ frames, int fy, int fx,
     constexpr int S = N + 1;  // padded row stride
     extern __shared__ __align__(16) float fast_shared[];
     float* tw_re = fast_shared;
-    float* tw_im = fast_shared + N / 2;
+    float* tw_im = fast_shared + N;
 
     const int lane = threadIdx.x % N;
     const int slot = threadIdx.x / N;
-    float* re = fast_shared + N + slot * fast_crop_floats(N);
+    float* re = fast_shared + 2 * N + slot * fast_crop_floats(N);
     float* im = re + N * S;
     float* red_value = im + N * S;
     int* red_index = reinterpret_cast<int*>(red_value + N);
@@ -162,7 +202,7 @@ __global__ void fast_correlate(const T* __restrict__ frames, int fy, int fx,
     const long long y0 = active ? peaks[2 * p] - N / 2 : 0;
     const long long x0 = active ? peaks[2 * p + 1] - N / 2 : 0;
 
-    for (int i = threadIdx.x; i < N / 2; i += blockDim.x) {
+    for (int i = threadIdx.x; i < N; i += blockDim.x) {
         tw_re[i] = twiddles[2 * i];
         tw_im[i] = twiddles[2 * i + 1];
     }
@@ -380,3 +420,7 @@ GPUCORR_FAST(unsigned short, 64)
 GPUCORR_FAST(float, 16)
 GPUCORR_FAST(float, 8)
 GPUCORR_FAST(float, 4)
+GPUCORR_FAST(unsigned short, 24)
+GPUCORR_FAST(float, 30)
+GPUCORR_FAST(float, 14)
+GPUCORR_FAST(float, 6)
