@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Everything that needs a GPU (see ../shared/GPU.md), in stages:
 #   tests     the whole test suite with --gpu (GPU tests fail instead of skipping without a GPU)
-#   memcheck  compute-sanitizer --tool memcheck over a small run of every kernel
+#   memcheck  compute-sanitizer --tool memcheck over a small run of every kernel, then
+#             --tool racecheck (shared-memory hazards) over a shorter one
 #   bench     the GPU benchmark (bench/gpu_bench.py), JSON beside the logs
 #   profile   Nsight Compute speed-of-light per kernel of one call per mode (bench/gpu_profile.py)
 # Usage: bench/gpu_check.sh [STAGE ...]   (default: tests memcheck bench). Logs and JSON go to
@@ -32,19 +33,23 @@ for stage in $stages; do
         tail -n 60 "$out/gpu-pytest.log" ;;
     memcheck)
         if command -v compute-sanitizer >/dev/null; then
-            if ! compute-sanitizer --tool memcheck --error-exitcode 1 python3 bench/gpu_smoke.py \
-                    > "$out/gpu-memcheck.log" 2>&1; then
-                if grep -q "Device not supported" "$out/gpu-memcheck.log"; then
-                    echo "compute-sanitizer does not support this machine's device/runtime:" \
-                        "memcheck NOT run" | tee -a "$out/gpu-memcheck.log"
-                else
-                    status=1
+            for tool in memcheck racecheck; do
+                args=()
+                [ "$tool" = racecheck ] && args=(--quick)
+                if ! compute-sanitizer --tool "$tool" --error-exitcode 1 \
+                        python3 bench/gpu_smoke.py ${args[@]+"${args[@]}"} > "$out/gpu-$tool.log" 2>&1; then
+                    if grep -q "Device not supported" "$out/gpu-$tool.log"; then
+                        echo "compute-sanitizer does not support this machine's device/runtime:" \
+                            "$tool NOT run" | tee -a "$out/gpu-$tool.log"
+                    else
+                        status=1
+                    fi
                 fi
-            fi
+                tail -n 12 "$out/gpu-$tool.log"
+            done
         else
-            echo "compute-sanitizer not found: memcheck skipped" > "$out/gpu-memcheck.log"
-        fi
-        tail -n 20 "$out/gpu-memcheck.log" ;;
+            echo "compute-sanitizer not found: memcheck skipped" | tee "$out/gpu-memcheck.log"
+        fi ;;
     bench)
         python3 bench/gpu_bench.py --out "$out/gpu-bench.json" > "$out/gpu-bench.log" 2>&1 \
             || status=1
