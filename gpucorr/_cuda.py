@@ -18,6 +18,7 @@ not run on a GPU yet.
 """
 import functools
 import importlib.resources
+import re
 
 import numpy as np
 
@@ -63,9 +64,27 @@ FAST_THREADS = 128
 FAST_SHARED_BYTES = 48 * 1024
 
 
+_LOCAL_INCLUDE = re.compile(r'^[ \t]*#[ \t]*include[ \t]*"([\w.]+)"[ \t]*$', re.M)
+
+
 def kernel_source(name):
-    """Text of ``kernels/<name>`` shipped inside the package."""
-    return (importlib.resources.files("gpucorr") / "kernels" / name).read_text()
+    """Text of ``kernels/<name>`` shipped inside the package, as one self-contained source.
+
+    A line ``#include "x.cuh"`` (a header beside the sources; nvcc resolves it
+    itself) is replaced by the header's text, each header once, so that NVRTC
+    (given only the text) and the CPU emulator see a source with no includes.
+    """
+    kernels = importlib.resources.files("gpucorr") / "kernels"
+    seen = set()
+
+    def paste(m):
+        header = m.group(1)
+        if header in seen:
+            return ""
+        seen.add(header)
+        return _LOCAL_INCLUDE.sub(paste, (kernels / header).read_text())
+
+    return _LOCAL_INCLUDE.sub(paste, (kernels / name).read_text())
 
 
 @functools.lru_cache(maxsize=None)

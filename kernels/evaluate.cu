@@ -15,7 +15,10 @@
 //     counts).
 //   This is the CPU kernel set's evaluate (gpucorr/_numba.py) for the GPU.
 //
-// Self-contained for NVRTC: no host headers, CUDA built-ins only.
+// Self-contained for NVRTC once gpucorr._cuda.kernel_source() has pasted in
+// window.cuh: no host headers, CUDA built-ins only.
+
+#include "window.cuh"
 
 __device__ __forceinline__ float float_infinity() { return __int_as_float(0x7f800000); }
 
@@ -67,34 +70,7 @@ __global__ void evaluate(const R* __restrict__ corrs, int h, int w,
 
     // centre of mass of the window minus its minimum (one thread: at most 25 pixels)
     if (threadIdx.x == 0) {
-        int r = 2;
-        r = min(r, min(cy, cx));
-        r = min(r, min(h - cy - 1, w - cx - 1));
-        float ry = (float)cy;
-        float rx = (float)cx;
-        if (r > 0) {
-            R lowest = corr[(cy - r) * w + (cx - r)];
-            for (int yy = cy - r; yy <= cy + r; ++yy) {
-                for (int xx = cx - r; xx <= cx + r; ++xx) {
-                    lowest = min(lowest, corr[yy * w + xx]);
-                }
-            }
-            double s = 0.0, sy = 0.0, sx = 0.0;
-            for (int dy = -r; dy <= r; ++dy) {
-                for (int dx = -r; dx <= r; ++dx) {
-                    const double v = (double)(corr[(cy + dy) * w + (cx + dx)] - lowest);
-                    s += v;
-                    sy += v * dy;
-                    sx += v * dx;
-                }
-            }
-            if (s != 0.0) {
-                ry = (float)(cy + sy / s);
-                rx = (float)(cx + sx / s);
-            }
-        }
-        refined[0] = ry;
-        refined[1] = rx;
+        window_centroid(corr, w, h, w, cy, cx, &refined[0], &refined[1]);
     }
     __syncthreads();
 

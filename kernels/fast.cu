@@ -36,7 +36,10 @@
 //   re/im, computed in double on the host. Shared memory (bytes):
 //   4 * (2 N + crops_per_block * fast_crop_floats(N)).
 //
-// Self-contained for NVRTC: no host headers, CUDA built-ins only.
+// Self-contained for NVRTC once gpucorr._cuda.kernel_source() has pasted in
+// window.cuh: no host headers, CUDA built-ins only.
+
+#include "window.cuh"
 
 __device__ __forceinline__ float fast_infinity() { return __int_as_float(0x7f800000); }
 
@@ -148,6 +151,28 @@ __device__ __forceinline__ void fast_fft(float (&re)[N], float (&im)[N],
     fast_stages<N, M, INVERSE>(re, im, tw_re, tw_im);
 }
 
+// One line (a row: step 1; a column: step = the row stride) of the complex
+// array (re, im) in shared memory, from `base`, to and from registers.
+template <int N>
+__device__ __forceinline__ void fast_load(float (&r)[N], float (&q)[N], const float* re,
+                                          const float* im, int base, int step) {
+#pragma unroll
+    for (int i = 0; i < N; ++i) {
+        r[i] = re[base + i * step];
+        q[i] = im[base + i * step];
+    }
+}
+
+template <int N>
+__device__ __forceinline__ void fast_store(const float (&r)[N], const float (&q)[N], float* re,
+                                           float* im, int base, int step) {
+#pragma unroll
+    for (int i = 0; i < N; ++i) {
+        re[base + i * step] = r[i];
+        im[base + i * step] = q[i];
+    }
+}
+
 // Tree reduction over the N slots of one crop; every thread of the block calls
 // it (it holds __syncthreads). Slot 0 ends with the minimum (OP 0, with the OR of
 // `index`: flags) or the argmax, first index on ties (OP 1, with `index`).
@@ -246,11 +271,7 @@ __global__ void fast_correlate(const T* __restrict__ frames, int fy, int fx,
             q[x] = 0.0f;
         }
         fast_fft<N, false>(r, q, tw_re, tw_im);
-#pragma unroll
-        for (int x = 0; x < N; ++x) {
-            re[lane * S + x] = r[x];
-            im[lane * S + x] = q[x];
-        }
+        fast_store(r, q, re, im, lane * S, 1);
     }
     __syncthreads();
 
@@ -259,11 +280,7 @@ __global__ void fast_correlate(const T* __restrict__ frames, int fy, int fx,
     {
         float r[N];
         float q[N];
-#pragma unroll
-        for (int y = 0; y < N; ++y) {
-            r[y] = re[y * S + lane];
-            q[y] = im[y * S + lane];
-        }
+        fast_load(r, q, re, im, lane, S);
         fast_fft<N, false>(r, q, tw_re, tw_im);
 #pragma unroll
         for (int y = 0; y < N; ++y) {
@@ -280,11 +297,7 @@ __global__ void fast_correlate(const T* __restrict__ frames, int fy, int fx,
             q[0] = 0.0f;
         }
         fast_fft<N, true>(r, q, tw_re, tw_im);
-#pragma unroll
-        for (int y = 0; y < N; ++y) {
-            re[y * S + lane] = r[y];
-            im[y * S + lane] = q[y];
-        }
+        fast_store(r, q, re, im, lane, S);
     }
     __syncthreads();
 
@@ -293,11 +306,7 @@ __global__ void fast_correlate(const T* __restrict__ frames, int fy, int fx,
     {
         float r[N];
         float q[N];
-#pragma unroll
-        for (int x = 0; x < N; ++x) {
-            r[x] = re[lane * S + x];
-            q[x] = im[lane * S + x];
-        }
+        fast_load(r, q, re, im, lane * S, 1);
         fast_fft<N, true>(r, q, tw_re, tw_im);
         float best = r[0];
         int best_x = 0;
@@ -321,34 +330,7 @@ __global__ void fast_correlate(const T* __restrict__ frames, int fy, int fx,
 
     // 5. refined position: centre of mass of the window minus its minimum
     if (lane == 0) {
-        int r = 2;
-        r = min(r, min(cy, cx));
-        r = min(r, min(N - cy - 1, N - cx - 1));
-        float ry = (float)cy;
-        float rx = (float)cx;
-        if (r > 0) {
-            float lowest = re[(cy - r) * S + (cx - r)];
-            for (int yy = cy - r; yy <= cy + r; ++yy) {
-                for (int xx = cx - r; xx <= cx + r; ++xx) {
-                    lowest = min(lowest, re[yy * S + xx]);
-                }
-            }
-            double s = 0.0, sy = 0.0, sx = 0.0;
-            for (int dy = -r; dy <= r; ++dy) {
-                for (int dx = -r; dx <= r; ++dx) {
-                    const double v = (double)(re[(cy + dy) * S + (cx + dx)] - lowest);
-                    s += v;
-                    sy += v * dy;
-                    sx += v * dx;
-                }
-            }
-            if (s != 0.0) {
-                ry = (float)(cy + sy / s);
-                rx = (float)(cx + sx / s);
-            }
-        }
-        scalars[0] = ry;
-        scalars[1] = rx;
+        window_centroid(re, S, N, N, cy, cx, &scalars[0], &scalars[1]);
     }
     if (active && write_maps) {
         float* map = maps + job * (long long)(N * N);

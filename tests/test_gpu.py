@@ -33,12 +33,28 @@ PATTERNS = [
 ]
 
 
+HEADERS = sorted(glob.glob(os.path.join(ROOT, "kernels", "*.cuh")))
+
+
 def test_kernel_sources_exist_and_are_self_contained():
+    from gpucorr import _cuda
     assert KERNELS, "no kernels/*.cu"
-    for path in KERNELS:
+    for path in KERNELS + HEADERS:
         text = open(path).read()
-        assert "#include" not in text, f"{path}: NVRTC accepts no host headers"
         assert text.startswith("//"), f"{path}: opens with a prose header"
+        for line in text.splitlines():
+            if line.lstrip().startswith("#include"):
+                # only headers of kernels/ (kernel_source pastes them in): NVRTC has no
+                # host headers
+                name = line.split('"')[1] if line.count('"') == 2 else line
+                assert os.path.join(ROOT, "kernels", name) in HEADERS, (path, line)
+    for path in KERNELS:
+        # what NVRTC and the emulator get: no include left
+        source = _cuda.kernel_source(os.path.basename(path))
+        assert not [line for line in source.splitlines()
+                    if line.lstrip().startswith("#")
+                    and line.lstrip("# \t").startswith("include")], path
+    assert "window_centroid" in _cuda.kernel_source("fast.cu")
 
 
 @pytest.mark.skipif(shutil.which("nvcc") is None, reason="nvcc is not installed")
@@ -58,17 +74,18 @@ def test_wheel_ships_the_kernel_sources(tmp_path):
         pytest.skip(f"cannot build a wheel here: {run.stderr.strip()[-200:]}")
     wheel = glob.glob(str(tmp_path / "gpucorr-*.whl"))[0]
     names = zipfile.ZipFile(wheel).namelist()
-    for path in KERNELS:
+    for path in KERNELS + HEADERS:
         assert f"gpucorr/kernels/{os.path.basename(path)}" in names
     # the loader reads them through importlib.resources from the installed package
     target = tmp_path / "site"
     zipfile.ZipFile(wheel).extractall(target)
     code = ("import importlib.resources as r; "
-            "print(sorted(p.name for p in (r.files('gpucorr') / 'kernels').iterdir()))")
+            "print(sorted(p.name for p in (r.files('gpucorr') / 'kernels').iterdir())); "
+            "from gpucorr import _cuda; print(len(_cuda.kernel_source('fast.cu')))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          env=dict(os.environ, PYTHONPATH=str(target)), cwd=str(tmp_path))
     assert out.returncode == 0, out.stderr
-    for path in KERNELS:
+    for path in KERNELS + HEADERS:
         assert os.path.basename(path) in out.stdout
 
 
