@@ -233,14 +233,15 @@ def fast_correlate_applies(crop_size, rdtype):
 
 def _fast_crop_floats(n):
     """Floats of shared memory one crop takes in fast.cu (``fast_crop_floats``)."""
-    return 2 * n * (n + 1) + 2 * n + 4
+    return (n * (n + 2) + n + 4) | 1
 
 
 def fast_layout(n):
-    """``(crops per block, threads per block, shared bytes)`` of fast.cu for edge ``n``."""
-    per_block = max(1, min(FAST_THREADS // n,
+    """``(crops per block, threads per block, shared bytes)`` of fast.cu for edge ``n``
+    (``n / 2`` threads a crop)."""
+    per_block = max(1, min(FAST_THREADS // (n // 2),
                            (FAST_SHARED_BYTES // 4 - 2 * n) // _fast_crop_floats(n)))
-    return per_block, per_block * n, 4 * (2 * n + per_block * _fast_crop_floats(n))
+    return per_block, per_block * (n // 2), 4 * (2 * n + per_block * _fast_crop_floats(n))
 
 
 @functools.lru_cache(maxsize=None)
@@ -291,8 +292,11 @@ def fast_correlate(frames, peaks, crop_size, filt, maps, out_centers, out_refine
         _check_out(maps, (np.float32,), "maps")
         if maps.size != n_crops * n * n:
             raise ValueError(f"maps must hold {n_crops} maps of {n}x{n}; got shape {maps.shape}")
-    full = _pipeline.hermitian_filter(cupy, filt, (n, n))
-    full = cupy.ascontiguousarray((full * np.float32(1.0 / (n * n))).astype(np.complex64))
+    # the inverse transform's 1 / n^2 folded in (a power of two for power-of-two n)
+    scaled = cupy.ascontiguousarray((filt * np.float32(1.0 / (n * n))).astype(np.complex64))
+    if scaled.shape != (n, n // 2 + 1):
+        raise ValueError(f"filt must be the ({n}, {n // 2 + 1}) correlation filter; got shape "
+                         f"{filt.shape}")
     twiddles = _pipeline._on_device(cupy, _twiddles(n))
     per_block, threads, shared = fast_layout(n)
     _check_shared(shared)
@@ -304,7 +308,7 @@ def fast_correlate(frames, peaks, crop_size, filt, maps, out_centers, out_refine
         maps = cupy.empty(1, dtype=np.float32)
     kernel((grid,), (threads,),
            (frames, np.int32(fy), np.int32(fx), cupy.ascontiguousarray(peaks, dtype=np.int64),
-            np.int32(n_peaks), np.int64(n_crops), full.view(np.float32).ravel(), twiddles,
+            np.int32(n_peaks), np.int64(n_crops), scaled.view(np.float32).ravel(), twiddles,
             np.int32(write_maps), maps, out_centers, out_refineds, out_heights,
             out_elevations, bad),
            shared_mem=shared)

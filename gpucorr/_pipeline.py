@@ -38,7 +38,7 @@ import weakref
 
 import numpy as np
 
-__all__ = ["compute_dtype", "correlation_filter", "hermitian_filter", "correlate", "upsample_positions",
+__all__ = ["compute_dtype", "correlation_filter", "correlate", "upsample_positions",
            "upsample_region_size", "crop_frames", "finish_fast", "run_fast", "full_maps",
            "finish_full", "run_full", "frame_bytes", "Workspace", "thread_workspace",
            "release_workspaces"]
@@ -183,23 +183,6 @@ def correlation_filter(xp, template, shape, rdtype):
     h, w = shape
     phase = _roll_phase(xp, h, False)[:, None] * _roll_phase(xp, w, True)[None, :]
     return (xp.conj(template) * phase).astype(complex_dtype(rdtype))
-
-
-def hermitian_filter(xp, filt, shape):
-    """The full (h, w) spectrum of which ``filt`` (h, w // 2 + 1) is the ``rfft2`` half.
-
-    ``filt`` is the spectrum of a real array (:func:`correlation_filter`), so
-    the missing columns follow from Hermitian symmetry:
-    ``full[ky, kx] = conj(filt[-ky % h, w - kx])`` for ``kx > w // 2``. With it a
-    complex 2-D DFT gives what ``irfft2(rfft2(x) * filt)`` gives.
-    """
-    h, w = shape
-    full = xp.empty((h, w), dtype=filt.dtype)
-    full[:, :w // 2 + 1] = filt
-    if w // 2 + 1 < w:
-        mirrored = xp.roll(filt[::-1], 1, axis=0)              # row ky: filt[-ky % h]
-        full[:, w // 2 + 1:] = xp.conj(mirrored[:, (w + 1) // 2 - 1:0:-1])
-    return full
 
 
 def correlate(backend, data, filt, ws=None, keep_specs=False):
