@@ -13,6 +13,7 @@ import cupy
 from cupy.cuda import nvtx
 
 import gpucorr
+from gpucorr import _cuda
 from gpucorr.patterns import RadialGradient
 from gpucorr.synthetic import cbed_frame
 
@@ -28,15 +29,18 @@ def main(argv=None):
     frames = cupy.asarray(np.resize(distinct, (args.frames, 256, 256)))
     peaks = cupy.asarray(np.rint(true).astype(np.int64)[:49])
     pattern = RadialGradient(radius=8)
-    for name, mode, up in (("fast", "fast", False), ("fast-upsample20", "fast", 20),
-                           ("full", "full", False)):
+    for name, mode, up, fused in (("fast", "fast", False, True),
+                                  ("fast-unfused", "fast", False, False),
+                                  ("fast-upsample20", "fast", 20, True),
+                                  ("full", "full", False, True)):
+        _cuda.FUSED_FAST = fused    # fast.cu, or crop.cu -> cuFFT -> evaluate.cu
         gpucorr.refine(frames, peaks, pattern, mode=mode, upsample=up)  # warm-up
         cupy.cuda.get_current_stream().synchronize()
         nvtx.RangePush(f"measure-{name}")
         gpucorr.refine(frames, peaks, pattern, mode=mode, upsample=up)
         cupy.cuda.get_current_stream().synchronize()
         nvtx.RangePop()
-    print("profiled: fast, fast-upsample20, full")
+    print("profiled: fast (fused and not), fast-upsample20, full")
 
 
 if __name__ == "__main__":
