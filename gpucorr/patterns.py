@@ -12,7 +12,10 @@ produce the same masks, except for the two corrections documented on
 Backends
 --------
 Templates are built with NumPy on the host (``get_template(sig_shape)``
-takes no array-module argument, as in libertem-blobfinder).
+takes no array-module argument, as in libertem-blobfinder). A template or
+radial map given as a GPU array (CuPy, or a PyTorch/JAX CUDA array through
+DLPack or ``__cuda_array_interface__``) is copied to the host once, when the
+pattern is made.
 :func:`gpucorr.refine` and ``process_frames_*`` take the pattern and move its
 template to the frames' GPU themselves. The per-frame functions of
 :mod:`gpucorr.correlation` take the template array: with CuPy frames pass
@@ -21,9 +24,11 @@ frames raises ``TypeError``.
 """
 import math
 
+import array_api_compat
 import numpy as np
 
 from gpucorr import masks
+from gpucorr._device import as_native
 from gpucorr.masks import _check_real, _check_real_array, _check_shape
 
 __all__ = [
@@ -47,6 +52,18 @@ def _check_contains(search, extent, extent_name):
             f"search must be >= {extent_name} so that it contains the pattern; "
             f"got search={search!r}, {extent_name}={extent!r}"
         )
+
+
+def _on_host(name, value):
+    """``value``, or its host copy if it is a GPU array (CuPy, DLPack, CUDA array interface).
+
+    Patterns draw their masks with NumPy; a template handed over on the GPU is
+    read once, here, not per call.
+    """
+    value = as_native(value, name)
+    if array_api_compat.is_cupy_array(value):
+        return value.get()
+    return value
 
 
 def _outer_defaults(radius, search, radius_outer):
@@ -332,7 +349,9 @@ class UserTemplate(MatchPattern):
     template : array_like
         2-D real-valued (bool, int or float) array without NaN or Inf. Its
         centre is pixel ``(template.shape[0] // 2, template.shape[1] // 2)``.
-        An ndarray is stored as given, not copied, and never modified.
+        An ndarray is stored as given, not copied, and never modified; a GPU
+        array (CuPy, or CUDA memory through DLPack or
+        ``__cuda_array_interface__``) is copied to the host and the copy stored.
     search : float, optional
         Search range in pixels, > 0. Default: half the template's diagonal,
         ``sqrt(h**2 + w**2) / 2``.
@@ -367,7 +386,8 @@ class UserTemplate(MatchPattern):
     axis). In every other case (both sizes even, both odd, padding even to
     odd, cropping odd to even) the two placements agree.
 
-    Backends: NumPy only.
+    Backends: masks are drawn with NumPy; GPU input arrays are copied to the host
+    once, at construction.
 
     Examples
     --------
@@ -382,7 +402,7 @@ class UserTemplate(MatchPattern):
     """
 
     def __init__(self, template, search=None):
-        template = _check_real_array("template", template, ndim=2)
+        template = _check_real_array("template", _on_host("template", template), ndim=2)
         if search is None:
             search = np.sqrt(template.shape[0] ** 2 + template.shape[1] ** 2) / 2
         _check_search(search)
@@ -446,7 +466,7 @@ class RadialGradientBackgroundSubtraction(UserTemplate):
         ``(h // 2, w // 2)``. Use it to distort the pattern, for example with
         an elliptical map from :func:`gpucorr.masks.polar_map`, or to work in
         physical units. Default: the pixel distance from the centre of a
-        square grid (see below).
+        square grid (see below). A GPU array is copied to the host.
 
     Attributes
     ----------
@@ -480,7 +500,8 @@ class RadialGradientBackgroundSubtraction(UserTemplate):
     exactly (see :class:`UserTemplate`). For integer ``r`` both give the
     same map.
 
-    Backends: NumPy only.
+    Backends: masks are drawn with NumPy; GPU input arrays are copied to the host
+    once, at construction.
 
     Examples
     --------
@@ -505,7 +526,8 @@ class RadialGradientBackgroundSubtraction(UserTemplate):
         if radial_map is None:
             radial_map = _default_radial_map(radius, radius_outer)
         else:
-            radial_map = _check_real_array("radial_map", radial_map, ndim=2)
+            radial_map = _check_real_array("radial_map", _on_host("radial_map", radial_map),
+                                           ndim=2)
         self.radius = radius
         self.radius_outer = radius_outer
         self.delta = delta

@@ -400,3 +400,25 @@ def test_integer_correlation_maps_evaluate_like_float_ones(rng):
     gpucorr.evaluate_correlations(corrs.astype(np.float64), peaks, 6, *as_float)
     for a, b in zip(as_int, as_float):
         np.testing.assert_array_equal(a, b)
+
+
+@pytest.mark.gpu
+def test_patterns_take_gpu_templates(cupy, rng):
+    """A UserTemplate or radial map given on the GPU is copied to the host once; the
+    pattern then behaves exactly as with the NumPy array, on either backend."""
+    host = np.arange(35.0).reshape(5, 7) % 4
+    on_gpu = patterns.UserTemplate(cupy.asarray(host), search=6)
+    on_cpu = patterns.UserTemplate(host, search=6)
+    assert isinstance(on_gpu.template, np.ndarray)
+    np.testing.assert_array_equal(on_gpu.get_template((12, 12)), on_cpu.get_template((12, 12)))
+    r, _ = gpucorr.masks.polar_map(16, 16, 32, 32, stretchY=2.0, angle=0.3)
+    ellipse = patterns.RadialGradientBackgroundSubtraction(radius=5, radial_map=cupy.asarray(r))
+    np.testing.assert_array_equal(
+        ellipse.get_mask((20, 20)),
+        patterns.RadialGradientBackgroundSubtraction(radius=5, radial_map=r).get_mask((20, 20)))
+    frames, true = random_lattice_frames(rng, 3, shape=(64, 64), radius=4)
+    peaks = np.rint(true).astype(np.int64)
+    got = gpucorr.refine(cupy.asarray(frames), cupy.asarray(peaks), on_gpu)
+    assert_results_match([cupy.asnumpy(a) for a in got], gpucorr.refine(frames, peaks, on_cpu))
+    with pytest.raises(ValueError, match="template must be a 2-D array"):
+        patterns.UserTemplate(cupy.zeros(3))
