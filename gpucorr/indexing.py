@@ -8,6 +8,9 @@ coordinates in that basis to integers.
 """
 import numpy as np
 
+from gpucorr._backend import array_namespace
+from gpucorr._device import as_native
+
 __all__ = ["index_peaks"]
 
 
@@ -72,6 +75,10 @@ def index_peaks(peaks, *, zero=None, tolerance=0.25, min_angle=20.0):
     ValueError
         Fewer than 3 peaks, or no two independent difference vectors.
 
+    Backends: computed with NumPy. CuPy peaks (or CUDA arrays through DLPack),
+    a few hundred values, are copied to the host, and the results come back as
+    CuPy arrays on the same device.
+
     Examples
     --------
     >>> zero, a, b = np.array([64., 64.]), np.array([0., 16.]), np.array([16., 0.])
@@ -84,6 +91,12 @@ def index_peaks(peaks, *, zero=None, tolerance=0.25, min_angle=20.0):
     >>> bool(np.abs(fitted - peaks).max() < 1e-9)
     True
     """
+    peaks = as_native(peaks, "peaks")
+    xp = array_namespace(peaks)
+    if xp is not np:
+        with xp.cuda.Device(peaks.device.id):
+            return tuple(xp.asarray(a) for a in index_peaks(
+                peaks.get(), zero=zero, tolerance=tolerance, min_angle=min_angle))
     p = np.asarray(peaks, dtype=np.float64)
     if p.ndim != 2 or p.shape[1] != 2:
         raise ValueError(f"peaks must have shape (P, 2); got {p.shape}")

@@ -422,3 +422,16 @@ def test_patterns_take_gpu_templates(cupy, rng):
     assert_results_match([cupy.asnumpy(a) for a in got], gpucorr.refine(frames, peaks, on_cpu))
     with pytest.raises(ValueError, match="template must be a 2-D array"):
         patterns.UserTemplate(cupy.zeros(3))
+
+
+@pytest.mark.gpu
+def test_index_peaks_takes_gpu_peaks(cupy):
+    from gpucorr.indexing import index_peaks
+    zero, a, b = np.array([64., 64.]), np.array([0., 16.]), np.array([16., 0.])
+    ij = np.array([[0, 0], [1, 0], [0, 1], [-1, 2], [2, -1], [1, 1]])
+    peaks = zero + ij @ np.stack([a, b]) + 0.3
+    want = index_peaks(peaks)
+    got = index_peaks(cupy.asarray(peaks))
+    assert all(isinstance(g, cupy.ndarray) for g in got)
+    for g, w in zip(got, want):
+        np.testing.assert_array_equal(cupy.asnumpy(g), w)
