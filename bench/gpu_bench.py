@@ -173,23 +173,30 @@ def unfused(fn):
 
 
 def by_crop_edge(frames, peaks, rounds):
-    """Fast mode, fused and not, for 16-, 24-, 32- and 64-px crops: frames/s of each."""
+    """Fast mode, fused and not, for 16-, 24-, 32- and 64-px crops: frames/s of each, and
+    of the fused kernel with 64 and 256 threads a block."""
     rows = []
-    saved = _cuda.FAST_MAX_SIZE
+    saved = _cuda.FAST_MAX_SIZE, _cuda.FAST_THREADS
+    n = len(frames)
     try:
         _cuda.FAST_MAX_SIZE = max(_cuda.FAST_SIZES)
         for edge in (16, 24, 32, 64):
             pattern = RadialGradient(radius=edge / 4, search=edge // 2)
-            n = len(frames)
 
             def run():
                 gpucorr.refine(frames, peaks, pattern)
             fused = gpu_seconds(run, rounds) / n
             plain = unfused(lambda: gpu_seconds(run, rounds)) / n
-            rows.append(dict(crop_edge=edge, fused_frames_per_s=1 / fused,
-                             unfused_frames_per_s=1 / plain, fused_speedup=plain / fused))
+            row = dict(crop_edge=edge, fused_frames_per_s=1 / fused,
+                       unfused_frames_per_s=1 / plain, fused_speedup=plain / fused)
+            # threads per block of fast.cu (FAST_THREADS, default 128)
+            for threads in (64, 256):
+                _cuda.FAST_THREADS = threads
+                row[f"fused_{threads}_threads_frames_per_s"] = n / gpu_seconds(run, rounds)
+            _cuda.FAST_THREADS = saved[1]
+            rows.append(row)
     finally:
-        _cuda.FAST_MAX_SIZE = saved
+        _cuda.FAST_MAX_SIZE, _cuda.FAST_THREADS = saved
     return rows
 
 
