@@ -86,7 +86,9 @@ __global__ void crop_log(const T* __restrict__ frames, int fy, int fx,
     }
 }
 
-// Instantiations for nvcc (CI compiles this file without NVRTC's name expressions).
+// Instantiations for nvcc (CI compiles this file without NVRTC's name expressions);
+// NVRTC (__CUDACC_RTC__) compiles only the name expressions it is given.
+#ifndef __CUDACC_RTC__
 template __global__ void crop_log<unsigned short, float>(
     const unsigned short*, int, int, const long long*, int, int, int, int, int, const float*,
     float*, bool*);
@@ -96,3 +98,4 @@ template __global__ void crop_log<float, float>(
 template __global__ void crop_log<double, double>(
     const double*, int, int, const long long*, int, int, int, int, int, const double*,
     double*, bool*);
+#endif  // __CUDACC_RTC__

@@ -111,7 +111,11 @@ __global__ void evaluate(const R* __restrict__ corrs, int h, int w,
     }
 }
 
+// Instantiations for nvcc (CI compiles this file without NVRTC's name expressions);
+// NVRTC (__CUDACC_RTC__) compiles only the name expressions it is given.
+#ifndef __CUDACC_RTC__
 template __global__ void evaluate<float>(const float*, int, int, const long long*, int, int,
                                          const double*, int*, float*, float*, float*);
 template __global__ void evaluate<double>(const double*, int, int, const long long*, int, int,
                                           const double*, int*, float*, float*, float*);
+#endif  // __CUDACC_RTC__

@@ -483,7 +483,9 @@ __global__ void fast_correlate(const T* __restrict__ frames, int fy, int fx,
     }
 }
 
-// Instantiations for nvcc (CI compiles this file without NVRTC's name expressions).
+// Instantiations for nvcc (CI compiles this file without NVRTC's name expressions);
+// NVRTC (__CUDACC_RTC__) compiles only the name expressions it is given.
+#ifndef __CUDACC_RTC__
 #define GPUCORR_FAST(T, N)                                                                     \
     template __global__ void fast_correlate<T, N>(const T*, int, int, const long long*, int,   \
                                                   long long, const float*, const float*, int,  \
@@ -499,3 +501,4 @@ GPUCORR_FAST(unsigned short, 24)
 GPUCORR_FAST(float, 30)
 GPUCORR_FAST(float, 14)
 GPUCORR_FAST(float, 6)
+#endif  // __CUDACC_RTC__

@@ -31,8 +31,11 @@ __global__ void roll_to_origin(const R* __restrict__ maps, int n_maps, int h, in
     }
 }
 
-// Instantiations for nvcc (CI compiles this file without NVRTC's name expressions).
+// Instantiations for nvcc (CI compiles this file without NVRTC's name expressions);
+// NVRTC (__CUDACC_RTC__) compiles only the name expressions it is given.
+#ifndef __CUDACC_RTC__
 template __global__ void roll_to_origin<float>(const float*, int, int, int, const long long*,
                                                float*);
 template __global__ void roll_to_origin<double>(const double*, int, int, int, const long long*,
                                                 double*);
+#endif  // __CUDACC_RTC__

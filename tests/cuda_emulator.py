@@ -95,6 +95,9 @@ class EmulatorError(RuntimeError):
 
 _PRELUDE = r"""
 // ---- gpucorr CUDA emulator prelude ----
+// as under NVRTC: only the name expressions are instantiated, not the sources' explicit
+// instantiations for nvcc
+#define __CUDACC_RTC__ 1
 #include <barrier>
 #include <cmath>
 #include <cstdarg>
