@@ -149,6 +149,23 @@ def test_gpu_fused_and_unfused_fast_mode_match(cupy, rng, dtype, upsample, monke
 
 
 @pytest.mark.gpu
+@pytest.mark.parametrize("edge", [4, 6, 10, 18, 24, 30, 32, 64])
+def test_gpu_fused_fast_mode_every_kind_of_crop_edge(cupy, rng, edge, monkeypatch):
+    """fast.cu for powers of two, odd parts alone (2 M) and mixed (M 2^A), up to 64 px."""
+    from gpucorr import _cuda
+    monkeypatch.setattr(_cuda, "FAST_MAX_SIZE", 64)
+    pattern = patterns.Circular(radius=max(1.0, edge / 5), search=edge // 2)
+    assert _cuda.fast_correlate_applies(pattern.get_crop_size(), np.float32)
+    shape = (max(96, edge + 8), max(80, edge + 4))
+    frames, true = random_lattice_frames(rng, 3, shape=shape, radius=max(1.0, edge / 5),
+                                         dtype=np.uint16)
+    peaks = jittered_peaks(rng, true, shape)
+    expected = gpucorr.refine(frames, peaks, pattern, upsample=5)
+    got = gpucorr.refine(cupy.asarray(frames), cupy.asarray(peaks), pattern, upsample=5)
+    assert_results_match([cupy.asnumpy(a) for a in got], expected)
+
+
+@pytest.mark.gpu
 @pytest.mark.parametrize("mode", ["fast", "full"])
 # (the CPU stand-in for CuPy computes its FFTs with NumPy, which warns on NaN and inf)
 @pytest.mark.filterwarnings("ignore:invalid value encountered:RuntimeWarning")
