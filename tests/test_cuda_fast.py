@@ -234,3 +234,31 @@ def test_twiddles():
         want = np.exp(-2j * np.pi * np.arange(n) / n)
         np.testing.assert_array_equal(tw[:, 0], want.real.astype(np.float32))
         np.testing.assert_array_equal(tw[:, 1], want.imag.astype(np.float32))
+
+
+@pytest.mark.parametrize("seed", range(8))
+def test_fast_random_configurations(seed):
+    """Random crop edge, frame dtype and shape, pattern and peaks (inside, on and far
+    beyond the edges): the fused kernel gives the CPU pipeline's results."""
+    rng = np.random.default_rng(seed)
+    n = int(rng.choice([s for s in _cuda.FAST_SIZES if s <= 32]))
+    dtype = np.dtype(rng.choice([np.uint8, np.uint16, np.int32, np.float32]))
+    fy, fx = (int(v) for v in rng.integers(n, 3 * n + 7, size=2))
+    inside = np.column_stack([rng.integers(0, fy, 4), rng.integers(0, fx, 4)])
+    frames = blob_frames(int(rng.integers(1, 4)), fy, fx, inside, max(0.7, n / 9), dtype, rng)
+    outside = rng.integers(-3 * n, 3 * n + max(fy, fx), size=(3, 2))
+    peaks = np.concatenate([inside, outside]).astype(np.int64)
+    kind = rng.integers(3)
+    if kind == 0:
+        pattern = patterns.RadialGradient(radius=max(1.0, n / 6), search=n // 2)
+    elif kind == 1:
+        pattern = patterns.Circular(radius=max(1.0, n / 5), search=n // 2)
+    else:
+        pattern = patterns.UserTemplate(rng.random((3, 4)) + 0.1, search=n // 2)
+    filt = _pipeline.correlation_filter(np, pattern.get_template(sig_shape=(n, n)), (n, n),
+                                        np.float32)
+    got, bad, _ = run_fused(frames, peaks, n // 2, filt)
+    want, _, well_posed = run_reference(frames, peaks, n // 2, filt)
+    assert not bad.any()
+    assert well_posed.any()
+    assert_results_match(got, want, well_posed)
