@@ -20,8 +20,6 @@
 
 #include "window.cuh"
 
-__device__ __forceinline__ float float_infinity() { return __int_as_float(0x7f800000); }
-
 template <typename R>
 __global__ void evaluate(const R* __restrict__ corrs, int h, int w,
                          const long long* __restrict__ peaks, int n_peaks, int crop_size,
@@ -77,19 +75,13 @@ __global__ void evaluate(const R* __restrict__ corrs, int h, int w,
     // elevation: the smallest slope (max - value) / d over pixels with d >= 1.5
     const double py = refined[0];
     const double px = refined[1];
-    float slope_min = float_infinity();
+    SlopeSearch<R> search;
     for (int i = threadIdx.x; i < size; i += blockDim.x) {
         const double dy = (double)(i / w) - py;
         const double dx = (double)(i % w) - px;
-        const double d2 = dy * dy + dx * dx;
-        if (d2 >= 2.25) {
-            const float slope = (float)((double)(best - corr[i]) / sqrt(d2));
-            if (slope < slope_min) {
-                slope_min = slope;
-            }
-        }
+        search.offer(best - corr[i], dy * dy + dx * dx);
     }
-    shared_slope[threadIdx.x] = slope_min;
+    shared_slope[threadIdx.x] = search.slope();
     __syncthreads();
     for (int stride = blockDim.x / 2; stride > 0; stride /= 2) {
         if (threadIdx.x < stride && shared_slope[threadIdx.x + stride] < shared_slope[threadIdx.x]) {

@@ -429,43 +429,23 @@ __global__ void fast_correlate(const T* __restrict__ frames, int fy, int fx,
     }
     __syncthreads();
 
-    // 6. elevation: the smallest slope (max - value) / d over pixels with d >= 1.5.
-    //    Every max - value is >= 0, so the smallest slope has the smallest
-    //    (max - value)^2 / d^2: the candidate of the thread's two rows is found
-    //    with float products (no square root or division per pixel), and only its
-    //    slope is computed, in double as evaluate.cu does. (Where two slopes tie
-    //    to float rounding, either may be taken: they differ by an ulp or so.)
+    // 6. elevation: the smallest slope (max - value) / d over pixels with d >= 1.5,
+    //    over the thread's two rows (window.cuh)
     const double py = scalars[0];
     const double px = scalars[1];
-    float slope_min = fast_infinity();
+    float slope_min;
     {
-        float cand_num = 1.0f;      // (max - value)^2 of the candidate
-        float cand_d2 = 0.0f;       // its d^2; 0: no candidate yet
-        double cand_d2_exact = 0.0;
-        float cand_diff = 0.0f;
+        SlopeSearch<float> search;
 #pragma unroll
         for (int row = 0; row < 2; ++row) {
             const int y = row == 0 ? ya : yb;
             const double dy = (double)y - py;
             for (int x = 0; x < N; ++x) {
                 const double dx = (double)x - px;
-                const double d2 = dy * dy + dx * dx;
-                if (d2 >= 2.25) {
-                    const float diff = best - map[y * SM + x];
-                    const float num = diff * diff;
-                    const float d2f = (float)d2;
-                    if (cand_d2 == 0.0f || num * cand_d2 < cand_num * d2f) {
-                        cand_num = num;
-                        cand_d2 = d2f;
-                        cand_d2_exact = d2;
-                        cand_diff = diff;
-                    }
-                }
+                search.offer(best - map[y * SM + x], dy * dy + dx * dx);
             }
         }
-        if (cand_d2 != 0.0f) {
-            slope_min = (float)((double)cand_diff / sqrt(cand_d2_exact));
-        }
+        slope_min = search.slope();
     }
     red_value[lane] = slope_min;
     red_index[lane] = 0;

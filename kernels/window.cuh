@@ -1,4 +1,4 @@
-// gpucorr CUDA kernels: device functions shared by evaluate.cu and fast.cu.
+// gpucorr CUDA kernels: device code shared by evaluate.cu and fast.cu.
 //
 // A header, included as `#include "window.cuh"`: nvcc finds it beside the
 // sources, and gpucorr._cuda.kernel_source() pastes it in place of the line for
@@ -44,5 +44,36 @@ __device__ __forceinline__ void window_centroid(const R* map, int stride, int h,
         *rx = (float)(cx + sx / s);
     }
 }
+
+// The smallest slope (max - value) / d over the pixels at distance d >= 1.5 from
+// a point, found without a square root or division per pixel: every
+// max - value is >= 0, so the smallest slope has the smallest (max - value)^2 / d^2,
+// compared as (max - value)^2 d'^2 < (max' - value')^2 d^2 in double; only the
+// winner's slope is computed, as float((double)(max - value) / sqrt(d^2)). NaN
+// differences are skipped. One per thread; offer() each pixel, then slope()
+// (infinity where no pixel counted), and take the minimum over the threads.
+// (Where two slopes tie to rounding, either may win: they differ by an ulp or so.)
+template <typename R>
+struct SlopeSearch {
+    double num = 0.0;   // (max - value)^2 of the candidate
+    double d2 = 0.0;    // its d^2; 0: no candidate yet
+    R diff = 0;         // its max - value
+
+    __device__ __forceinline__ void offer(R max_minus_value, double dist2) {
+        if (dist2 >= 2.25 && max_minus_value == max_minus_value) {
+            const double a = (double)max_minus_value;
+            const double n = a * a;
+            if (d2 == 0.0 || n * d2 < num * dist2) {
+                num = n;
+                d2 = dist2;
+                diff = max_minus_value;
+            }
+        }
+    }
+
+    __device__ __forceinline__ float slope() const {
+        return d2 == 0.0 ? __int_as_float(0x7f800000) : (float)((double)diff / sqrt(d2));
+    }
+};
 
 #endif  // GPUCORR_WINDOW_CUH
