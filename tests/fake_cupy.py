@@ -21,12 +21,17 @@ What it mimics, to catch the mistakes that matter on a real GPU:
   as wrong results.
 - ``cupyx.allow_synchronize(False)`` makes every synchronising call raise
   (``get``, ``item``, ``bool``, stream and event synchronisation, ...).
+- Only what the real CuPy has: every function, ufunc and ``ndarray`` method
+  it serves (NumPy's underneath) must exist in CuPy under that name, and every
+  call must bind to CuPy's signature (``tests/cupy_api.py``, recorded from
+  CuPy 14.2); NumPy-only names and keywords raise as they would on a GPU.
 
 Install with :func:`install` (returns the module); :func:`uninstall` restores
 ``sys.modules``. ``python tests/fake_cupy.py SCRIPT [ARGS]`` runs a script on it.
 """
 import contextlib
 import ctypes
+import functools
 import os
 import runpy
 import sys
@@ -35,6 +40,8 @@ import time
 import types
 
 import numpy as np
+
+import cupy_api
 
 FAKE_DEVICE_NAME = "CPU-emulated GPU (tests/fake_cupy.py)"
 MEMORY = {"free": 8 * 2**30, "total": 16 * 2**30}
@@ -90,21 +97,21 @@ class _Pointer:
         self._arr = arr
         self.ptr = arr._a.ctypes.data
 
-    def copy_from_host_async(self, src, size, stream=None):
-        dst, src = self.ptr, _address(src)
+    def copy_from_host_async(self, mem, size, stream=None):
+        dst, src = self.ptr, _address(mem)
         _enqueue(stream, lambda: ctypes.memmove(dst, src, size))
 
-    def copy_to_host_async(self, dst, size, stream=None):
-        src, dst = self.ptr, _address(dst)
+    def copy_to_host_async(self, mem, size, stream=None):
+        src, dst = self.ptr, _address(mem)
         _enqueue(stream, lambda: ctypes.memmove(dst, src, size))
 
-    def copy_from_host(self, src, size):
+    def copy_from_host(self, mem, size):
         _sync_point("copy_from_host")
-        ctypes.memmove(self.ptr, _address(src), size)
+        ctypes.memmove(self.ptr, _address(mem), size)
 
-    def copy_to_host(self, dst, size):
+    def copy_to_host(self, mem, size):
         _sync_point("copy_to_host")
-        ctypes.memmove(_address(dst), self.ptr, size)
+        ctypes.memmove(_address(mem), self.ptr, size)
 
 
 def _address(mem):
@@ -127,6 +134,7 @@ class ndarray(np.lib.mixins.NDArrayOperatorsMixin):
                         "Please use `.get()` to construct a NumPy array explicitly.")
 
     def __array_ufunc__(self, ufunc, method, *inputs, **kwargs):
+        cupy_api.check_ufunc(ufunc.__name__, method, inputs, kwargs)
         inputs = _unwrap(inputs, what=f"ufunc {ufunc.__name__} input")
         outs = kwargs.get("out")
         if outs is not None:
@@ -137,6 +145,13 @@ class ndarray(np.lib.mixins.NDArrayOperatorsMixin):
         return _wrap(result)
 
     def __array_function__(self, func, types_, args, kwargs):
+        # CuPy runs its namesake of a NumPy function, and has none for some
+        where = "cupy" + (func.__module__ or "numpy").removeprefix("numpy")
+        if not cupy_api.has(where, func.__name__):
+            raise TypeError(f"no implementation found for '{func.__module__}.{func.__name__}' "
+                            f"on types that implement __array_function__: {where} has no "
+                            f"{func.__name__} in CuPy {cupy_api.load()['cupy_version']}")
+        cupy_api.check_call(where, func.__name__, args, kwargs)
         return _wrap(func(*_unwrap(args, what=func.__name__), **_unwrap(kwargs, what=func.__name__)))
 
     # --- attributes
@@ -174,9 +189,11 @@ class ndarray(np.lib.mixins.NDArrayOperatorsMixin):
     def __getattr__(self, name):
         if name.startswith("__"):  # no __array_interface__, __array_struct__, ...
             raise AttributeError(name)
+        cupy_api.check_name("cupy.ndarray", name)
         attr = getattr(self._a, name)
         if callable(attr):
             def method(*args, **kwargs):
+                cupy_api.check_call("cupy.ndarray", name, args, kwargs)
                 return _wrap(attr(*_unwrap(args, allow_host=True), **_unwrap(kwargs, True)))
             return method
         return _wrap(attr)
@@ -194,8 +211,9 @@ class ndarray(np.lib.mixins.NDArrayOperatorsMixin):
         return (ndarray(row) if isinstance(row, np.ndarray) else row for row in self._a)
 
     # --- synchronising conversions
-    def get(self, stream=None, out=None):
-        _sync_point("ndarray.get")
+    def get(self, stream=None, order="C", out=None, blocking=True):
+        if blocking:
+            _sync_point("ndarray.get")
         if out is not None:
             out[...] = self._a
             return out
@@ -261,7 +279,12 @@ class _Capsule:
         return (1, 0)
 
 
-array = asarray
+def array(obj, dtype=None, copy=True, order="K"):
+    if not copy:
+        return asarray(obj, dtype=dtype)
+    if isinstance(obj, ndarray):
+        return ndarray(np.array(obj._a, dtype=dtype, order=order, copy=True))
+    return asarray(np.array(obj, dtype=dtype, order=order, copy=True))
 
 
 def ascontiguousarray(a, dtype=None):
@@ -278,14 +301,18 @@ def asnumpy(a, stream=None):
     return np.asarray(a)
 
 
-def from_dlpack(obj):
-    if int(obj.__dlpack_device__()[0]) != 2:
+def from_dlpack(array):
+    if int(array.__dlpack_device__()[0]) != 2:
         raise RuntimeError("fake_cupy.from_dlpack: not CUDA memory")
-    return ndarray(np.from_dlpack(_Capsule(obj.__dlpack__())))
+    return ndarray(np.from_dlpack(_Capsule(array.__dlpack__())))
 
 
-def _function(name, func):
+def _function(where, name, func):
+    """NumPy's ``func`` served as CuPy's ``where.name``, which must exist and take the call."""
+    cupy_api.check_name(where, name)
+
     def call(*args, **kwargs):
+        cupy_api.check_call(where, name, args, kwargs)
         return _wrap(func(*_unwrap(args, what=name), **_unwrap(kwargs, what=name)))
     call.__name__ = name
     return call
@@ -298,21 +325,21 @@ class Stream:
 
     null = None
 
-    def __init__(self, non_blocking=False, ptr=None):
-        self.queue = []      # pending callables
-        self.enqueued = 0    # callables ever enqueued
-        self.done = 0        # callables ever run
-        self.ptr = id(self) if ptr is None else ptr
+    def __init__(self, null=False, non_blocking=False, ptds=False, priority=None):
+        self._queue = []      # pending callables
+        self._enqueued = 0    # callables ever enqueued
+        self._done = 0        # callables ever run
+        self.ptr = 0 if null else id(self)
 
     def _run_until(self, position):
-        while self.done < position:
-            op = self.queue.pop(0)
-            self.done += 1
+        while self._done < position:
+            op = self._queue.pop(0)
+            self._done += 1
             op()
 
     def synchronize(self):
         _sync_point("Stream.synchronize")
-        self._run_until(self.enqueued)
+        self._run_until(self._enqueued)
 
     def wait_event(self, event):
         if event.stream is not None:
@@ -337,7 +364,8 @@ class Stream:
 
 class ExternalStream(Stream):
     def __init__(self, ptr, device_id=-1):
-        super().__init__(ptr=ptr)
+        super().__init__()
+        self.ptr = ptr
 
 
 def _stack():
@@ -353,13 +381,13 @@ def get_current_stream(device_id=-1):
 def _enqueue(stream, op):
     stream = stream or get_current_stream()
     if stream is get_current_stream():
-        stream._run_until(stream.enqueued)
-        stream.enqueued += 1
-        stream.done += 1
+        stream._run_until(stream._enqueued)
+        stream._enqueued += 1
+        stream._done += 1
         op()
     else:
-        stream.queue.append(op)
-        stream.enqueued += 1
+        stream._queue.append(op)
+        stream._enqueued += 1
 
 
 class Event:
@@ -370,7 +398,7 @@ class Event:
 
     def record(self, stream=None):
         self.stream = stream or get_current_stream()
-        self.position = self.stream.enqueued
+        self.position = self.stream._enqueued
         self.time = time.perf_counter()  # host time: work on the current stream is done
 
     def synchronize(self):
@@ -378,13 +406,10 @@ class Event:
         if self.stream is not None:
             self.stream._run_until(self.position)
 
-    def query(self):
-        return self.stream is None or self.stream.done >= self.position
 
-
-def get_elapsed_time(start, stop):
+def get_elapsed_time(start_event, end_event):
     """Milliseconds between two recorded events (host time; not a GPU timing)."""
-    return (stop.time - start.time) * 1e3
+    return (end_event.time - start_event.time) * 1e3
 
 
 # ------------------------------------------------------------------ devices and memory
@@ -408,7 +433,7 @@ class Device:
     def synchronize(self):
         _sync_point("Device.synchronize")
         for stream in _all_streams():
-            stream._run_until(stream.enqueued)
+            stream._run_until(stream._enqueued)
 
     def __eq__(self, other):
         return isinstance(other, Device) and other.id == self.id
@@ -448,7 +473,7 @@ def _runtime():
     runtime = types.ModuleType("cupy.cuda.runtime")
     runtime.memGetInfo = lambda: (MEMORY["free"], MEMORY["total"])
     runtime.getDeviceCount = lambda: 1
-    runtime.getDeviceProperties = lambda i: {"name": FAKE_DEVICE_NAME.encode(),
+    runtime.getDeviceProperties = lambda device: {"name": FAKE_DEVICE_NAME.encode(),
                                              "totalGlobalMem": MEMORY["total"]}
     runtime.runtimeGetVersion = lambda: 0
     runtime.driverGetVersion = lambda: 0
@@ -468,7 +493,9 @@ class _DeviceKernel:
         self.kernel = kernel
         self.expression = kernel.expression
 
-    def __call__(self, grid, block, args, shared_mem=0, stream=None):
+    def __call__(self, grid, block, args, **kwargs):
+        cupy_api.check_call("cupy.RawKernel", "__call__", (grid, block, args), kwargs)
+        shared_mem, stream = kwargs.get("shared_mem", 0), kwargs.get("stream")
         host = []
         for i, a in enumerate(args):
             if isinstance(a, ndarray):
@@ -479,11 +506,11 @@ class _DeviceKernel:
             else:
                 host.append(a)
         s = stream or get_current_stream()
-        s._run_until(s.enqueued)
+        s._run_until(s._enqueued)
         self.kernel(grid, block, tuple(host), shared_mem=shared_mem)
 
 
-def _raw_module(code=None, options=(), name_expressions=None, **kwargs):
+def _raw_module(code=None, *, options=(), name_expressions=None, **kwargs):
     import cuda_emulator
 
     class RawModule(cuda_emulator._RawModule):
@@ -516,7 +543,7 @@ def _make_modules():
             raise AttributeError(name)
         func = getattr(np, name)
         if callable(func):
-            return _function(name, func)
+            return _function("cupy", name, func)
         raise AttributeError(name)
     cupy.__getattr__ = module_getattr
     cupy.get_default_memory_pool = lambda: _POOL
@@ -526,17 +553,17 @@ def _make_modules():
 
     def _host(a):
         return a._a if isinstance(a, ndarray) else np.asarray(a)
-    testing.assert_array_equal = lambda a, b, **kw: np.testing.assert_array_equal(
-        _host(a), _host(b), **kw)
-    testing.assert_allclose = lambda a, b, **kw: np.testing.assert_allclose(
-        _host(a), _host(b), **kw)
+    testing.assert_array_equal = lambda actual, desired, **kw: np.testing.assert_array_equal(
+        _host(actual), _host(desired), **kw)
+    testing.assert_allclose = lambda actual, desired, **kw: np.testing.assert_allclose(
+        _host(actual), _host(desired), **kw)
     cupy.testing = testing
 
     fft = types.ModuleType("cupy.fft")
     def fft_getattr(name):
         if name.startswith("__"):
             raise AttributeError(name)
-        return _function(name, getattr(np.fft, name))
+        return _function("cupy.fft", name, getattr(np.fft, name))
     fft.__getattr__ = fft_getattr
     cupy.fft = fft
 
@@ -590,12 +617,27 @@ def _make_modules():
     for module in (fft, testing, cuda, cuda.runtime, memory, nvtx, cupyx, cupyx_scipy,
                    cupyx_fft, cupyx_sparse):
         module.__file__ = __file__
-    return {"cupy": cupy, "cupy.fft": fft, "cupy.testing": testing, "cupy.cuda": cuda, "cupy.cuda.runtime": cuda.runtime,
-            "cupy.cuda.memory": memory, "cupy.cuda.nvtx": nvtx, "cupyx": cupyx, "cupyx.scipy": cupyx_scipy,
-            "cupyx.scipy.fft": cupyx_fft, "cupyx.scipy.sparse": cupyx_sparse}
+    modules = {"cupy": cupy, "cupy.fft": fft, "cupy.testing": testing, "cupy.cuda": cuda,
+               "cupy.cuda.runtime": cuda.runtime, "cupy.cuda.memory": memory,
+               "cupy.cuda.nvtx": nvtx, "cupyx": cupyx, "cupyx.scipy": cupyx_scipy,
+               "cupyx.scipy.fft": cupyx_fft, "cupyx.scipy.sparse": cupyx_sparse}
+    for where, module in modules.items():
+        for name, value in list(vars(module).items()):
+            if isinstance(value, types.FunctionType) and not name.startswith("_"):
+                setattr(module, name, _checked(where, name, value))
+    return modules
 
 
-Stream.null = Stream(ptr=0)
+def _checked(where, name, func):
+    """The stand-in's own ``func`` for CuPy's ``where.name``: the call must suit CuPy too."""
+    @functools.wraps(func)
+    def call(*args, **kwargs):
+        cupy_api.check_call(where, name, args, kwargs)
+        return func(*args, **kwargs)
+    return call
+
+
+Stream.null = Stream(null=True)
 _saved = {}
 
 

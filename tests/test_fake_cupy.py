@@ -102,3 +102,164 @@ def test_streaming_needs_its_waits(cupy, small_blocks, monkeypatch):
         warnings.simplefilter("ignore")  # the unwaited buffers hold garbage, NaN included
         bad = gpucorr.refine(frames, peaks, pattern, device="cuda")
     assert not np.allclose(bad.heights, expected.heights, rtol=1e-4)
+
+
+def test_refuses_what_the_real_cupy_lacks(cupy):
+    """NumPy names and keywords that CuPy does not have fail on the stand-in as on a GPU."""
+    import cupyx
+    x = cupy.asarray(np.arange(6.0).reshape(2, 3))
+    with pytest.raises(AttributeError, match="CuPy 14.2"):
+        cupy.nanpercentile(x, 50)                # NumPy has it, CuPy does not
+    with pytest.raises(TypeError, match="no implementation found"):
+        np.nanquantile(x, 0.5)                   # dispatched through __array_function__
+    with pytest.raises(TypeError, match="initial"):
+        x.max(initial=0.0)                       # ndarray method, NumPy-only keyword
+    with pytest.raises(TypeError, match="where"):
+        cupy.sum(x, where=x > 1)                 # function, NumPy-only keyword
+    with pytest.raises(TypeError, match="where"):
+        np.sum(x, where=x > 1)
+    with pytest.raises(TypeError, match="where"):
+        np.add(x, x, where=x > 1)                # ufunc, NumPy-only keyword
+    with pytest.raises(AttributeError, match="CuPy 14.2"):
+        x.tofile_compressed                      # no such method
+    with pytest.raises(TypeError, match="norm|workers"):
+        cupyx.scipy.fft.rfft2(x, workers=2)      # scipy.fft's keyword, not CuPy's
+    # what CuPy has goes through
+    assert x.max(axis=0).get().tolist() == [3.0, 4.0, 5.0]
+    assert float(np.add.reduce(x, axis=None).get()) == 15.0
+
+
+def test_kernel_launch_as_cupy_takes_it(cupy):
+    """CuPy's launcher takes grid and block as tuples, and RawModule's options as a tuple."""
+    from gpucorr import _cuda
+    source = _cuda.kernel_source("evaluate.cu")
+    with pytest.raises(TypeError, match="options as a tuple"):
+        cupy.RawModule(code=source, options=["-std=c++17"],
+                       name_expressions=_cuda.evaluate_expressions())
+    kernel = cupy.RawModule(code=source, name_expressions=_cuda.evaluate_expressions()
+                            ).get_function("evaluate<float>")
+    maps = cupy.zeros((1, 4, 4), np.float32)
+    with pytest.raises(TypeError, match="grid as a tuple"):
+        kernel([1], (32,), (maps,))
+    with pytest.raises(TypeError, match="block as a tuple"):
+        kernel((1,), 32, (maps,))
+    with pytest.raises(TypeError, match="refuses this call"):
+        kernel((1,), (32,), (maps,), shared_memory=0)
+
+
+# what each class of the stand-in stands for in the real CuPy
+_CLASSES = {"ndarray": "cupy.ndarray", "Stream": "cupy.cuda.Stream",
+            "ExternalStream": "cupy.cuda.ExternalStream", "Event": "cupy.cuda.Event",
+            "Device": "cupy.cuda.Device", "_Pointer": "cupy.cuda.MemoryPointer",
+            "_MemoryPool": "cupy.cuda.MemoryPool"}
+
+
+def _no_more_permissive(fake, real, what):
+    """Every call the stand-in's ``fake`` takes, CuPy's ``real`` takes too."""
+    import inspect
+    params = [p for p in inspect.signature(fake).parameters.values() if p.name != "self"]
+    real_params = list(real.parameters.values())
+    by_name = {p.name: p for p in real_params}
+    for i, p in enumerate(params):
+        if p.kind in (p.VAR_POSITIONAL, p.VAR_KEYWORD):
+            continue
+        assert p.name in by_name, f"{what}: CuPy has no parameter {p.name!r} ({real})"
+        if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD):
+            assert i < len(real_params) and real_params[i].name == p.name, \
+                f"{what}: positional parameter {i} is {p.name!r} here, not in CuPy {real}"
+
+
+def test_stand_in_offers_only_cupy_api(cupy):
+    """The stand-in's own functions, classes and methods exist in CuPy, and take no call
+    that CuPy's would refuse (so that a test passing here cannot fail there for that)."""
+    import sys
+    import types
+    import cupy_api
+    checked = 0
+    for where in cupy_api.NAMESPACES:
+        module = sys.modules.get(where)
+        if module is None:
+            continue
+        for name, value in vars(module).items():
+            if name.startswith("_") or isinstance(value, types.ModuleType):
+                continue
+            assert cupy_api.has(where, name), f"{where}.{name} is not in CuPy"
+            sig = cupy_api.signature_of(where, name)
+            if isinstance(value, types.FunctionType) and sig is not None:
+                _no_more_permissive(value.__wrapped__ if hasattr(value, "__wrapped__") else value,
+                                    sig, f"{where}.{name}")
+                checked += 1
+    for fake_name, where in _CLASSES.items():
+        cls = getattr(fake_cupy, fake_name)
+        for name, value in vars(cls).items():
+            if name.startswith("_") and name not in ("__enter__", "__exit__", "__getitem__",
+                                                     "__setitem__", "__len__", "__iter__"):
+                continue
+            assert cupy_api.has(where, name), f"{where}.{name} is not in CuPy"
+            sig = cupy_api.signature_of(where, name)
+            if isinstance(value, types.FunctionType) and sig is not None and not name.startswith(
+                    "__"):  # operators' parameter names are never given
+                _no_more_permissive(value, sig, f"{where}.{name}")
+                checked += 1
+    for fake_name in ("Stream", "ExternalStream", "Event", "Device"):
+        _no_more_permissive(getattr(fake_cupy, fake_name).__init__,
+                            cupy_api.signature_of("cupy.cuda", fake_name), f"cupy.cuda.{fake_name}")
+        checked += 1
+    assert checked > 20
+
+
+def test_recorded_api_matches_installed_cupy():
+    """Where the real CuPy is installed (a GPU machine), tests/cupy_api.json records it."""
+    import os
+    import subprocess
+    import sys
+    script = os.path.join(os.path.dirname(os.path.abspath(__file__)), "cupy_api.py")
+    probe = subprocess.run([sys.executable, "-c", "import cupy"], capture_output=True)
+    if probe.returncode != 0:
+        pytest.skip("the real CuPy is not installed here")
+    done = subprocess.run([sys.executable, script, "--check"], capture_output=True, text=True)
+    if done.returncode == 3:
+        pytest.skip(done.stdout.strip())
+    assert done.returncode == 0, done.stdout[-4000:] + done.stderr[-4000:]
+
+
+def test_gpucorr_names_only_what_cupy_has():
+    """Every ``cupy.X.Y`` / ``cupyx.X`` / ``xp.X`` that gpucorr's source names exists in CuPy
+    (``xp`` is NumPy or CuPy): a static check of what the stand-in only sees when it runs."""
+    import ast
+    import glob
+    import os
+    import cupy_api
+    data = cupy_api.load()
+
+    def known(chain):
+        if ".".join(chain) in data["namespaces"]:
+            return True
+        for i in range(len(chain) - 1, 0, -1):
+            where = ".".join(chain[:i])
+            if where in data["namespaces"]:
+                if not cupy_api.has(where, chain[i]):
+                    return False
+                cls = f"{where}.{chain[i]}"
+                return len(chain) == i + 1 or cls not in data["classes"] or cupy_api.has(
+                    cls, chain[i + 1])
+        return True
+
+    package = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "gpucorr")
+    unknown, seen = [], 0
+    for path in sorted(glob.glob(os.path.join(package, "*.py"))):
+        with open(path) as f:
+            tree = ast.parse(f.read())
+        for node in ast.walk(tree):
+            chain, n = [], node
+            while isinstance(n, ast.Attribute):
+                chain.append(n.attr)
+                n = n.value
+            if chain and isinstance(n, ast.Name) and n.id in ("cupy", "xp", "cupyx"):
+                chain.append("cupyx" if n.id == "cupyx" else "cupy")
+                chain.reverse()
+                seen += 1
+                if not known(chain):
+                    unknown.append(f"{os.path.basename(path)}:{node.lineno}: {'.'.join(chain)}")
+    assert seen > 50
+    assert not unknown, "not in CuPy " + data["cupy_version"] + ":\n" + "\n".join(unknown)
