@@ -117,6 +117,10 @@ def check_template(template, shape, name="template"):
 
 def check_frame_stack(frames, name="frames"):
     """Shape ``(..., H, W)`` and dtype of a stack of frames; returns the shape."""
+    if not hasattr(frames, "shape") or not hasattr(frames, "dtype"):
+        raise TypeError(f"{name} must be an array with .shape and .dtype (NumPy, CuPy, "
+                        f"numpy.memmap, an h5py or zarr dataset, ...); got "
+                        f"{type(frames).__name__}")
     shape = _shape(frames)
     if len(shape) < 2:
         raise ValueError(f"{name} must have shape (..., H, W), e.g. (N, H, W), "

@@ -105,6 +105,8 @@ def _dense(chunk):
 
 def _as_stack(frames):
     """``frames`` as a sliceable 3-D stack (N, H, W), and the leading shape to restore."""
+    if isinstance(frames, (list, tuple)):
+        frames = np.asarray(frames)  # a list of frames (NumPy): one stack
     if is_sparse(frames) and len(frames.shape) == 2:
         # scipy.sparse matrices are 2-D only: one frame
         frames = sparseconverter.for_backend(frames, sparseconverter.NUMPY)
@@ -128,7 +130,8 @@ def refine(frames, peaks, pattern, *, mode="fast", upsample=False, device=None,
         NumPy array or view, a ``numpy.memmap``, an h5py dataset or a zarr
         array (all read in chunks, never copied whole), a scipy.sparse /
         pydata sparse array, a CuPy array, or any DLPack array (PyTorch, JAX,
-        ...) on the CPU or a GPU, taken zero-copy.
+        ...) on the CPU or a GPU, taken zero-copy. A list or tuple of
+        equally shaped NumPy frames is stacked first.
     peaks : integer array (P, 2)
         Approximate (y, x) peak positions, the same for every frame (e.g. from
         :func:`gpucorr.get_peaks`). Peaks may lie at or beyond the frame edge;

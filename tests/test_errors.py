@@ -48,6 +48,22 @@ def test_bad_frames(frames, exc, match):
         refine(frames=frames)
 
 
+def test_frames_not_an_array():
+    """A list of frames is stacked; an object that is no array is a TypeError naming it."""
+    listed = refine(frames=[frame for frame in FRAMES])
+    np.testing.assert_array_equal(listed.refineds, refine().refineds)
+    for frames in ("frames.h5", 3.0, {"frames": FRAMES}):
+        with pytest.raises(TypeError, match=f"(frames must be an array.*got |unsupported array "
+                                            f"type builtins.){type(frames).__name__}"):
+            refine(frames=frames)
+    from gpucorr import correlation
+    with pytest.raises(TypeError, match="unsupported array type builtins.str"):
+        correlation.process_frames_fast(PATTERN, "frames.h5", PEAKS)
+    for listed, stacked in zip(correlation.process_frames_fast(PATTERN, list(FRAMES), PEAKS),
+                               correlation.process_frames_fast(PATTERN, FRAMES, PEAKS)):
+        np.testing.assert_array_equal(listed, stacked)
+
+
 @pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
 @pytest.mark.parametrize("mode", ["fast", "full"])
 def test_non_finite_frames(bad, mode):
