@@ -44,6 +44,7 @@ sync, they give NaN refined positions, heights and elevations instead (as
 :func:`gpucorr.refine` does).
 """
 import functools
+import warnings
 
 import array_api_compat
 import numpy as np
@@ -147,7 +148,34 @@ def _scratch(backend, n_peaks):
             xp.empty(n_peaks, np.float32))
 
 
+def _check_centers(xp, centers, dtype, what):
+    """Warn where ``dtype`` cannot hold a centre exactly (a correlation maximum above or left
+    of the frame, negative, in libertem-blobfinder's uint16): such centres are stored as
+    the reference stores them, wrapped by the cast. The check reads values, so it runs on
+    the CPU only; on a GPU (no sync) the cast is as CuPy's."""
+    if xp is not np:
+        return
+    dtype = np.dtype(dtype)
+    if dtype.kind == "f":
+        hi = 2 ** (np.finfo(dtype).nmant + 1)       # integers it holds exactly
+        lo = -hi
+    else:
+        lo, hi = np.iinfo(dtype).min, np.iinfo(dtype).max
+    src = np.iinfo(centers.dtype)
+    if lo <= src.min and hi >= src.max:
+        return
+    if centers.size and (centers.min() < lo or centers.max() > hi):
+        warnings.warn(
+            f"{what} ({dtype}) cannot hold some centres (e.g. correlation maxima above or "
+            "left of the frame): they are stored wrapped, as libertem-blobfinder stores them; "
+            "their refineds are right. Use int32 centres (gpucorr.refine's) to keep them.",
+            RuntimeWarning, stacklevel=3)
+
+
 def _store(dst, src):
+    """Write the results ``src`` into the caller's buffers ``dst`` (None: skipped)."""
+    if dst[0] is not None:
+        _check_centers(array_namespace(src[0]), src[0], dst[0].dtype, "out_centers")
     for d, s in zip(dst, src):
         if d is not None:
             d[...] = s
@@ -722,6 +750,8 @@ def _process_frames(mode, centers_dtype, pattern, frames, peaks, upsample):
     # libertem-blobfinder truncates peaks with astype(np.int32)
     peaks = _peaks(xp, peaks, truncate=True).astype(np.int32).astype(np.int64)
     res = refine(frames, peaks, pattern, mode=mode, upsample=upsample)
+    _check_centers(array_namespace(res.centers), res.centers, centers_dtype,
+                   f"process_frames_{mode}'s centers")
     return (res.centers.astype(centers_dtype), res.refineds, res.heights, res.elevations)
 
 

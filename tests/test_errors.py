@@ -175,3 +175,52 @@ def test_upsampling_helpers_reject_bad_factors():
     with pytest.raises(ValueError, match="frequencies do not fit corrspecs"):
         gpucorr.refine_center_upsampling(np.zeros(2), np.zeros(2), spec,
                                           (np.fft.fftfreq(6, 4), freqs[1]), 4)
+
+
+def _dark_corner():
+    """A frame darker than its zero padding, with a peak at its corner: the correlation
+    maximum of that peak's crop lies above and left of the frame (negative centre)."""
+    rng = np.random.default_rng(0)
+    frame = (rng.random((64, 64)) - 5).astype(np.float32)
+    peaks = np.array([[0, 0], [30, 30]])
+    template = PATTERN.get_template((2 * CS, 2 * CS))
+    return frame, peaks, template
+
+
+def _outs(centers_dtype, n=2):
+    return [np.zeros((n, 2), centers_dtype), np.zeros((n, 2), np.float32),
+            np.zeros(n, np.float32), np.zeros(n, np.float32)]
+
+
+def test_centres_that_out_centers_cannot_hold():
+    """A centre out of the range of out_centers' dtype (negative in libertem-blobfinder's
+    uint16) is stored as the reference stores it (wrapped), with a RuntimeWarning that says
+    so; the refineds are right, and dtypes that hold the centres give no warning."""
+    import warnings
+    from gpucorr import correlation
+    frame, peaks, template = _dark_corner()
+    wide = _outs(np.int32)
+    gpucorr.process_frame_fast(template, CS, frame, peaks, *wide,
+                               crop_bufs=gpucorr.allocate_crop_bufs(CS, 2, np.float32))
+    assert (wide[0][0] < 0).all() and (wide[0][1] >= 0).all()   # the case is real
+    for dtype in (np.uint16, np.uint8):
+        narrow = _outs(dtype)
+        with pytest.warns(RuntimeWarning, match=rf"out_centers \({np.dtype(dtype)}\) cannot "
+                                                r"hold some centres.*int32"):
+            gpucorr.process_frame_fast(template, CS, frame, peaks, *narrow,
+                                       crop_bufs=gpucorr.allocate_crop_bufs(CS, 2, np.float32))
+        np.testing.assert_array_equal(narrow[0], wide[0].astype(dtype))
+        for n, w in zip(narrow[1:], wide[1:]):
+            np.testing.assert_array_equal(n, w)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        for dtype in (np.int16, np.float16, np.float32):
+            other = _outs(dtype)
+            gpucorr.process_frame_fast(template, CS, frame, peaks, *other,
+                                       crop_bufs=gpucorr.allocate_crop_bufs(CS, 2, np.float32))
+            np.testing.assert_array_equal(other[0], wide[0])
+        correlation._check_centers(np, np.full((1, 2, 2), 130), np.int16, "centers")
+    with pytest.warns(RuntimeWarning, match=r"centers \(int8\) cannot hold"):
+        correlation._check_centers(np, np.full((1, 2, 2), 130), np.int8, "centers")
+    with pytest.warns(RuntimeWarning, match=r"centers \(float16\) cannot hold"):
+        correlation._check_centers(np, np.full((1, 2, 2), 2049), np.float16, "centers")

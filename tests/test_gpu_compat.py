@@ -435,3 +435,22 @@ def test_index_peaks_takes_gpu_peaks(cupy):
     assert all(isinstance(g, cupy.ndarray) for g in got)
     for g, w in zip(got, want):
         np.testing.assert_array_equal(cupy.asnumpy(g), w)
+
+
+@pytest.mark.gpu
+def test_centres_out_centers_cannot_hold(cupy):
+    """A negative centre in uint16 out_centers is stored as on the CPU (wrapped, as
+    libertem-blobfinder stores it; no warning: that would need a sync)."""
+    rng = np.random.default_rng(0)
+    frame = (rng.random((64, 64)) - 5).astype(np.float32)   # darker than its zero padding
+    peaks = np.array([[0, 0], [30, 30]])
+    template = PATTERN.get_template((2 * CS, 2 * CS))
+    expected = outs(np, 2, np.uint16)
+    with pytest.warns(RuntimeWarning, match="cannot hold some centres"):
+        gpucorr.process_frame_fast(template, CS, frame, peaks, *expected,
+                                   crop_bufs=gpucorr.allocate_crop_bufs(CS, 2, np.float32))
+    got = outs(cupy, 2, np.uint16)
+    gpucorr.process_frame_fast(cupy.asarray(template), CS, cupy.asarray(frame),
+                               cupy.asarray(peaks), *got,
+                               crop_bufs=gpucorr.allocate_crop_bufs(CS, 2, np.float32, xp=cupy))
+    assert_results_match(host(got), expected)
