@@ -5,6 +5,7 @@ pattern, no GPU for ``--device cuda``) print one line and exit with status 2;
 nothing prints a traceback for them.
 """
 import argparse
+import math
 import os
 import platform
 import sys
@@ -91,8 +92,6 @@ class Progress:
 
 def cmd_demo(args):
     from gpucorr import demo
-    if args.scan < 1:
-        raise CLIError(f"--scan must be >= 1; got {args.scan}")
     summary = demo.run((args.scan, args.scan), out_dir=args.out, force=args.force,
                        device=resolve_device(args.device),
                        seed=args.seed, upsample=args.upsample, mode=args.mode,
@@ -291,6 +290,20 @@ def _upsample(text):
     return value if value >= 2 else 0
 
 
+def _positive(kind, unit=""):
+    """An argparse type: a number of ``kind`` (int or float) that is > 0."""
+    def parse(text):
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(
+                f"must be {'an integer' if kind is int else 'a number'}; got {text!r}") from None
+        if not (value > 0 and math.isfinite(value)):
+            raise argparse.ArgumentTypeError(f"must be a finite number > 0{unit}; got {text}")
+        return value
+    return parse
+
+
 class _Parser(argparse.ArgumentParser):
     def error(self, message):
         raise CLIError(f"{self.prog}: {message}")
@@ -309,12 +322,12 @@ def build_parser():
                        help="DFT upsampling factor, 0 for none (default 20)")
         p.add_argument("--device", default="auto",
                        help="auto (a usable GPU, else the CPU), cpu, cuda or cuda:N")
-        p.add_argument("--workers", type=int, default=None,
+        p.add_argument("--workers", type=_positive(int), default=None,
                        help="CPU threads (on a GPU: threads reading frames)")
         p.add_argument("--force", action="store_true", help="overwrite existing results")
 
     p = sub.add_parser("demo", help="synthetic 4D-STEM scan with a known strain field")
-    p.add_argument("--scan", type=int, default=64, help="scan positions per axis (default 64)")
+    p.add_argument("--scan", type=_positive(int), default=64, help="scan positions per axis (default 64)")
     p.add_argument("--out", default="gpucorr-demo", help="output folder")
     p.add_argument("--seed", type=int, default=0)
     common(p)
@@ -327,15 +340,16 @@ def build_parser():
     p.add_argument("--radius", type=float, required=True, help="disk radius in px")
     p.add_argument("--peaks", default="auto",
                    help="'auto' (from the sum frame) or a text file of y x [i j] rows")
-    p.add_argument("--num-peaks", type=int, default=100,
+    p.add_argument("--num-peaks", type=_positive(int), default=100,
                    help="peaks to look for with --peaks auto")
-    p.add_argument("--memory-limit", type=float, default=None, help="scratch memory in MiB")
+    p.add_argument("--memory-limit", type=_positive(float, " MiB"), default=None,
+                   help="scratch memory in MiB")
     common(p)
     p.set_defaults(func=cmd_refine)
 
     p = sub.add_parser("bench", help="time the CPU path (and libertem-blobfinder)")
-    p.add_argument("--frames", type=int, default=64)
-    p.add_argument("--rounds", type=int, default=3)
+    p.add_argument("--frames", type=_positive(int), default=64)
+    p.add_argument("--rounds", type=_positive(int), default=3)
     p.set_defaults(func=cmd_bench)
 
     p = sub.add_parser("info", help="version, backends and devices")

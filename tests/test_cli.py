@@ -128,7 +128,14 @@ def test_refine_on_the_gpu_matches_the_cpu(tmp_path, scan):
     (["refine", "{npy}", "--radius", "8", "--upsample", "-4"], "--upsample: must be 0"),
     (["refine", "{npy}"], "the following arguments are required: --radius"),
     (["refine", "{txt}", "--radius", "8"], "unknown format"),
-    (["demo", "--scan", "0"], "--scan must be >= 1"),
+    (["demo", "--scan", "0"], "--scan: must be a finite number > 0; got 0"),
+    (["refine", "{npy}", "--radius", "8", "--workers", "0"], "--workers: must be a finite"),
+    (["refine", "{npy}", "--radius", "8", "--memory-limit", "-5"],
+     "--memory-limit: must be a finite number > 0 MiB; got -5"),
+    (["refine", "{npy}", "--radius", "8", "--memory-limit", "inf"], "--memory-limit: must be"),
+    (["refine", "{npy}", "--radius", "8", "--num-peaks", "1.5"],
+     "--num-peaks: must be an integer; got '1.5'"),
+    (["bench", "--rounds", "0"], "--rounds: must be a finite number > 0"),
     (["frobnicate"], "invalid choice: 'frobnicate'"),
 ])
 def test_errors_are_one_line_and_non_zero(tmp_path, capsys, argv, message):
