@@ -38,23 +38,29 @@ import weakref
 
 import numpy as np
 
-__all__ = ["compute_dtype", "correlation_filter", "correlate", "upsample_positions",
+__all__ = ["native", "compute_dtype", "correlation_filter", "correlate", "upsample_positions",
            "upsample_region_size", "crop_frames", "finish_fast", "run_fast", "full_maps",
            "finish_full", "run_full", "frame_bytes", "Workspace", "thread_workspace",
            "release_workspaces"]
 
 
+def native(dtype):
+    """``dtype`` in the machine's byte order (big-endian '>f8' -> float64)."""
+    return np.dtype(dtype).newbyteorder("=")
+
+
 def compute_dtype(dtype):
-    """Real dtype the pipeline computes in: float64 for float64 input, else float32."""
-    return np.dtype(np.float64) if np.dtype(dtype) == np.float64 else np.dtype(np.float32)
+    """Real dtype the pipeline computes in: float64 for float64 input (of either byte
+    order), else float32."""
+    return np.dtype(np.float64) if native(dtype) == np.float64 else np.dtype(np.float32)
 
 
 def real_dtype(cdtype):
-    return np.dtype(np.float64) if np.dtype(cdtype) == np.complex128 else np.dtype(np.float32)
+    return np.dtype(np.float64) if native(cdtype) == np.complex128 else np.dtype(np.float32)
 
 
 def complex_dtype(rdtype):
-    return np.dtype(np.complex128) if np.dtype(rdtype) == np.float64 else np.dtype(np.complex64)
+    return np.dtype(np.complex128) if native(rdtype) == np.float64 else np.dtype(np.complex64)
 
 
 class Workspace:

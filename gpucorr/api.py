@@ -54,10 +54,10 @@ class RefineResult:
 def _dense_chunk(frames, start, stop):
     """Frames ``start:stop`` as a dense array numba can read (native byte order)."""
     chunk = _dense(frames[start:stop])
-    if chunk.dtype == np.float16:
+    if _pipeline.native(chunk.dtype) == np.float16:
         chunk = chunk.astype(np.float32)
     elif not chunk.dtype.isnative:
-        chunk = chunk.astype(chunk.dtype.newbyteorder("="))
+        chunk = chunk.astype(_pipeline.native(chunk.dtype))
     return chunk
 
 

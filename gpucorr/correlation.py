@@ -116,9 +116,10 @@ def _frame_2d(xp, frame, name="frame"):
     if frame.ndim != 2:
         raise ValueError(f"{name} must be a 2-D frame (H, W); got shape {frame.shape}")
     _validate.real_dtype(frame.dtype, name)
-    if frame.dtype == np.float16 or not frame.dtype.isnative:
-        frame = frame.astype(np.float32 if frame.dtype == np.float16 else
-                             frame.dtype.newbyteorder("="))
+    if _pipeline.native(frame.dtype) == np.float16:
+        frame = frame.astype(np.float32)
+    elif not frame.dtype.isnative:
+        frame = frame.astype(_pipeline.native(frame.dtype))
     return frame
 
 

@@ -209,6 +209,22 @@ def test_gpu_small_memory_budget_gives_the_same(cupy, rng):
 
 
 @pytest.mark.gpu
+@pytest.mark.parametrize("mode", ["fast", "full"])
+@pytest.mark.parametrize("dtype", [">u2", ">f4", ">f8"])
+def test_gpu_big_endian_host_frames(cupy, rng, dtype, mode):
+    """Big-endian host frames (HDF5 can hold them) streamed to the GPU give the results of
+    their native dtype on the GPU (and its compute dtype: float64 for '>f8')."""
+    frames, true = random_lattice_frames(rng, 4, shape=(64, 72), radius=4, dtype=np.uint16)
+    peaks = np.rint(true).astype(np.int64)
+    pattern = patterns.RadialGradient(radius=4)
+    big = frames.astype(dtype)
+    native = gpucorr.refine(big.astype(big.dtype.newbyteorder("=")), peaks, pattern,
+                            mode=mode, device="cuda")
+    for a, b in zip(gpucorr.refine(big, peaks, pattern, mode=mode, device="cuda"), native):
+        np.testing.assert_array_equal(a, b)
+
+
+@pytest.mark.gpu
 def test_mixed_numpy_and_cupy_is_a_type_error(cupy, rng):
     frames, true = random_lattice_frames(rng, 2, shape=(64, 64), radius=3)
     with pytest.raises(TypeError, match="arguments mix array libraries"):

@@ -34,6 +34,26 @@ def test_frame_dtypes_give_the_float_result(stack, dtype, mode):
             np.testing.assert_array_equal(a, b)
 
 
+@pytest.mark.parametrize("mode", ["fast", "full"])
+@pytest.mark.parametrize("dtype", [">f8", ">f4", ">f2", ">u2", ">i4"])
+def test_big_endian_frames_compute_as_native(stack, dtype, mode):
+    """Big-endian frames (HDF5 files can hold them) give the native dtype's results bit for
+    bit: '>f8' computes in float64 like float64, not in float32."""
+    frames, peaks = stack
+    frames = np.clip(frames, 0, 250)
+    pattern = patterns.RadialGradient(radius=4)
+    big = frames.astype(dtype)
+    native = big.astype(_pipeline.native(dtype))
+    assert _pipeline.compute_dtype(big.dtype) == _pipeline.compute_dtype(native.dtype)
+    for a, b in zip(gpucorr.refine(big, peaks, pattern, mode=mode),
+                    gpucorr.refine(native, peaks, pattern, mode=mode)):
+        np.testing.assert_array_equal(a, b)
+    fn = gpucorr.process_frames_fast if mode == "fast" else gpucorr.process_frames_full
+    for a, b in zip(fn(pattern, big, peaks), fn(pattern, native, peaks)):
+        np.testing.assert_array_equal(a, b)
+    assert big.dtype == np.dtype(dtype)   # the input is not modified
+
+
 def test_single_frame_and_views(stack):
     frames, peaks = stack
     pattern = patterns.Circular(radius=4)
