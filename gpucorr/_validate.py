@@ -31,6 +31,10 @@ def real_dtype(dtype, name):
     return dtype
 
 
+#: largest |peak| coordinate: centres (int32) hold every position of its crops
+PEAK_LIMIT = 2**30
+
+
 def check_peaks(peaks, name="peaks", truncate=False):
     """Peaks as an int64 array (P, 2).
 
@@ -57,9 +61,17 @@ def check_peaks(peaks, name="peaks", truncate=False):
                 f"{name} must be integer (y, x) positions; got non-integer values "
                 f"(e.g. {bad}); round them first (numpy.rint(peaks).astype(int))"
             )
-    if np.any(np.abs(peaks) > 2**40):
-        raise ValueError(f"{name} hold positions beyond +-2**40; got {np.abs(peaks).max()}")
+    if np.any(np.abs(peaks) > PEAK_LIMIT):
+        raise ValueError(f"{name} hold positions beyond +-2**30 (centres are int32); got "
+                         f"{np.abs(peaks).max()}")
     return np.ascontiguousarray(peaks, dtype=np.int64)
+
+
+def far_peaks(xp, peaks):
+    """Mask (P,) of int64 ``peaks`` beyond +-PEAK_LIMIT, computed where they are (no
+    sync): integer CuPy peaks reach the GPU unchecked (:func:`peaks_in`), and their
+    rows get NaN results (:func:`gpucorr._pipeline._mark_bad`) instead of an error."""
+    return xp.any((peaks > PEAK_LIMIT) | (peaks < -PEAK_LIMIT), axis=1)
 
 
 def check_upsample(upsample):

@@ -346,6 +346,7 @@ class _Job:
 
         self.gpu_chunk = chunk
         _run_gpu(self, process, progress, 0, self.n_frames)
+        _pipeline._mark_bad(self.xp, _validate.far_peaks(self.xp, self.peaks), out)
         return out
 
     def stream(self, workers, progress):

@@ -173,10 +173,15 @@ def _check_centers(xp, centers, dtype, what):
             RuntimeWarning, stacklevel=3)
 
 
-def _store(dst, src):
-    """Write the results ``src`` into the caller's buffers ``dst`` (None: skipped)."""
+def _store(dst, src, peaks):
+    """Write the results ``src`` for ``peaks`` into the caller's buffers ``dst`` (None:
+    skipped). On a GPU, rows of peaks beyond +-2**30 (CuPy peaks, not checked on the
+    host) become NaN."""
+    xp = array_namespace(src[0])
+    if xp is not np:
+        _pipeline._mark_bad(xp, _validate.far_peaks(xp, peaks), src)
     if dst[0] is not None:
-        _check_centers(array_namespace(src[0]), src[0], dst[0].dtype, "out_centers")
+        _check_centers(xp, src[0], dst[0].dtype, "out_centers")
     for d, s in zip(dst, src):
         if d is not None:
             d[...] = s
@@ -316,7 +321,7 @@ def evaluate_correlations(corrs, peaks, crop_size, out_centers, out_refineds, ou
     # the kernels read float32 or float64 maps (integer maps convert exactly)
     corrs = corrs.astype(_real_result_dtype(corrs.dtype), copy=False)
     backend.evaluate(corrs, peaks, crop_size, xp.zeros(len(peaks)), *scratch)
-    _store(outs, scratch)
+    _store(outs, scratch, peaks)
 
 
 def _upsample_factor(upsample_factor):
@@ -651,7 +656,7 @@ def process_frame_fast(template, crop_size, frame, peaks,
             _pipeline._mark_bad(xp, ~xp.isfinite(crops).all(axis=(1, 2)), scratch)
         else:
             _pipeline.run_fast(backend, frame[None], block, crop_size, filt, factor, scratch)
-        _store([o[start:stop] for o in outs], scratch)
+        _store([o[start:stop] for o in outs], scratch, block)
 
 
 @_on_data_device
@@ -740,7 +745,7 @@ def process_frame_full(template, crop_size, frame, peaks,
         crops -= offsets[0].astype(rdtype)
         _pipeline.finish_full(backend, crops, maps, offsets, peaks, crop_size, factor, scratch)
         _pipeline._mark_bad(xp, xp.repeat(bad, n), scratch)
-    _store(outs, scratch)
+    _store(outs, scratch, peaks)
     return tuple(outs)
 
 

@@ -25,6 +25,8 @@ def refine(**kwargs):
     (np.array([[np.nan, 2.0]]), ValueError, "NaN"),
     (np.array([[1 + 1j, 2]]), TypeError, "peaks must hold integer.*complex128"),
     (np.array([["a", "b"]]), TypeError, "peaks must hold integer"),
+    (np.array([[2**30 + 1, 5]]), ValueError, r"beyond \+-2\*\*30 \(centres are int32\)"),
+    (np.array([[5, -2**31]]), ValueError, r"beyond \+-2\*\*30"),
 ])
 def test_bad_peaks(peaks, exc, match):
     with pytest.raises(exc, match=match):

@@ -225,6 +225,35 @@ def test_gpu_big_endian_host_frames(cupy, rng, dtype, mode):
 
 
 @pytest.mark.gpu
+def test_gpu_integer_peaks_beyond_the_limit_give_nan_rows(cupy, rng):
+    """Integer CuPy peaks are not checked on the host (no sync): those beyond +-2**30, whose
+    centres int32 cannot hold, give NaN refineds, heights and elevations (the CPU raises);
+    the other rows are the CPU's."""
+    frames, true = random_lattice_frames(rng, 3, shape=(64, 72), radius=4, dtype=np.uint16)
+    pattern = patterns.RadialGradient(radius=4)
+    good = np.rint(true).astype(np.int64)
+    peaks = np.concatenate([good, [[2**40, 5], [3, -2**31], [2**30 + 1, 0]]])
+    expected = gpucorr.refine(frames, good, pattern)
+    cs = pattern.get_crop_size()
+    template = cupy.asarray(pattern.get_template((2 * cs, 2 * cs)))
+    for dtype in (np.int64, np.uint64):
+        p = cupy.asarray(peaks.astype(dtype) if dtype == np.int64 else
+                         np.where(peaks < 0, 2**63 + 5, peaks).astype(np.uint64))
+        got = [cupy.asnumpy(a) for a in gpucorr.refine(cupy.asarray(frames), p, pattern)]
+        assert np.isnan(got[1][:, len(good):]).all() and np.isnan(got[2][:, len(good):]).all()
+        assert np.isnan(got[3][:, len(good):]).all()
+        assert_results_match([a[:, :len(good)] for a in got], expected)
+        outs = [cupy.zeros((len(peaks), 2), np.int32)] + [
+            cupy.zeros((len(peaks),) + s, np.float32) for s in ((2,), (), ())]
+        gpucorr.process_frame_fast(template, cs, cupy.asarray(frames[0]), p, *outs,
+                                   crop_bufs=gpucorr.allocate_crop_bufs(cs, 4, np.float32,
+                                                                        xp=cupy))
+        outs = [cupy.asnumpy(a) for a in outs]
+        assert np.isnan(outs[1][len(good):]).all() and np.isnan(outs[2][len(good):]).all()
+        assert_results_match([a[:len(good)] for a in outs], [a[0] for a in expected])
+
+
+@pytest.mark.gpu
 def test_mixed_numpy_and_cupy_is_a_type_error(cupy, rng):
     frames, true = random_lattice_frames(rng, 2, shape=(64, 64), radius=3)
     with pytest.raises(TypeError, match="arguments mix array libraries"):
