@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Everything that needs a GPU (see ../shared/GPU.md), in stages:
-#   tests     the whole test suite with --gpu (GPU tests fail instead of skipping without a GPU)
+#   tests     the GPU tests (-m gpu, failing instead of skipping without a GPU), NVRTC over
+#             every kernel instantiation, and tests/cupy_api.json against the installed CuPy
+#             (the rest of the suite is CI's: it needs no GPU)
 #   memcheck  compute-sanitizer --tool memcheck over a small run of every kernel, then
 #             --tool racecheck (shared-memory hazards) over a shorter one
 #   bench     the GPU benchmark (bench/gpu_bench.py), JSON beside the logs
@@ -28,9 +30,14 @@ status=0
 for stage in $stages; do
     case $stage in
     tests)
-        python3 -m pytest --gpu -q -p no:cacheprovider -rs --durations=15 tests gpucorr \
+        python3 -m pytest --gpu -q -p no:cacheprovider -rs --durations=15 -m gpu tests \
             > "$out/gpu-pytest.log" 2>&1 || status=1
-        tail -n 60 "$out/gpu-pytest.log" ;;
+        tail -n 60 "$out/gpu-pytest.log"
+        python3 -m pytest -q -p no:cacheprovider -rs --durations=5 \
+            tests/test_gpu.py tests/test_fake_cupy.py \
+            -k "nvrtc or nvcc or installed_cupy or names_only" \
+            > "$out/gpu-pytest-compile.log" 2>&1 || status=1
+        tail -n 20 "$out/gpu-pytest-compile.log" ;;
     memcheck)
         if command -v compute-sanitizer >/dev/null; then
             for tool in memcheck racecheck; do

@@ -289,7 +289,10 @@ def differences(recorded, current):
         for where in sorted(set(recorded[part]) | set(current[part])):
             old, new = recorded[part].get(where, {}), current[part].get(where, {})
             for name in sorted(set(old) | set(new)):
-                if old.get(name) != new.get(name):
+                a, b = old.get(name), new.get(name)
+                if a is not None and b is not None and "value" in (a["kind"], b["kind"]):
+                    continue  # a name resolved only with (or without) a GPU: still there
+                if a != b:
                     lines.append(f"{where}.{name}: recorded {old.get(name)}, "
                                  f"installed {new.get(name)}")
     return lines
