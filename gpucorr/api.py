@@ -103,10 +103,17 @@ def _dense(chunk):
     return np.asarray(chunk)
 
 
+def _stack_list(frames):
+    """A list or tuple of equally shaped frames as one stack, in the frames' array library
+    (CuPy frames stay on their GPU; mixing libraries is a TypeError)."""
+    if any(array_api_compat.is_cupy_array(f) for f in frames):
+        xp = array_namespace(*frames)
+        return xp.stack(frames)
+    return np.asarray(frames)
+
+
 def _as_stack(frames):
     """``frames`` as a sliceable 3-D stack (N, H, W), and the leading shape to restore."""
-    if isinstance(frames, (list, tuple)):
-        frames = np.asarray(frames)  # a list of frames (NumPy): one stack
     if is_sparse(frames) and len(frames.shape) == 2:
         # scipy.sparse matrices are 2-D only: one frame
         frames = sparseconverter.for_backend(frames, sparseconverter.NUMPY)
@@ -131,7 +138,7 @@ def refine(frames, peaks, pattern, *, mode="fast", upsample=False, device=None,
         array (all read in chunks, never copied whole), a scipy.sparse /
         pydata sparse array, a CuPy array, or any DLPack array (PyTorch, JAX,
         ...) on the CPU or a GPU, taken zero-copy. A list or tuple of
-        equally shaped NumPy frames is stacked first.
+        equally shaped frames (NumPy or CuPy) is stacked first.
     peaks : integer array (P, 2)
         Approximate (y, x) peak positions, the same for every frame (e.g. from
         :func:`gpucorr.get_peaks`). Peaks may lie at or beyond the frame edge;
@@ -202,6 +209,8 @@ def refine(frames, peaks, pattern, *, mode="fast", upsample=False, device=None,
     """
     if mode not in ("fast", "full"):
         raise ValueError(f"mode must be 'fast' or 'full'; got {mode!r}")
+    if isinstance(frames, (list, tuple)):
+        frames = _stack_list(frames)
     frames = _device.as_native(frames, "frames")
     peaks = _device.as_native(peaks, "peaks")
     in_xp = array_namespace(frames, peaks)

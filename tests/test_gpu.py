@@ -258,6 +258,20 @@ def test_mixed_numpy_and_cupy_is_a_type_error(cupy, rng):
     frames, true = random_lattice_frames(rng, 2, shape=(64, 64), radius=3)
     with pytest.raises(TypeError, match="arguments mix array libraries"):
         gpucorr.refine(cupy.asarray(frames), np.rint(true).astype(int), patterns.Circular(3))
+    with pytest.raises(TypeError, match="arguments mix array libraries"):
+        gpucorr.refine([cupy.asarray(frames[0]), frames[1]],
+                       cupy.asarray(np.rint(true).astype(int)), patterns.Circular(3))
+
+
+@pytest.mark.gpu
+def test_list_of_cupy_frames_is_stacked_on_the_gpu(cupy, rng):
+    frames, true = random_lattice_frames(rng, 3, shape=(64, 64), radius=3)
+    peaks = cupy.asarray(np.rint(true).astype(np.int64))
+    stacked = gpucorr.refine(cupy.asarray(frames), peaks, patterns.Circular(3))
+    listed = gpucorr.refine([cupy.asarray(f) for f in frames], peaks, patterns.Circular(3))
+    for a, b in zip(listed, stacked):
+        assert isinstance(a, cupy.ndarray)
+        cupy.testing.assert_array_equal(a, b)
 
 
 def _cuda_names():
