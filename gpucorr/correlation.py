@@ -149,7 +149,7 @@ def _scratch(backend, n_peaks):
             xp.empty(n_peaks, np.float32))
 
 
-def _check_centers(xp, centers, dtype, what):
+def _check_centers(xp, centers, dtype, what, stacklevel):
     """Warn where ``dtype`` cannot hold a centre exactly (a correlation maximum above or left
     of the frame, negative, in libertem-blobfinder's uint16): such centres are stored as
     the reference stores them, wrapped by the cast. The check reads values, so it runs on
@@ -170,7 +170,7 @@ def _check_centers(xp, centers, dtype, what):
             f"{what} ({dtype}) cannot hold some centres (e.g. correlation maxima above or "
             "left of the frame): they are stored wrapped, as libertem-blobfinder stores them; "
             "their refineds are right. Use int32 centres (gpucorr.refine's) to keep them.",
-            RuntimeWarning, stacklevel=3)
+            RuntimeWarning, stacklevel=stacklevel + 1)
 
 
 def _store(dst, src, peaks):
@@ -181,7 +181,8 @@ def _store(dst, src, peaks):
     if xp is not np:
         _pipeline._mark_bad(xp, _validate.far_peaks(xp, peaks), src)
     if dst[0] is not None:
-        _check_centers(xp, src[0], dst[0].dtype, "out_centers")
+        # the caller's frame: _store <- the function <- _on_data_device <- caller
+        _check_centers(xp, src[0], dst[0].dtype, "out_centers", stacklevel=4)
     for d, s in zip(dst, src):
         if d is not None:
             d[...] = s
@@ -757,7 +758,7 @@ def _process_frames(mode, centers_dtype, pattern, frames, peaks, upsample):
     peaks = _peaks(xp, peaks, truncate=True).astype(np.int32).astype(np.int64)
     res = refine(frames, peaks, pattern, mode=mode, upsample=upsample)
     _check_centers(array_namespace(res.centers), res.centers, centers_dtype,
-                   f"process_frames_{mode}'s centers")
+                   f"process_frames_{mode}'s centers", stacklevel=3)
     return (res.centers.astype(centers_dtype), res.refineds, res.heights, res.elevations)
 
 

@@ -208,9 +208,10 @@ def test_centres_that_out_centers_cannot_hold():
     for dtype in (np.uint16, np.uint8):
         narrow = _outs(dtype)
         with pytest.warns(RuntimeWarning, match=rf"out_centers \({np.dtype(dtype)}\) cannot "
-                                                r"hold some centres.*int32"):
+                                                r"hold some centres.*int32") as caught:
             gpucorr.process_frame_fast(template, CS, frame, peaks, *narrow,
                                        crop_bufs=gpucorr.allocate_crop_bufs(CS, 2, np.float32))
+        assert caught[0].filename == __file__   # points at the caller's line
         np.testing.assert_array_equal(narrow[0], wide[0].astype(dtype))
         for n, w in zip(narrow[1:], wide[1:]):
             np.testing.assert_array_equal(n, w)
@@ -221,8 +222,8 @@ def test_centres_that_out_centers_cannot_hold():
             gpucorr.process_frame_fast(template, CS, frame, peaks, *other,
                                        crop_bufs=gpucorr.allocate_crop_bufs(CS, 2, np.float32))
             np.testing.assert_array_equal(other[0], wide[0])
-        correlation._check_centers(np, np.full((1, 2, 2), 130), np.int16, "centers")
+        correlation._check_centers(np, np.full((1, 2, 2), 130), np.int16, "centers", 1)
     with pytest.warns(RuntimeWarning, match=r"centers \(int8\) cannot hold"):
-        correlation._check_centers(np, np.full((1, 2, 2), 130), np.int8, "centers")
+        correlation._check_centers(np, np.full((1, 2, 2), 130), np.int8, "centers", 1)
     with pytest.warns(RuntimeWarning, match=r"centers \(float16\) cannot hold"):
-        correlation._check_centers(np, np.full((1, 2, 2), 2049), np.float16, "centers")
+        correlation._check_centers(np, np.full((1, 2, 2), 2049), np.float16, "centers", 1)

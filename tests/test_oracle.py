@@ -37,6 +37,9 @@ def data(request, rng):
     return frames, jittered_peaks(rng, true, shape)
 
 
+# edge peaks whose full-mode maximum lies left of the frame: uint16 centres wrap in both
+# libraries, and gpucorr says so (tests/test_errors.py checks the warning)
+@pytest.mark.filterwarnings("ignore:.*cannot hold some centres:RuntimeWarning")
 @pytest.mark.parametrize("mode", ["fast", "full"])
 @pytest.mark.parametrize("pattern", PATTERNS, ids=pattern_id)
 def test_refine_matches_reference(data, pattern, mode):
@@ -74,6 +77,9 @@ def test_process_frame_fast_matches_reference(data, pattern):
         assert_results_match(run(gpucorr, ours_pattern, frame), run(ref, ref_pattern, frame))
 
 
+# edge peaks whose full-mode maximum lies left of the frame: uint16 centres wrap in both
+# libraries, and gpucorr says so (tests/test_errors.py checks the warning)
+@pytest.mark.filterwarnings("ignore:.*cannot hold some centres:RuntimeWarning")
 @pytest.mark.parametrize("pattern", PATTERNS, ids=pattern_id)
 def test_process_frame_full_matches_reference(data, pattern):
     frames, peaks = data
