@@ -31,7 +31,9 @@ fail loudly here:
 * every ``__syncthreads()`` phase checks that all the block's live threads
   reached the same ``__syncthreads()`` (divergent barriers are reported);
 * a launch that does not finish within ``timeout`` seconds is killed and
-  reported (a deadlock).
+  reported (a deadlock);
+* grids are launched as CuPy launches them: ``max(1, grid)`` blocks (an empty
+  grid runs one block, which must find no work), at most 2**31 - 1.
 
 Not emulated: warp-level behaviour, FMA contraction (the host build uses
 ``-ffp-contract=off``), the device's math library accuracy (host ``logf``
@@ -660,7 +662,11 @@ def _dim1(value, what):
         raise ValueError(f"block must be >= 1 thread; got {value}")
     if what == "block" and value[0] > 1024:
         raise ValueError(f"a block has at most 1024 threads; got {value}")
-    return value[0]
+    if what == "grid" and value[0] > 2**31 - 1:
+        raise ValueError(f"a grid has at most 2**31 - 1 blocks along x; got {value}")
+    # CuPy launches max(1, grid) blocks (cupy/cuda/function.pyx): an empty grid still
+    # runs one block, which must find no work
+    return max(1, value[0])
 
 
 def launch(name, expression, grid, block, args, shared_mem=0, timeout=120.0):

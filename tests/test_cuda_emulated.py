@@ -451,6 +451,12 @@ def test_emulator_block_semantics_and_errors():
     with pytest.raises(cuda_emulator.EmulatorError, match=r"did not finish within 1\.0 s"):
         cuda_emulator.launch_source(KERNEL, "probe", (1,), (8,), (out, np.int32(3)),
                                     timeout=1.0)
+    # an empty grid runs one block, as CuPy's launcher (max(1, grid)) does
+    out[:] = 0
+    cuda_emulator.launch_source(KERNEL, "probe", (0,), (8,), (out, np.int32(0)))
+    np.testing.assert_array_equal(out, np.repeat([1.5, 0.0], 8))
+    with pytest.raises(ValueError, match=r"at most 2\*\*31 - 1 blocks"):
+        cuda_emulator.launch_source(KERNEL, "probe", (2**31,), (8,), (out, np.int32(0)))
 
 
 def test_kernel_signatures_parse():
