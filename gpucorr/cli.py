@@ -327,7 +327,8 @@ def build_parser():
         p.add_argument("--force", action="store_true", help="overwrite existing results")
 
     p = sub.add_parser("demo", help="synthetic 4D-STEM scan with a known strain field")
-    p.add_argument("--scan", type=_positive(int), default=64, help="scan positions per axis (default 64)")
+    p.add_argument("--scan", type=_positive(int), default=64,
+                   help="scan positions per axis (default 64)")
     p.add_argument("--out", default="gpucorr-demo", help="output folder")
     p.add_argument("--seed", type=int, default=0)
     common(p)

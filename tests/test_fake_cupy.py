@@ -203,7 +203,8 @@ def test_stand_in_offers_only_cupy_api(cupy):
                 checked += 1
     for fake_name in ("Stream", "ExternalStream", "Event", "Device"):
         _no_more_permissive(getattr(fake_cupy, fake_name).__init__,
-                            cupy_api.signature_of("cupy.cuda", fake_name), f"cupy.cuda.{fake_name}")
+                            cupy_api.signature_of("cupy.cuda", fake_name),
+                            f"cupy.cuda.{fake_name}")
         checked += 1
     assert checked > 20
 
