@@ -264,3 +264,17 @@ def test_gpucorr_names_only_what_cupy_has():
                     unknown.append(f"{os.path.basename(path)}:{node.lineno}: {'.'.join(chain)}")
     assert seen > 50
     assert not unknown, "not in CuPy " + data["cupy_version"] + ":\n" + "\n".join(unknown)
+
+
+def test_emulator_stand_in_offers_only_cupy_names():
+    """cuda_emulator.fake_cupy (the lighter stand-in of the emulator tests) serves only names
+    that the real CuPy has, in the same place."""
+    import types
+    import cuda_emulator
+    import cupy_api
+    fake = cuda_emulator._make_fake_cupy()
+    served = [("cupy", n) for n, v in vars(fake).items()
+              if not n.startswith("_") and not isinstance(v, types.ModuleType)]
+    served += [("cupy.cuda", n) for n in vars(fake.cuda) if not n.startswith("_")]
+    assert len(served) > 10
+    assert [s for s in served if not cupy_api.has(*s)] == []
