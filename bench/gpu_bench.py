@@ -32,7 +32,7 @@ import cupy
 import cupyx
 
 import gpucorr
-from gpucorr import _backend, _cuda, _pipeline
+from gpucorr import _backend, _cuda, _pipeline, api
 from gpucorr.patterns import RadialGradient
 from gpucorr.synthetic import cbed_frame
 
@@ -70,6 +70,29 @@ def device_copy_bandwidth(nbytes=2**30):
     a = cupy.empty(nbytes // 4, dtype=np.float32)
     b = cupy.empty_like(a)
     return 2 * nbytes / gpu_seconds(lambda: b.__setitem__(Ellipsis, a), 5)  # read + write
+
+
+def host_fill_bandwidth(frames, workers, nbytes=128 * 2**20):
+    """Bytes/s of ``workers`` threads copying ``frames`` into a pinned buffer of ``nbytes``
+    (what streaming does on the host before each host-to-device copy)."""
+    from concurrent.futures import ThreadPoolExecutor
+    per = max(1, nbytes // frames[0].nbytes)
+    host = cupyx.empty_pinned((per,) + frames.shape[1:], dtype=frames.dtype)
+    step = -(-per // workers)
+
+    def one(start):
+        n = min(per, len(frames) - start)
+        parts = [(a, min(a + step, n)) for a in range(0, n, step)]
+        for f in [pool.submit(np.copyto, host[a:b], frames[start + a:start + b])
+                  for a, b in parts]:
+            f.result()
+
+    with ThreadPoolExecutor(workers) as pool:
+        one(0)
+        t0 = time.perf_counter()
+        for start in range(0, len(frames), per):
+            one(start)
+        return frames.nbytes / (time.perf_counter() - t0)
 
 
 def h2d_bandwidth(nbytes, pinned):
@@ -113,9 +136,11 @@ def reference_cupy(mode, up, frames_gpu, peaks, n):
     else:
         template = cupy.asarray(pattern.get_template(sig_shape=SHAPE))
         frame_buf = cupy.zeros(SHAPE, dtype=np.float32)
+        buf_count = lbc.get_buf_count(cs, len(peaks), np.float32)
 
         def one(frame):
             lbc.process_frame_full(template, cs, frame, peaks32, *out, frame_buf=frame_buf,
+                                   buf_count=buf_count,
                                    upsample=up, crop_function=lbc.crop_disks_from_frame_slicing)
 
     def run():
@@ -264,15 +289,32 @@ def main(argv=None):
     nbytes = stream_host.nbytes
     pinned_bw = h2d_bandwidth(min(nbytes, 2**31), pinned=True)
     pageable_bw = h2d_bandwidth(min(nbytes, 2**31), pinned=False)
+    fill_bw = host_fill_bandwidth(stream_host, os.cpu_count() or 1)
     t_stream = host_seconds(lambda: gpucorr.refine(stream_host, peaks_host, pattern,
                                                    device="cuda"), 3)
     streaming = dict(frames=args.stream_frames, dtype="uint16", bytes=nbytes,
                      seconds=t_stream, frames_per_s=args.stream_frames / t_stream,
                      bytes_per_s=nbytes / t_stream, pinned_h2d_bytes_per_s=pinned_bw,
                      pageable_h2d_bytes_per_s=pageable_bw,
+                     host_to_pinned_fill_bytes_per_s=fill_bw,
                      fraction_of_pinned_h2d=nbytes / t_stream / pinned_bw,
-                     host_cpus=os.cpu_count())
+                     host_cpus=os.cpu_count(), staging_bytes=api.STAGING_BYTES,
+                     staging_piece_bytes=api.STAGING_PIECE_BYTES)
     print(json.dumps(streaming))
+    # the staging settings side by side (one copy per chunk = the piece as big as the chunk)
+    saved = api.STAGING_BYTES, api.STAGING_PIECE_BYTES
+    variants = []
+    try:
+        for staging_mib, piece_mib in ((128, 128), (128, 4), (128, 32), (64, 8), (256, 16)):
+            api.STAGING_BYTES, api.STAGING_PIECE_BYTES = staging_mib * 2**20, piece_mib * 2**20
+            t = host_seconds(lambda: gpucorr.refine(stream_host, peaks_host, pattern,
+                                                    device="cuda"), 3)
+            variants.append(dict(staging_mib=staging_mib, piece_mib=piece_mib,
+                                 bytes_per_s=nbytes / t, fraction_of_pinned_h2d=nbytes / t / pinned_bw))
+            print(json.dumps(variants[-1]))
+    finally:
+        api.STAGING_BYTES, api.STAGING_PIECE_BYTES = saved
+    streaming["variants"] = variants
 
     result = dict(device=device, cupy=cupy.__version__,
                   cuda_runtime=cupy.cuda.runtime.runtimeGetVersion(),

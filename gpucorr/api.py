@@ -366,7 +366,9 @@ class _Job:
         host reads the next chunk into the other slot's pinned buffer
         (``workers`` threads) and a second stream copies it to the device, as
         frames of their own dtype (uint16 stays uint16; the crop kernel
-        converts). Results come back through pinned buffers the same way.
+        converts). The copy goes piece by piece (``STAGING_PIECE_BYTES``), each
+        piece as soon as it is read, so reading and copying overlap within a
+        chunk too. Results come back through pinned buffers the same way.
         """
         import cupyx
         cupy = self.xp
@@ -400,8 +402,7 @@ class _Job:
                 slot = slots[(start // chunk) % 2]
                 if pending and pending[0][0] is slot:
                     self._collect(pending.popleft(), out, progress)
-                slot.fill(self.frames, start, stop, pool, workers)
-                slot.upload(copy, stop - start)
+                slot.load(self.frames, start, stop, pool, workers, copy)
                 compute.wait_event(slot.uploaded)
                 slot.refine(self, stop - start)
                 slot.download(compute, stop - start)
@@ -426,6 +427,9 @@ class _Job:
 
 #: bytes of frames per pinned staging buffer (there are two) when streaming to a GPU
 STAGING_BYTES = 128 * 2**20
+#: bytes of frames per host-to-device copy from a staging buffer: each is issued as soon as
+#: its frames are read, so reading the rest of the chunk overlaps with copying
+STAGING_PIECE_BYTES = 16 * 2**20
 
 
 class _Slot:
@@ -441,22 +445,38 @@ class _Slot:
         self.uploaded = cupy.cuda.Event(disable_timing=True)
         self.downloaded = cupy.cuda.Event(disable_timing=True)
 
-    def fill(self, frames, start, stop, pool, workers):
-        """Read frames ``start:stop`` into the pinned buffer (NumPy input: ``workers`` threads)."""
-        if pool is None or not isinstance(frames, np.ndarray):
-            _read_into(frames, start, stop, self.host)
-            return
-        step = -(-(stop - start) // workers)
-        futures = [pool.submit(_read_into, frames, a, min(a + step, stop), self.host[a - start:])
-                   for a in range(start, stop, step)]
-        for future in futures:
-            future.result()
+    def load(self, frames, start, stop, pool, workers, stream):
+        """Read frames ``start:stop`` into the pinned buffer and copy them to the device.
 
-    def upload(self, stream, n):
-        nbytes = n * self.host[0].nbytes
-        self.device.data.copy_from_host_async(ctypes.c_void_p(self.host.ctypes.data), nbytes,
-                                              stream=stream)
+        NumPy input is read by ``workers`` threads. The copies go on ``stream``
+        in pieces of about ``STAGING_PIECE_BYTES``, each issued once its frames
+        are read, while the threads read the next pieces.
+        """
+        n = stop - start
+        piece = max(1, STAGING_PIECE_BYTES // self.host[0].nbytes)
+        if pool is None or not isinstance(frames, np.ndarray):
+            for a in range(0, n, piece):
+                b = min(a + piece, n)
+                _read_into(frames, start + a, start + b, self.host[a:])
+                self._copy(stream, a, b)
+        else:
+            step = -(-piece // workers)  # frames per thread task: a piece is `workers` tasks
+            tasks = [(a, pool.submit(_read_into, frames, start + a, min(start + a + step, stop),
+                                     self.host[a:])) for a in range(0, n, step)]
+            copied = 0
+            for a, task in tasks:  # in order: copy each piece once all of it is read
+                task.result()
+                b = min(a + step, n)
+                if b - copied >= piece or b == n:
+                    self._copy(stream, copied, b)
+                    copied = b
         self.uploaded.record(stream)
+
+    def _copy(self, stream, a, b):
+        """Frames ``a:b`` of the pinned buffer to the device buffer, on ``stream``."""
+        nbytes = self.host[0].nbytes
+        self.device[a:b].data.copy_from_host_async(
+            ctypes.c_void_p(self.host.ctypes.data + a * nbytes), (b - a) * nbytes, stream=stream)
 
     def refine(self, job, n):
         """Refine the first ``n`` frames of the device buffer on the current stream."""

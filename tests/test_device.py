@@ -200,8 +200,10 @@ def test_host_frames_on_cuda_come_back_as_numpy(cupy, data, mode, upsample):
 
 @pytest.mark.gpu
 @pytest.mark.parametrize("workers", [1, 3])
-def test_streaming_many_chunks_in_their_order(cupy, rng, monkeypatch, tmp_path, workers):
-    """Small staging buffers: many chunks through both slots, a strided memmap, progress."""
+@pytest.mark.parametrize("piece", [1, 3, 4])
+def test_streaming_many_chunks_in_their_order(cupy, rng, monkeypatch, tmp_path, workers, piece):
+    """Small staging buffers: many chunks through both slots, each copied in pieces of
+    ``piece`` frames, from a strided memmap; progress."""
     frames, true = random_lattice_frames(rng, 23, shape=(64, 72), radius=3, dtype=np.uint16)
     path = tmp_path / "frames.npy"
     np.save(path, frames)
@@ -209,6 +211,7 @@ def test_streaming_many_chunks_in_their_order(cupy, rng, monkeypatch, tmp_path, 
     peaks = jittered_peaks(rng, true, (64, 72))
     pattern = patterns.Circular(radius=3)
     monkeypatch.setattr(api, "STAGING_BYTES", 4 * frames[0].nbytes)
+    monkeypatch.setattr(api, "STAGING_PIECE_BYTES", piece * frames[0].nbytes)
     calls = []
     got = gpucorr.refine(mm, peaks, pattern, device="cuda", workers=workers,
                          progress=lambda done, total: calls.append((done, total)))

@@ -236,9 +236,9 @@ def test_gpu_integer_peaks_beyond_the_limit_give_nan_rows(cupy, rng):
     expected = gpucorr.refine(frames, good, pattern)
     cs = pattern.get_crop_size()
     template = cupy.asarray(pattern.get_template((2 * cs, 2 * cs)))
-    for dtype in (np.int64, np.uint64):
-        p = cupy.asarray(peaks.astype(dtype) if dtype == np.int64 else
-                         np.where(peaks < 0, 2**63 + 5, peaks).astype(np.uint64))
+    unsigned = peaks.astype(np.uint64)  # negative ones become huge: 2**63 + 5
+    unsigned[peaks < 0] = np.uint64(2**63 + 5)
+    for p in (cupy.asarray(peaks), cupy.asarray(unsigned)):
         got = [cupy.asnumpy(a) for a in gpucorr.refine(cupy.asarray(frames), p, pattern)]
         assert np.isnan(got[1][:, len(good):]).all() and np.isnan(got[2][:, len(good):]).all()
         assert np.isnan(got[3][:, len(good):]).all()
