@@ -289,7 +289,7 @@ def main(argv=None):
     nbytes = stream_host.nbytes
     pinned_bw = h2d_bandwidth(min(nbytes, 2**31), pinned=True)
     pageable_bw = h2d_bandwidth(min(nbytes, 2**31), pinned=False)
-    fill_bw = host_fill_bandwidth(stream_host, os.cpu_count() or 1)
+    fill_bw = {w: host_fill_bandwidth(stream_host, w) for w in (4, 8, 16)}
     t_stream = host_seconds(lambda: gpucorr.refine(stream_host, peaks_host, pattern,
                                                    device="cuda"), 3)
     streaming = dict(frames=args.stream_frames, dtype="uint16", bytes=nbytes,
@@ -305,12 +305,15 @@ def main(argv=None):
     saved = api.STAGING_BYTES, api.STAGING_PIECE_BYTES
     variants = []
     try:
-        for staging_mib, piece_mib in ((128, 128), (128, 4), (128, 32), (64, 8), (256, 16)):
+        for workers, staging_mib, piece_mib in ((4, 128, 128), (8, 128, 128), (16, 128, 128),
+                                                (8, 128, 32), (8, 256, 64), (16, 256, 64),
+                                                (8, 64, 64)):
             api.STAGING_BYTES, api.STAGING_PIECE_BYTES = staging_mib * 2**20, piece_mib * 2**20
             t = host_seconds(lambda: gpucorr.refine(stream_host, peaks_host, pattern,
-                                                    device="cuda"), 3)
-            variants.append(dict(staging_mib=staging_mib, piece_mib=piece_mib,
-                                 bytes_per_s=nbytes / t, fraction_of_pinned_h2d=nbytes / t / pinned_bw))
+                                                    device="cuda", workers=workers), 3)
+            variants.append(dict(workers=workers, staging_mib=staging_mib, piece_mib=piece_mib,
+                                 bytes_per_s=nbytes / t,
+                                 fraction_of_pinned_h2d=nbytes / t / pinned_bw))
             print(json.dumps(variants[-1]))
     finally:
         api.STAGING_BYTES, api.STAGING_PIECE_BYTES = saved

@@ -55,9 +55,10 @@ FAST_FRAME_DTYPES = tuple(d for d in C_TYPES if d != np.float64)
 #: compute, crop edge in FAST_SIZES and at most FAST_MAX_SIZE); False: always the
 #: crop.cu -> cuFFT -> evaluate.cu pipeline
 FUSED_FAST = True
-#: largest crop edge fused by default: at 64 one thread's two rows of 64 complex values
-#: take all 255 registers
-FAST_MAX_SIZE = 32
+#: largest crop edge fused by default. At 64 one thread's two rows of 64 complex values
+#: take all 255 registers, and still the fused kernel ran 1.7x faster than the pipeline
+#: on an H100 (docs/benchmarks.md), so every edge in FAST_SIZES is fused.
+FAST_MAX_SIZE = 64
 #: threads per block of fast.cu (blockDim.x / n crops per block)
 FAST_THREADS = 128
 #: shared memory per block fast.cu may use (the default limit, no opt-in needed)

@@ -394,6 +394,10 @@ class _Job:
         self.gpu_chunk = chunk
         compute = cupy.cuda.get_current_stream()
         copy = cupy.cuda.Stream(non_blocking=True)
+        # The slots' device memory may come from blocks that work still queued on the
+        # caller's stream (an earlier call's scratch) uses: CuPy's pool orders reuse
+        # on the stream that allocates, and the copy stream must come after it too.
+        copy.wait_event(compute.record())
         pool = ThreadPoolExecutor(max_workers=workers) if workers > 1 else None
         pending = deque()  # (slot, start, stop) whose results are on their way back
         try:

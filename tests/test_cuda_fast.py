@@ -218,11 +218,14 @@ def test_fast_launcher_rejects_bad_arguments(rng):
     assert cuda_emulator.launches == []
 
 
-def test_fast_applies():
+def test_fast_applies(monkeypatch):
     assert _cuda.fast_correlate_applies(16, np.float32)
     assert not _cuda.fast_correlate_applies(16, np.float64)     # float64: cuFFT pipeline
     assert _cuda.fast_correlate_applies(12, np.float32)         # 24 = 3 * 8
     assert _cuda.fast_correlate_applies(7, np.float32)          # 14 = 7 * 2
+    assert _cuda.fast_correlate_applies(32, np.float32)         # 64: the largest edge
+    assert not _cuda.fast_correlate_applies(33, np.float32)     # 66: not instantiated
+    monkeypatch.setattr(_cuda, "FAST_MAX_SIZE", 32)
     assert not _cuda.fast_correlate_applies(32, np.float32)     # 64: above FAST_MAX_SIZE
     assert _backend.get_backend(np).fast_correlate is None
     assert not _backend.get_backend(np).fast_correlate_applies(16, np.float32)

@@ -104,6 +104,41 @@ def test_streaming_needs_its_waits(cupy, small_blocks, monkeypatch):
     assert not np.allclose(bad.heights, expected.heights, rtol=1e-4)
 
 
+def test_streaming_copies_come_after_the_callers_queued_work(cupy, monkeypatch):
+    """The copy stream waits for the caller's stream before its first copy.
+
+    Its device buffers may be blocks that the caller's stream still uses (CuPy's
+    pool orders reuse on the allocating stream only): on an H100 under
+    compute-sanitizer, which slows kernels down, streamed frames were overwritten by
+    an earlier call's scratch until this wait was added. The stand-in runs the
+    current stream's work at once, so it checks the order of the calls instead.
+    """
+    import gpucorr
+    from gpucorr import patterns
+    log = []
+    real_wait, real_copy = fake_cupy.Stream.wait_event, fake_cupy._Pointer.copy_from_host_async
+
+    def wait(self, event):
+        log.append(("wait", self, event.stream))
+        return real_wait(self, event)
+
+    def copy(self, mem, size, stream=None):
+        log.append(("copy", stream, None))
+        return real_copy(self, mem, size, stream=stream)
+
+    monkeypatch.setattr(fake_cupy.Stream, "wait_event", wait)
+    monkeypatch.setattr(fake_cupy._Pointer, "copy_from_host_async", copy)
+    frames, _, true = gpucorr.cbed_frame(32, 32, radius=2, zero=(16.2, 15.7), a=(8.3, 0.4),
+                                         b=(-0.4, 8.3))
+    caller = cupy.cuda.get_current_stream()
+    gpucorr.refine(frames.astype(np.uint16), np.rint(true).astype(np.int64),
+                   patterns.Circular(radius=2), device="cuda")
+    first_copy = next(i for i, (what, _, _) in enumerate(log) if what == "copy")
+    copy_stream = log[first_copy][1]
+    assert copy_stream is not caller
+    assert ("wait", copy_stream, caller) in log[:first_copy]
+
+
 def test_refuses_what_the_real_cupy_lacks(cupy):
     """NumPy names and keywords that CuPy does not have fail on the stand-in as on a GPU."""
     import cupyx
