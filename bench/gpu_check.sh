@@ -63,7 +63,7 @@ for stage in $stages; do
         tail -n 30 "$out/gpu-bench.log" ;;
     profile)
         if command -v ncu >/dev/null; then
-            ncu --clock-control none --nvtx --nvtx-include "measure-*/" --section SpeedOfLight \
+            ncu --clock-control none --nvtx --nvtx-include "regex:measure-.*/" --section SpeedOfLight \
                 python3 bench/gpu_profile.py > "$out/gpu-profile.log" 2>&1 || status=1
         else
             echo "ncu not found: profile skipped" > "$out/gpu-profile.log"

@@ -430,10 +430,11 @@ class _Job:
 
 
 #: bytes of frames per pinned staging buffer (there are two) when streaming to a GPU
-STAGING_BYTES = 128 * 2**20
+STAGING_BYTES = 256 * 2**20
 #: bytes of frames per host-to-device copy from a staging buffer: each is issued as soon as
-#: its frames are read, so reading the rest of the chunk overlaps with copying
-STAGING_PIECE_BYTES = 16 * 2**20
+#: its frames are read, so reading the rest of the chunk overlaps with copying. (Smaller
+#: pieces cost more in thread hand-offs than they gain: docs/benchmarks.md.)
+STAGING_PIECE_BYTES = 64 * 2**20
 
 
 class _Slot:
