@@ -21,6 +21,8 @@ from gpucorr.synthetic import cbed_frame
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--frames", type=int, default=4096)
+    parser.add_argument("--modes", default="fast,fast-unfused,fast-upsample20,full",
+                        help="comma-separated cases to measure")
     args = parser.parse_args(argv)
     rng = np.random.default_rng(0)
     clean, _, true = cbed_frame(256, 256, zero=(128.3, 127.6), a=(36.6, 2.1), b=(-2.1, 36.6),
@@ -33,6 +35,8 @@ def main(argv=None):
                                   ("fast-unfused", "fast", False, False),
                                   ("fast-upsample20", "fast", 20, True),
                                   ("full", "full", False, True)):
+        if name not in args.modes.split(","):
+            continue
         _cuda.FUSED_FAST = fused    # fast.cu, or crop.cu -> cuFFT -> evaluate.cu
         gpucorr.refine(frames, peaks, pattern, mode=mode, upsample=up)  # warm-up
         cupy.cuda.get_current_stream().synchronize()
@@ -40,7 +44,7 @@ def main(argv=None):
         gpucorr.refine(frames, peaks, pattern, mode=mode, upsample=up)
         cupy.cuda.get_current_stream().synchronize()
         nvtx.RangePop()
-    print("profiled: fast (fused and not), fast-upsample20, full")
+    print("profiled:", args.modes)
 
 
 if __name__ == "__main__":
