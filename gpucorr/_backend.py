@@ -110,14 +110,29 @@ class Backend:
         """
         return self._fft.rfft2(a, out)
 
-    def irfft2(self, a, s, out=None, overwrite_x=False):
+    @property
+    def irfft2_can_skip_scaling(self):
+        """Whether :meth:`irfft2` can leave out its ``1 / (h w)`` (``scaled=False``).
+
+        Where the scaling is a pass of its own over the output (CuPy's cuFFT
+        wrapper), a caller that can fold it into a product it makes anyway
+        saves that pass.
+        """
+        return getattr(self._fft, "can_skip_scaling", False)
+
+    def irfft2(self, a, s, out=None, overwrite_x=False, scaled=True):
         """Inverse of :meth:`rfft2` for real output of shape ``s`` (last two axes).
 
         ``out`` as for :meth:`rfft2`. ``overwrite_x=True`` lets the transform use
         ``a`` as its scratch (its content is then undefined), which saves a
-        temporary the size of ``a`` on the CPU.
+        temporary the size of ``a`` on the CPU. ``scaled=False`` (only where
+        :attr:`irfft2_can_skip_scaling`) leaves out the ``1 / (h w)``.
         """
-        return self._fft.irfft2(a, s, out, overwrite_x)
+        if scaled:
+            return self._fft.irfft2(a, s, out, overwrite_x)
+        if not self.irfft2_can_skip_scaling:
+            raise ValueError(f"the {self.name} backend's irfft2 always scales")
+        return self._fft.irfft2(a, s, out, overwrite_x, scaled=False)
 
     def __repr__(self):
         return f"Backend({self.name!r})"
@@ -144,6 +159,10 @@ class _CupyFFT:
     them less. There is no ``out=``; CuPy's memory pool reuses device memory.
     """
 
+    #: CuPy scales the inverse in a kernel of its own, after cuFFT; ``norm="forward"``
+    #: leaves it out
+    can_skip_scaling = True
+
     def __init__(self):
         import cupyx.scipy.fft
         self.fft = cupyx.scipy.fft
@@ -151,8 +170,9 @@ class _CupyFFT:
     def rfft2(self, a, out):
         return self.fft.rfft2(a, axes=(-2, -1))
 
-    def irfft2(self, a, s, out, overwrite_x):
-        return self.fft.irfft2(a, s=s, axes=(-2, -1), overwrite_x=overwrite_x)
+    def irfft2(self, a, s, out, overwrite_x, scaled=True):
+        return self.fft.irfft2(a, s=s, axes=(-2, -1), overwrite_x=overwrite_x,
+                               norm="backward" if scaled else "forward")
 
 
 class _PocketFFT:

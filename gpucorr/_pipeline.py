@@ -209,11 +209,18 @@ def correlate(backend, data, filt, ws=None, keep_specs=False):
     h, w = data.shape[-2:]
     specs = backend.rfft2(data, out=ws.out("specs", data.shape[:-1] + (w // 2 + 1,),
                                             complex_dtype(data.dtype)))
-    specs *= filt
-    offsets = specs[..., 0, 0].real.astype(np.float64) / (h * w)
+    # Where the inverse's 1 / (h w) is a pass of its own (CuPy), fold it into the
+    # product instead: the filter (one spectrum) is scaled, not the maps (a stack).
+    fold = backend.irfft2_can_skip_scaling and not keep_specs
+    if fold:
+        specs *= filt * filt.real.dtype.type(1 / (h * w))
+        offsets = specs[..., 0, 0].real.astype(np.float64)
+    else:
+        specs *= filt
+        offsets = specs[..., 0, 0].real.astype(np.float64) / (h * w)
     specs[..., 0, 0] = 0
     maps = backend.irfft2(specs, s=(h, w), out=ws.out("maps", data.shape, data.dtype),
-                          overwrite_x=not keep_specs)
+                          overwrite_x=not keep_specs, scaled=not fold)
     return maps, (specs if keep_specs else None), xp.ascontiguousarray(offsets)
 
 

@@ -352,6 +352,32 @@ def test_correlate_keeps_the_spectra_when_asked(stack):
     np.testing.assert_array_equal(kept_offsets, offsets)
 
 
+@pytest.mark.parametrize("shape", [(16, 16), (15, 22)])
+def test_correlate_folds_the_inverse_scaling_into_the_filter(xp, shape):
+    """Where the inverse FFT's 1 / (h w) is a pass of its own (CuPy), correlate scales the
+    filter instead; maps and offsets are those of the scaled inverse (keep_specs, which
+    returns the spectra unscaled, takes the plain path) to float32 rounding."""
+    backend = _backend.get_backend(xp)
+    assert backend.irfft2_can_skip_scaling == (xp is not np)
+    crops = xp.asarray(np.random.default_rng(4).random((5,) + shape).astype(np.float32))
+    template = patterns.RadialGradient(radius=4).get_template(shape)
+    filt = _pipeline.correlation_filter(xp, xp.asarray(template), shape, np.float32)
+    maps, _, offsets = _pipeline.correlate(backend, crops, filt)
+    plain_maps, _, plain_offsets = _pipeline.correlate(backend, crops, filt, keep_specs=True)
+    host = (lambda a: a) if xp is np else xp.asnumpy
+    maps, plain_maps = host(maps), host(plain_maps)
+    scale = np.abs(plain_maps).max()
+    np.testing.assert_allclose(maps, plain_maps, rtol=0, atol=2e-6 * scale)
+    np.testing.assert_allclose(host(offsets), host(plain_offsets), rtol=1e-6)
+
+
+def test_cpu_irfft2_always_scales():
+    backend = _backend.get_backend(np)
+    spec = np.fft.rfft2(np.ones((4, 4)))
+    with pytest.raises(ValueError, match="always scales"):
+        backend.irfft2(spec, (4, 4), scaled=False)
+
+
 def test_steady_state_chunks_allocate_nothing_large(stack):
     """After a first call, refine's chunks reuse the thread's scratch buffers: numpy
     allocates far less than one chunk's scratch (under Dask's nanny every large
