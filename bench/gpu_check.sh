@@ -4,7 +4,8 @@
 #             every kernel instantiation, and tests/cupy_api.json against the installed CuPy
 #             (the rest of the suite is CI's: it needs no GPU)
 #   memcheck  compute-sanitizer --tool memcheck over a small run of every kernel, then
-#             --tool racecheck (shared-memory hazards) over a shorter one
+#             racecheck (shared-memory hazards; its slowed kernels also expose missing
+#             stream waits), initcheck and synccheck over a shorter one
 #   bench     the GPU benchmark (bench/gpu_bench.py), JSON beside the logs
 #   profile   Nsight Compute speed-of-light per kernel of one call per mode (bench/gpu_profile.py)
 # Usage: bench/gpu_check.sh [STAGE ...]   (default: tests memcheck bench). Logs and JSON go to
@@ -30,8 +31,10 @@ status=0
 for stage in $stages; do
     case $stage in
     tests)
-        python3 -m pytest --gpu -q -p no:cacheprovider -rs --durations=15 -m gpu tests \
-            > "$out/gpu-pytest.log" 2>&1 || status=1
+        parallel=()  # pytest-xdist, where installed: about 45 s instead of several minutes
+        python3 -c "import xdist" 2>/dev/null && parallel=(-n 8)
+        python3 -m pytest --gpu -q -p no:cacheprovider -rs --durations=15 -m gpu \
+            ${parallel[@]+"${parallel[@]}"} tests > "$out/gpu-pytest.log" 2>&1 || status=1
         tail -n 60 "$out/gpu-pytest.log"
         python3 -m pytest -q -p no:cacheprovider -rs --durations=5 \
             tests/test_gpu.py tests/test_fake_cupy.py \
@@ -40,9 +43,9 @@ for stage in $stages; do
         tail -n 20 "$out/gpu-pytest-compile.log" ;;
     memcheck)
         if command -v compute-sanitizer >/dev/null; then
-            for tool in memcheck racecheck; do
+            for tool in memcheck racecheck initcheck synccheck; do
                 args=()
-                [ "$tool" = racecheck ] && args=(--quick)
+                [ "$tool" != memcheck ] && args=(--quick)
                 if ! compute-sanitizer --tool "$tool" --error-exitcode 1 \
                         python3 bench/gpu_smoke.py ${args[@]+"${args[@]}"} > "$out/gpu-$tool.log" 2>&1; then
                     if grep -q "Device not supported" "$out/gpu-$tool.log"; then
