@@ -6,7 +6,9 @@
   (what streaming through staging buffers must do on the host first);
 - registered: page-locking the caller's own array with ``cudaHostRegister`` in
   pieces, a copy from each piece straight to the device, and unlocking, so no host
-  copy at all: the time to register, to copy and the whole.
+  copy at all: the time to register, to copy and the whole; then with the pieces
+  registered and unregistered by several threads;
+- whether the device can read pageable host memory itself (HMM / ATS attributes).
 
 Prints JSON rows; ``--out`` writes them.
 """
@@ -103,6 +105,43 @@ def main(argv=None):
         t = seconds(registered, 2)
         row(path="registered", piece_mib=piece_mib, seconds=t,
             register_s_per_call=times["register"] / 3, unregister_s_per_call=times["unregister"] / 3)
+    for threads in (4, 8, 16):
+        piece = 64 * 2**20
+        pieces = [(a, min(piece, nbytes - a)) for a in range(0, nbytes, piece)]
+
+        def register(p):
+            cupy.cuda.runtime.hostRegister(host.ctypes.data + p[0], p[1], 0)
+
+        def unregister(p):
+            cupy.cuda.runtime.hostUnregister(host.ctypes.data + p[0])
+
+        with ThreadPoolExecutor(threads) as pool:
+            def registered_parallel():
+                for (a, n), f in zip(pieces, [pool.submit(register, p) for p in pieces]):
+                    f.result()
+                    off = a % dev.nbytes
+                    dev[off:off + n].data.copy_from_host_async(
+                        ctypes.c_void_p(host.ctypes.data + a), n)
+                cupy.cuda.runtime.deviceSynchronize()
+                list(pool.map(unregister, pieces))
+            t = seconds(registered_parallel, 2)
+            t0 = time.perf_counter()
+            list(pool.map(register, pieces))
+            t_reg = time.perf_counter() - t0
+            t0 = time.perf_counter()
+            list(pool.map(unregister, pieces))
+            t_unreg = time.perf_counter() - t0
+        row(path="registered-by-threads", threads=threads, piece_mib=64, seconds=t,
+            register_alone_s=t_reg, unregister_alone_s=t_unreg)
+    attrs = {}
+    for name, number in (("pageable_memory_access", 88),
+                         ("pageable_memory_access_uses_host_page_tables", 100)):
+        try:
+            attrs[name] = cupy.cuda.runtime.deviceGetAttribute(number, 0)
+        except Exception as exc:  # report what the driver says
+            attrs[name] = f"{type(exc).__name__}: {exc}"
+    rows.append(dict(path="device attributes", **attrs))
+    print(json.dumps(rows[-1]), flush=True)
     if args.out:
         with open(args.out, "w") as f:
             json.dump(rows, f, indent=2)
