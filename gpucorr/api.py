@@ -74,17 +74,20 @@ class _FlatFrames:
         self.shape = (int(np.prod(self.lead)),) + tuple(arr.shape[-2:])
         self.dtype = arr.dtype
 
-    def __getitem__(self, index):
-        start, stop, step = index.indices(self.shape[0])
-        assert step == 1
-        parts = []
+    def runs(self, start, stop):
+        """``(i, selection)`` for frames ``start:stop``: ``arr[selection]`` holds the
+        frames from ``i`` on, a run along the last scan axis."""
         i = start
         while i < stop:
             pos = np.unravel_index(i, self.lead)
             run = min(stop - i, self.lead[-1] - pos[-1])
-            parts.append(_dense(self.arr[tuple(int(p) for p in pos[:-1])
-                                         + (slice(int(pos[-1]), int(pos[-1]) + run),)]))
+            yield i, tuple(int(p) for p in pos[:-1]) + (slice(int(pos[-1]), int(pos[-1]) + run),)
             i += run
+
+    def __getitem__(self, index):
+        start, stop, step = index.indices(self.shape[0])
+        assert step == 1
+        parts = [_dense(self.arr[selection]) for _, selection in self.runs(start, stop)]
         if not parts:
             return np.empty((0,) + self.shape[1:], dtype=self.dtype)
         if len(parts) == 1:
@@ -501,8 +504,23 @@ def _read_into(frames, start, stop, out):
     """Frames ``start:stop`` into ``out[:stop - start]`` (native dtype, as in _dense_chunk)."""
     if isinstance(frames, np.ndarray):
         np.copyto(out[:stop - start], frames[start:stop], casting="same_kind")
-    else:
+    elif not _read_hdf5_into(frames, start, stop, out):
         out[:stop - start] = _dense_chunk(frames, start, stop)
+
+
+def _read_hdf5_into(frames, start, stop, out):
+    """An h5py dataset's frames ``start:stop`` read straight into ``out`` (no temporary,
+    one copy less); False where that does not apply (another library, another dtype)."""
+    flat = isinstance(frames, _FlatFrames)
+    dataset = frames.arr if flat else frames
+    if (not type(dataset).__module__.startswith("h5py") or not hasattr(dataset, "read_direct")
+            or dataset.dtype != out.dtype or not out.flags.c_contiguous):
+        return False
+    runs = frames.runs(start, stop) if flat else [(start, (slice(start, stop),))]
+    for i, selection in runs:
+        n = selection[-1].stop - selection[-1].start
+        dataset.read_direct(out, selection, np.s_[i - start:i - start + n])
+    return True
 
 
 def _run_gpu(job, process, progress, start, stop):
