@@ -110,29 +110,17 @@ class Backend:
         """
         return self._fft.rfft2(a, out)
 
-    @property
-    def irfft2_can_skip_scaling(self):
-        """Whether :meth:`irfft2` can leave out its ``1 / (h w)`` (``scaled=False``).
-
-        Where the scaling is a pass of its own over the output (CuPy's cuFFT
-        wrapper), a caller that can fold it into a product it makes anyway
-        saves that pass.
-        """
-        return getattr(self._fft, "can_skip_scaling", False)
-
     def irfft2(self, a, s, out=None, overwrite_x=False, scaled=True):
         """Inverse of :meth:`rfft2` for real output of shape ``s`` (last two axes).
 
         ``out`` as for :meth:`rfft2`. ``overwrite_x=True`` lets the transform use
         ``a`` as its scratch (its content is then undefined), which saves a
-        temporary the size of ``a`` on the CPU. ``scaled=False`` (only where
-        :attr:`irfft2_can_skip_scaling`) leaves out the ``1 / (h w)``.
+        temporary the size of ``a`` on the CPU. ``scaled=False`` leaves out the
+        ``1 / (h w)``, for a caller that folds it into a product it makes anyway:
+        where the scaling is a pass of its own over the output (CuPy; pocketfft
+        with ``overwrite_x``), that saves the pass.
         """
-        if scaled:
-            return self._fft.irfft2(a, s, out, overwrite_x)
-        if not self.irfft2_can_skip_scaling:
-            raise ValueError(f"the {self.name} backend's irfft2 always scales")
-        return self._fft.irfft2(a, s, out, overwrite_x, scaled=False)
+        return self._fft.irfft2(a, s, out, overwrite_x, scaled)
 
     def __repr__(self):
         return f"Backend({self.name!r})"
@@ -147,8 +135,8 @@ class _ArrayModuleFFT:
     def rfft2(self, a, out):
         return self.fft.rfft2(a, axes=(-2, -1))
 
-    def irfft2(self, a, s, out, overwrite_x):
-        return self.fft.irfft2(a, s=s, axes=(-2, -1))
+    def irfft2(self, a, s, out, overwrite_x, scaled=True):
+        return self.fft.irfft2(a, s=s, axes=(-2, -1), norm=_norm(scaled))
 
 
 class _CupyFFT:
@@ -159,10 +147,6 @@ class _CupyFFT:
     them less. There is no ``out=``; CuPy's memory pool reuses device memory.
     """
 
-    #: CuPy scales the inverse in a kernel of its own, after cuFFT; ``norm="forward"``
-    #: leaves it out
-    can_skip_scaling = True
-
     def __init__(self):
         import cupyx.scipy.fft
         self.fft = cupyx.scipy.fft
@@ -171,8 +155,14 @@ class _CupyFFT:
         return self.fft.rfft2(a, axes=(-2, -1))
 
     def irfft2(self, a, s, out, overwrite_x, scaled=True):
+        # CuPy scales in a kernel of its own after cuFFT; norm="forward" leaves it out
         return self.fft.irfft2(a, s=s, axes=(-2, -1), overwrite_x=overwrite_x,
-                               norm="backward" if scaled else "forward")
+                               norm=_norm(scaled))
+
+
+def _norm(scaled):
+    """The ``norm=`` of an inverse FFT scaled by ``1 / n`` (or, ``scaled=False``, not)."""
+    return "backward" if scaled else "forward"
 
 
 class _PocketFFT:
@@ -203,16 +193,18 @@ class _PocketFFT:
             return scipy.fft.rfft2(a, axes=(-2, -1))
         return self.pfft.r2c(a, (a.ndim - 2, a.ndim - 1), True, 0, out, 1)
 
-    def irfft2(self, a, s, out, overwrite_x):
+    def irfft2(self, a, s, out, overwrite_x, scaled=True):
         h, w = s
         if out is None or a.shape[-2:] != (h, w // 2 + 1):
-            return scipy.fft.irfft2(a, s=s, axes=(-2, -1))
+            return scipy.fft.irfft2(a, s=s, axes=(-2, -1), norm=_norm(scaled))
         if not overwrite_x:
-            # one multi-axis c2r (with its own temporary), scaled by 1 / (h w)
-            return self.pfft.c2r(a, (a.ndim - 2, a.ndim - 1), w, False, 2, out, 1)
+            # one multi-axis c2r (with its own temporary), scaled by 1 / (h w) (inorm 2)
+            return self.pfft.c2r(a, (a.ndim - 2, a.ndim - 1), w, False, 2 if scaled else 0,
+                                 out, 1)
         self.pfft.c2c(a, (a.ndim - 2,), False, 0, a, 1)
         self.pfft.c2r(a, (a.ndim - 1,), w, False, 0, out, 1)
-        np.multiply(out, out.dtype.type(1 / np.longdouble(h * w)), out=out)
+        if scaled:
+            np.multiply(out, out.dtype.type(1 / np.longdouble(h * w)), out=out)
         return out
 
 

@@ -354,11 +354,10 @@ def test_correlate_keeps_the_spectra_when_asked(stack):
 
 @pytest.mark.parametrize("shape", [(16, 16), (15, 22)])
 def test_correlate_folds_the_inverse_scaling_into_the_filter(xp, shape):
-    """Where the inverse FFT's 1 / (h w) is a pass of its own (CuPy), correlate scales the
-    filter instead; maps and offsets are those of the scaled inverse (keep_specs, which
-    returns the spectra unscaled, takes the plain path) to float32 rounding."""
+    """correlate scales the filter instead of the maps (the inverse FFT's 1 / (h w)): maps
+    and offsets are those of the scaled inverse (keep_specs, which returns the spectra
+    unscaled, takes the plain path) to float32 rounding."""
     backend = _backend.get_backend(xp)
-    assert backend.irfft2_can_skip_scaling == (xp is not np)
     crops = xp.asarray(np.random.default_rng(4).random((5,) + shape).astype(np.float32))
     template = patterns.RadialGradient(radius=4).get_template(shape)
     filt = _pipeline.correlation_filter(xp, xp.asarray(template), shape, np.float32)
@@ -371,11 +370,21 @@ def test_correlate_folds_the_inverse_scaling_into_the_filter(xp, shape):
     np.testing.assert_allclose(host(offsets), host(plain_offsets), rtol=1e-6)
 
 
-def test_cpu_irfft2_always_scales():
+@pytest.mark.parametrize("how", ["public", "out", "overwrite"])
+def test_cpu_irfft2_unscaled_gives_scipy_fft_bits(how):
+    """irfft2(scaled=False) on every path of the CPU backend equals scipy.fft's
+    norm="forward" inverse (no 1 / n) bit for bit."""
+    import scipy.fft
     backend = _backend.get_backend(np)
-    spec = np.fft.rfft2(np.ones((4, 4)))
-    with pytest.raises(ValueError, match="always scales"):
-        backend.irfft2(spec, (4, 4), scaled=False)
+    x = np.random.default_rng(5).standard_normal((3, 12, 14)).astype(np.float32)
+    spec = scipy.fft.rfft2(x, axes=(-2, -1))
+    want = scipy.fft.irfft2(spec, s=(12, 14), axes=(-2, -1), norm="forward")
+    out = None if how == "public" else np.empty_like(x)
+    got = backend.irfft2(spec.copy(), (12, 14), out=out, overwrite_x=how == "overwrite",
+                         scaled=False)
+    np.testing.assert_array_equal(got, want)
+    np.testing.assert_allclose(got / (12 * 14), backend.irfft2(spec, (12, 14)), rtol=1e-6,
+                               atol=1e-7)
 
 
 def test_steady_state_chunks_allocate_nothing_large(stack):
