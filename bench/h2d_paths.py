@@ -15,6 +15,8 @@ Prints JSON rows; ``--out`` writes them.
 import argparse
 import ctypes
 import json
+import os
+import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
 
@@ -23,17 +25,8 @@ import numpy as np
 import cupy
 import cupyx
 
-
-def seconds(fn, rounds=3):
-    fn()
-    cupy.cuda.runtime.deviceSynchronize()
-    best = np.inf
-    for _ in range(rounds):
-        t0 = time.perf_counter()
-        fn()
-        cupy.cuda.runtime.deviceSynchronize()
-        best = min(best, time.perf_counter() - t0)
-    return best
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # bench/, also under runpy
+from gpu_bench import host_seconds  # noqa: E402
 
 
 def main(argv=None):
@@ -58,13 +51,13 @@ def main(argv=None):
         for a in range(0, nbytes, dev.nbytes):
             n = min(dev.nbytes, nbytes - a)
             dev.data.copy_from_host_async(ctypes.c_void_p(pinned.ctypes.data), n)
-    row(path="pinned", seconds=seconds(from_pinned))
+    row(path="pinned", seconds=host_seconds(from_pinned, 3))
 
     def from_pageable():
         for a in range(0, nbytes, dev.nbytes):
             n = min(dev.nbytes, nbytes - a)
             dev.data.copy_from_host(ctypes.c_void_p(host.ctypes.data + a), n)
-    row(path="pageable", seconds=seconds(from_pageable, 1))
+    row(path="pageable", seconds=host_seconds(from_pageable, 1))
 
     stage = pinned[:128 * 2**20]
     for workers in (1, 4, 8, 16):
@@ -78,7 +71,7 @@ def main(argv=None):
                                           host[a + b:a + min(b + step, n)])
                               for b in range(0, n, step)]:
                         f.result()
-            row(path="fill", workers=workers, seconds=seconds(fill))
+            row(path="fill", workers=workers, seconds=host_seconds(fill, 3))
 
     for piece_mib in (64, 256, 1024):
         piece = piece_mib * 2**20
@@ -102,7 +95,7 @@ def main(argv=None):
             for p in held:
                 cupy.cuda.runtime.hostUnregister(p)
             times["unregister"] += time.perf_counter() - t0
-        t = seconds(registered, 2)
+        t = host_seconds(registered, 2)
         row(path="registered", piece_mib=piece_mib, seconds=t,
             register_s_per_call=times["register"] / 3, unregister_s_per_call=times["unregister"] / 3)
     for threads in (4, 8, 16):
@@ -124,7 +117,7 @@ def main(argv=None):
                         ctypes.c_void_p(host.ctypes.data + a), n)
                 cupy.cuda.runtime.deviceSynchronize()
                 list(pool.map(unregister, pieces))
-            t = seconds(registered_parallel, 2)
+            t = host_seconds(registered_parallel, 2)
             t0 = time.perf_counter()
             list(pool.map(register, pieces))
             t_reg = time.perf_counter() - t0
