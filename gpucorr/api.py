@@ -9,7 +9,7 @@ import array_api_compat
 import numpy as np
 import sparseconverter
 
-from gpucorr import _device, _pipeline, _validate
+from gpucorr import _device, _hostcopy, _pipeline, _validate
 from gpucorr._backend import array_namespace, get_backend, is_sparse
 
 __all__ = ["refine", "RefineResult", "DEFAULT_MEMORY_LIMIT"]
@@ -503,9 +503,9 @@ class _Slot:
 def _read_into(frames, start, stop, out):
     """Frames ``start:stop`` into ``out[:stop - start]`` (native dtype, as in _dense_chunk)."""
     if isinstance(frames, np.ndarray):
-        np.copyto(out[:stop - start], frames[start:stop], casting="same_kind")
+        _hostcopy.copy_into(out[:stop - start], frames[start:stop])
     elif not _read_hdf5_into(frames, start, stop, out):
-        out[:stop - start] = _dense_chunk(frames, start, stop)
+        _hostcopy.copy_into(out[:stop - start], np.asarray(_dense_chunk(frames, start, stop)))
 
 
 def _read_hdf5_into(frames, start, stop, out):
