@@ -372,6 +372,11 @@ class _Job:
         converts). The copy goes piece by piece (``STAGING_PIECE_BYTES``), each
         piece as soon as it is read, so reading and copying overlap within a
         chunk too. Results come back through pinned buffers the same way.
+
+        NumPy frames that are themselves in page-locked memory (allocated with
+        ``cupyx.empty_pinned``, or registered with ``cudaHostRegister``), C-contiguous
+        and of the staging dtype, skip the staging buffers: each chunk is copied
+        to the device straight from the caller's memory.
         """
         import cupyx
         cupy = self.xp
@@ -385,9 +390,11 @@ class _Job:
         # two device slots of frames and results beside the scratch of one chunk
         chunk = self.chunk_frames(budget, 1, max(1, STAGING_BYTES // frame_nbytes),
                                   extra_per_frame=2 * frame_nbytes)
+        pinned = _pinned_stack(cupy, self.frames, dtype)
         while True:  # out of memory for the slots: halve them
             try:
-                slots = [_Slot(cupy, cupyx, self, chunk, dtype) for _ in range(2)]
+                slots = [_Slot(cupy, cupyx, self, chunk, dtype, staging=pinned is None)
+                         for _ in range(2)]
                 break
             except cupy.cuda.memory.OutOfMemoryError:
                 if chunk == 1:
@@ -401,7 +408,8 @@ class _Job:
         # caller's stream (an earlier call's scratch) uses: CuPy's pool orders reuse
         # on the stream that allocates, and the copy stream must come after it too.
         copy.wait_event(compute.record())
-        pool = ThreadPoolExecutor(max_workers=workers) if workers > 1 else None
+        pool = (ThreadPoolExecutor(max_workers=workers)
+                if workers > 1 and pinned is None else None)
         pending = deque()  # (slot, start, stop) whose results are on their way back
         try:
             for start in range(0, n, chunk):
@@ -409,7 +417,10 @@ class _Job:
                 slot = slots[(start // chunk) % 2]
                 if pending and pending[0][0] is slot:
                     self._collect(pending.popleft(), out, progress)
-                slot.load(self.frames, start, stop, pool, workers, copy)
+                if pinned is None:
+                    slot.load(self.frames, start, stop, pool, workers, copy)
+                else:
+                    slot.upload(pinned, start, stop, copy)
                 compute.wait_event(slot.uploaded)
                 slot.refine(self, stop - start)
                 slot.download(compute, stop - start)
@@ -443,10 +454,10 @@ STAGING_PIECE_BYTES = 64 * 2**20
 class _Slot:
     """One staging slot of :meth:`_Job.stream`: pinned and device buffers, and their events."""
 
-    def __init__(self, cupy, cupyx, job, chunk, dtype):
+    def __init__(self, cupy, cupyx, job, chunk, dtype, staging=True):
         shape = (chunk,) + tuple(job.frames.shape[1:])
         self.cupy = cupy
-        self.host = cupyx.empty_pinned(shape, dtype=dtype)
+        self.host = cupyx.empty_pinned(shape, dtype=dtype) if staging else None
         self.device = cupy.empty(shape, dtype=dtype)
         self.dev_out = job.results(cupy, chunk)
         self.host_out = tuple(cupyx.empty_pinned(a.shape, dtype=a.dtype) for a in self.dev_out)
@@ -480,11 +491,14 @@ class _Slot:
                     copied = b
         self.uploaded.record(stream)
 
+    def upload(self, frames, start, stop, stream):
+        """Frames ``start:stop`` of the caller's pinned, C-contiguous ``frames`` to the device."""
+        _copy_to_device(self.device, frames, start, stop, 0, stream)
+        self.uploaded.record(stream)
+
     def _copy(self, stream, a, b):
         """Frames ``a:b`` of the pinned buffer to the device buffer, on ``stream``."""
-        nbytes = self.host[0].nbytes
-        self.device[a:b].data.copy_from_host_async(
-            ctypes.c_void_p(self.host.ctypes.data + a * nbytes), (b - a) * nbytes, stream=stream)
+        _copy_to_device(self.device, self.host, a, b, a, stream)
 
     def refine(self, job, n):
         """Refine the first ``n`` frames of the device buffer on the current stream."""
@@ -498,6 +512,37 @@ class _Slot:
             nbytes = n * src[0].nbytes
             src.data.copy_to_host_async(ctypes.c_void_p(dst.ctypes.data), nbytes, stream=stream)
         self.downloaded.record(stream)
+
+
+def _copy_to_device(device, host, start, stop, at, stream):
+    """Frames ``start:stop`` of C-contiguous pinned ``host`` to ``device[at:]``, on ``stream``."""
+    nbytes = host[0].nbytes
+    device[at:at + stop - start].data.copy_from_host_async(
+        ctypes.c_void_p(host.ctypes.data + start * nbytes), (stop - start) * nbytes,
+        stream=stream)
+
+
+def _pinned_stack(cupy, frames, dtype):
+    """``frames`` as a C-contiguous NumPy stack (N, H, W) where they lie in page-locked
+    host memory and have the staging ``dtype``, so the device can copy them straight
+    from there; else None.
+
+    Both the first and the last byte must be page-locked, which catches an
+    array that runs past the end of a pinned allocation.
+    """
+    arr = frames.arr if isinstance(frames, _FlatFrames) else frames
+    if (not isinstance(arr, np.ndarray) or arr.dtype != dtype or arr.size == 0
+            or not arr.flags.c_contiguous):
+        return None
+    runtime = cupy.cuda.runtime
+    memory_type = (getattr(runtime, "pointerGetMemoryType", None)  # CuPy >= 14
+                   or (lambda p: runtime.pointerGetAttributes(p).type))
+    try:
+        pinned = all(memory_type(p) == runtime.memoryTypeHost
+                     for p in (arr.ctypes.data, arr.ctypes.data + arr.nbytes - 1))
+    except runtime.CUDARuntimeError:  # older drivers refuse pageable pointers
+        return None
+    return arr.reshape(frames.shape) if pinned else None
 
 
 def _read_into(frames, start, stop, out):

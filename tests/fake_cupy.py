@@ -38,6 +38,7 @@ import sys
 import threading
 import time
 import types
+import weakref
 
 import numpy as np
 
@@ -481,7 +482,37 @@ def _runtime():
     def device_synchronize():
         Device(0).synchronize()
     runtime.deviceSynchronize = device_synchronize
+    runtime.CUDARuntimeError = CUDARuntimeError
+    (runtime.memoryTypeUnregistered, runtime.memoryTypeHost, runtime.memoryTypeDevice,
+     runtime.memoryTypeManaged) = range(4)
+
+    def pointer_get_memory_type(ptr):
+        """Host (pinned) inside the stand-in's pinned arrays, unregistered elsewhere."""
+        if any(a <= ptr < b for a, b in _PINNED.values()):
+            return runtime.memoryTypeHost
+        return runtime.memoryTypeUnregistered
+    runtime.pointerGetMemoryType = pointer_get_memory_type
     return runtime
+
+
+class CUDARuntimeError(RuntimeError):
+    pass
+
+
+#: the address ranges of the stand-in's pinned host arrays (cupyx.empty_pinned) alive now
+_PINNED = {}
+
+
+def _pinned(make):
+    """``cupyx.empty_pinned`` / ``zeros_pinned``: NumPy arrays whose memory counts as pinned
+    (``runtime.pointerGetMemoryType``) while they are alive."""
+    def alloc(shape, dtype=float, order="C"):
+        a = make(shape, dtype, order)
+        key = object()
+        _PINNED[key] = (a.ctypes.data, a.ctypes.data + max(a.nbytes, 1))
+        weakref.finalize(a, _PINNED.pop, key, None)
+        return a
+    return alloc
 
 
 # ------------------------------------------------------------------ kernels
@@ -582,8 +613,8 @@ def _make_modules():
     cupy.cuda = cuda
 
     cupyx = types.ModuleType("cupyx")
-    cupyx.empty_pinned = lambda shape, dtype=float, order="C": np.empty(shape, dtype, order)
-    cupyx.zeros_pinned = lambda shape, dtype=float, order="C": np.zeros(shape, dtype, order)
+    cupyx.empty_pinned = _pinned(np.empty)
+    cupyx.zeros_pinned = _pinned(np.zeros)
 
     @contextlib.contextmanager
     def allow_synchronize(allow):

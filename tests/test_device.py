@@ -221,6 +221,44 @@ def test_streaming_many_chunks_in_their_order(cupy, rng, monkeypatch, tmp_path, 
 
 
 @pytest.mark.gpu
+@pytest.mark.parametrize("case", ["pinned", "pinned-4d", "pinned-strided", "pinned-float16",
+                                  "pageable"])
+def test_streaming_copies_pinned_frames_straight_from_the_callers_memory(cupy, rng, monkeypatch,
+                                                                         case):
+    """Frames in page-locked memory (cupyx.empty_pinned) skip the staging buffers; views
+    that are not C-contiguous, dtypes the staging converts and pageable frames do not."""
+    import cupyx
+    frames, true = random_lattice_frames(rng, 11, shape=(64, 72), radius=3, dtype=np.uint16)
+    peaks = jittered_peaks(rng, true, (64, 72))
+    pattern = patterns.Circular(radius=3)
+    dtype = np.float16 if case == "pinned-float16" else np.uint16
+    if case == "pageable":
+        given = frames.copy()
+    else:
+        buffer = cupyx.empty_pinned((22,) + frames.shape[1:], dtype=dtype)
+        buffer[...] = 7
+        given = buffer[::2] if case == "pinned-strided" else buffer[:11]
+        given[...] = frames
+        if case == "pinned-4d":
+            given = given.reshape(1, 11, 64, 72)
+    before = given.copy()
+    monkeypatch.setattr(api, "STAGING_BYTES", 4 * frames[0].nbytes)  # three chunks
+    used = []
+    for name in ("load", "upload"):
+        real = getattr(api._Slot, name)
+        monkeypatch.setattr(api._Slot, name, lambda self, *a, _r=real, _n=name: (
+            used.append(_n), _r(self, *a)))
+    got = gpucorr.refine(given, peaks, pattern, device="cuda")
+    expected = gpucorr.refine(np.asarray(before).reshape(frames.shape), peaks, pattern)
+    assert_results_match([np.asarray(a).reshape(e.shape) for a, e in zip(got, expected)],
+                         expected)
+    assert got.refineds.shape == given.shape[:-2] + (len(peaks), 2)
+    direct = case in ("pinned", "pinned-4d")
+    assert set(used) == {"upload" if direct else "load"} and len(used) >= 3  # every chunk
+    np.testing.assert_array_equal(given, before)
+
+
+@pytest.mark.gpu
 def test_streaming_4d_hdf5(cupy, rng, tmp_path):
     h5py = pytest.importorskip("h5py")
     frames, true = random_lattice_frames(rng, 12, shape=(64, 64), radius=3, dtype=np.uint16)
@@ -288,11 +326,11 @@ def test_streaming_slots_shrink_when_out_of_memory(cupy, data, monkeypatch):
     real = api._Slot.__init__
     sizes = []
 
-    def tight(self, cupy_, cupyx, job, chunk, dtype):
+    def tight(self, cupy_, cupyx, job, chunk, dtype, **kwargs):
         sizes.append(chunk)
         if chunk > 2:
             raise cupy.cuda.memory.OutOfMemoryError(1 << 40, 0)
-        real(self, cupy_, cupyx, job, chunk, dtype)
+        real(self, cupy_, cupyx, job, chunk, dtype, **kwargs)
 
     monkeypatch.setattr(api._Slot, "__init__", tight)
     got = gpucorr.refine(frames, peaks, PATTERN, device="cuda")
