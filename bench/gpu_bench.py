@@ -14,7 +14,9 @@ Issue targets, all measured side by side in one run:
   upsampling of one chunk, and the fused kernel, each timed with CUDA events.
 - Host-resident uint16 frames streamed to the GPU (``device="cuda"``), fast
   mode: end-to-end bytes/s against the measured pinned host-to-device copy
-  bandwidth for the same bytes (and the pageable one).
+  bandwidth for the same bytes (and the pageable one); the staging fill by
+  non-temporal stores (the default) and by ``numpy.copyto``, interleaved; and
+  the same frames already in page-locked memory (no staging).
 
 Times GPU work with CUDA events (best of ``--rounds`` after a warm-up) and
 host-driven work with ``time.perf_counter``. Writes JSON with ``--out``.
@@ -32,7 +34,7 @@ import cupy
 import cupyx
 
 import gpucorr
-from gpucorr import _backend, _cuda, _pipeline, api
+from gpucorr import _backend, _cuda, _hostcopy, _pipeline, api
 from gpucorr.patterns import RadialGradient
 from gpucorr.synthetic import cbed_frame
 
@@ -72,9 +74,10 @@ def device_copy_bandwidth(nbytes=2**30):
     return 2 * nbytes / gpu_seconds(lambda: b.__setitem__(Ellipsis, a), 5)  # read + write
 
 
-def host_fill_bandwidth(frames, workers, nbytes=128 * 2**20):
+def host_fill_bandwidth(frames, workers, nbytes=128 * 2**20, copy=np.copyto):
     """Bytes/s of ``workers`` threads copying ``frames`` into a pinned buffer of ``nbytes``
-    (what streaming does on the host before each host-to-device copy)."""
+    with ``copy`` (what streaming does on the host before each host-to-device copy:
+    ``_hostcopy.copy_into``, non-temporal stores; ``numpy.copyto`` before)."""
     from concurrent.futures import ThreadPoolExecutor
     per = max(1, nbytes // frames[0].nbytes)
     host = cupyx.empty_pinned((per,) + frames.shape[1:], dtype=frames.dtype)
@@ -83,7 +86,7 @@ def host_fill_bandwidth(frames, workers, nbytes=128 * 2**20):
     def one(start):
         n = min(per, len(frames) - start)
         parts = [(a, min(a + step, n)) for a in range(0, n, step)]
-        for f in [pool.submit(np.copyto, host[a:b], frames[start + a:start + b])
+        for f in [pool.submit(copy, host[a:b], frames[start + a:start + b])
                   for a, b in parts]:
             f.result()
 
@@ -289,15 +292,40 @@ def main(argv=None):
     nbytes = stream_host.nbytes
     pinned_bw = h2d_bandwidth(min(nbytes, 2**31), pinned=True)
     pageable_bw = h2d_bandwidth(min(nbytes, 2**31), pinned=False)
-    fill_bw = {w: host_fill_bandwidth(stream_host, w) for w in (4, 8, 16)}
-    t_stream = host_seconds(lambda: gpucorr.refine(stream_host, peaks_host, pattern,
-                                                   device="cuda"), 3)
+    fill_bw = {w: host_fill_bandwidth(stream_host, w, copy=_hostcopy.copy_into)
+               for w in (4, 8, 16)}
+    fill_bw_numpy = {w: host_fill_bandwidth(stream_host, w) for w in (4, 8, 16)}
+
+    def refine_streamed(frames=stream_host, **kwargs):
+        return gpucorr.refine(frames, peaks_host, pattern, device="cuda", **kwargs)
+
+    # non-temporal staging stores (the default) against NumPy's copy, interleaved
+    best = {True: np.inf, False: np.inf}
+    try:
+        for _ in range(3):
+            for streaming_stores in best:
+                _hostcopy.USE_STREAMING_STORES = streaming_stores
+                best[streaming_stores] = min(best[streaming_stores],
+                                             host_seconds(refine_streamed, 1))
+    finally:
+        _hostcopy.USE_STREAMING_STORES = True
+    t_stream, t_numpy_fill = best[True], best[False]
+    # the caller's frames already page-locked (cupyx.empty_pinned): no staging at all
+    pinned_frames = cupyx.empty_pinned(stream_host.shape, dtype=stream_host.dtype)
+    pinned_frames[...] = stream_host
+    t_pinned = host_seconds(lambda: refine_streamed(pinned_frames), 3)
+    pinned_frames = None
     streaming = dict(frames=args.stream_frames, dtype="uint16", bytes=nbytes,
                      seconds=t_stream, frames_per_s=args.stream_frames / t_stream,
                      bytes_per_s=nbytes / t_stream, pinned_h2d_bytes_per_s=pinned_bw,
                      pageable_h2d_bytes_per_s=pageable_bw,
                      host_to_pinned_fill_bytes_per_s=fill_bw,
+                     host_to_pinned_fill_numpy_copyto_bytes_per_s=fill_bw_numpy,
                      fraction_of_pinned_h2d=nbytes / t_stream / pinned_bw,
+                     numpy_copyto_fill_bytes_per_s=nbytes / t_numpy_fill,
+                     numpy_copyto_fill_fraction_of_pinned_h2d=nbytes / t_numpy_fill / pinned_bw,
+                     pinned_input_bytes_per_s=nbytes / t_pinned,
+                     pinned_input_fraction_of_pinned_h2d=nbytes / t_pinned / pinned_bw,
                      host_cpus=os.cpu_count(), staging_bytes=api.STAGING_BYTES,
                      staging_piece_bytes=api.STAGING_PIECE_BYTES)
     print(json.dumps(streaming))
@@ -309,8 +337,7 @@ def main(argv=None):
                                                 (8, 128, 32), (8, 256, 64), (16, 256, 64),
                                                 (8, 64, 64)):
             api.STAGING_BYTES, api.STAGING_PIECE_BYTES = staging_mib * 2**20, piece_mib * 2**20
-            t = host_seconds(lambda: gpucorr.refine(stream_host, peaks_host, pattern,
-                                                    device="cuda", workers=workers), 3)
+            t = host_seconds(lambda: refine_streamed(workers=workers), 3)
             variants.append(dict(workers=workers, staging_mib=staging_mib, piece_mib=piece_mib,
                                  bytes_per_s=nbytes / t,
                                  fraction_of_pinned_h2d=nbytes / t / pinned_bw))

@@ -7,6 +7,8 @@
 #             racecheck (shared-memory hazards; its slowed kernels also expose missing
 #             stream waits), initcheck and synccheck over a shorter one
 #   bench     the GPU benchmark (bench/gpu_bench.py), JSON beside the logs
+#   streaming what limits streaming host frames: bench/h2d_paths.py (bus, host fill, page
+#             locking) and bench/host_fill.py (non-temporal stores against numpy.copyto)
 #   profile   Nsight Compute speed-of-light per kernel of one call per mode (bench/gpu_profile.py)
 # Usage: bench/gpu_check.sh [STAGE ...]   (default: tests memcheck bench). Logs and JSON go to
 # $OUT (or bench/results/). Run from anywhere; needs CuPy. Where the machine has no
@@ -64,6 +66,13 @@ for stage in $stages; do
         python3 bench/gpu_bench.py --out "$out/gpu-bench.json" > "$out/gpu-bench.log" 2>&1 \
             || status=1
         tail -n 30 "$out/gpu-bench.log" ;;
+    streaming)
+        python3 bench/h2d_paths.py --out "$out/gpu-h2d-paths.json" > "$out/gpu-h2d-paths.log" 2>&1 \
+            || status=1
+        tail -n 30 "$out/gpu-h2d-paths.log"
+        python3 bench/host_fill.py --workers 1 4 8 16 --out "$out/host-fill.json" \
+            > "$out/host-fill.log" 2>&1 || status=1
+        tail -n 5 "$out/host-fill.log" ;;
     profile)
         if command -v ncu >/dev/null; then
             ncu --clock-control none --nvtx --nvtx-include "regex:measure-.*/" --section SpeedOfLight \
@@ -74,7 +83,7 @@ for stage in $stages; do
         grep -E "^  [a-zA-Z_].*\(|Duration|Memory Throughput|Compute \(SM\) Throughput" \
             "$out/gpu-profile.log" | tail -n 60 || true ;;
     *)
-        echo "unknown stage $stage (tests, memcheck, bench, profile)"; exit 2 ;;
+        echo "unknown stage $stage (tests, memcheck, bench, streaming, profile)"; exit 2 ;;
     esac
 done
 exit $status

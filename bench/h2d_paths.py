@@ -3,7 +3,8 @@
 - pinned: one copy from a pinned buffer (the bus's ceiling);
 - pageable: one copy from ordinary NumPy memory (the driver stages it);
 - fill: ``workers`` threads copying NumPy frames into a pinned buffer, by thread count
-  (what streaming through staging buffers must do on the host first);
+  (what streaming through staging buffers must do on the host first), with
+  ``numpy.copyto`` and with gpucorr's non-temporal stores (``fill-streaming-stores``);
 - registered: page-locking the caller's own array with ``cudaHostRegister`` in
   pieces, a copy from each piece straight to the device, and unlocking, so no host
   copy at all: the time to register, to copy and the whole; then with the pieces
@@ -27,6 +28,8 @@ import cupyx
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # bench/, also under runpy
 from gpu_bench import host_seconds  # noqa: E402
+
+from gpucorr import _hostcopy  # noqa: E402
 
 
 def main(argv=None):
@@ -64,14 +67,17 @@ def main(argv=None):
         with ThreadPoolExecutor(workers) as pool:
             step = len(stage) // workers
 
-            def fill():
+            def fill(copy):
                 for a in range(0, nbytes, len(stage)):
                     n = min(len(stage), nbytes - a)
-                    for f in [pool.submit(np.copyto, stage[b:min(b + step, n)],
+                    for f in [pool.submit(copy, stage[b:min(b + step, n)],
                                           host[a + b:a + min(b + step, n)])
                               for b in range(0, n, step)]:
                         f.result()
-            row(path="fill", workers=workers, seconds=host_seconds(fill, 3))
+            # numpy.copyto (glibc memcpy) and gpucorr's non-temporal stores
+            row(path="fill", workers=workers, seconds=host_seconds(lambda: fill(np.copyto), 3))
+            row(path="fill-streaming-stores", workers=workers,
+                seconds=host_seconds(lambda: fill(_hostcopy.copy_into), 3))
 
     for piece_mib in (64, 256, 1024):
         piece = piece_mib * 2**20
