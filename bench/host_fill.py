@@ -36,6 +36,18 @@ def fill_seconds(frames, buffer, workers, pool, streaming):
     return time.perf_counter() - t0
 
 
+def cpu_model():
+    """The CPU's model name (Linux), else the machine type."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.machine()
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--gib", type=float, default=2.0, help="GiB of 256x256 uint16 frames")
@@ -81,7 +93,7 @@ def main(argv=None):
     result = dict(source="memmap" if args.memmap else "numpy", bytes=shape[0] * frame,
                   buffer_bytes=buffer.nbytes, rows=rows,
                   streaming_supported=_hostcopy.streaming_supported(),
-                  cpu=platform.processor() or platform.machine(), cpus=os.cpu_count(),
+                  cpu=cpu_model(), cpus=os.cpu_count(),
                   numpy=np.__version__, python=platform.python_version(),
                   date=time.strftime("%Y-%m-%dT%H:%M:%S%z"),
                   commit=os.environ.get("GPUCORR_COMMIT")

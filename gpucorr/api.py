@@ -195,7 +195,8 @@ def refine(frames, peaks, pattern, *, mode="fast", upsample=False, device=None,
     steady stream of calls allocates nothing large;
     ``gpucorr._pipeline.release_workspaces()`` frees them. Streaming host
     frames to a GPU keeps two pinned staging buffers in CuPy's pinned memory
-    pool.
+    pool; frames that are themselves page-locked (``cupyx.empty_pinned``) and
+    C-contiguous are copied to the device straight from there.
 
     Examples
     --------
