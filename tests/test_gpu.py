@@ -6,11 +6,13 @@ result is compared with the CPU backend's on the same input, to the tolerances
 of DESIGN.md (same integer centres, refined positions within 1e-3 px, heights
 and elevations within 1e-4 relative).
 """
+import contextlib
 import glob
 import os
 import shutil
 import subprocess
 import sys
+import warnings
 import zipfile
 
 import numpy as np
@@ -111,9 +113,22 @@ def test_gpu_matches_cpu(cupy, rng, pattern, shape, dtype, upsample, mode):
     assert_results_match([cupy.asnumpy(a) for a in got], expected)
 
 
+def _no_synchronize():
+    """``cupyx.allow_synchronize(False)`` where CuPy still has it (it warns that it will
+    go; without it, test_gpu_returns_before_its_work_is_done checks the same)."""
+    import cupyx
+    allow = getattr(cupyx, "allow_synchronize", None)
+    if allow is None:
+        return contextlib.nullcontext()
+    stack = contextlib.ExitStack()
+    stack.enter_context(warnings.catch_warnings())
+    warnings.filterwarnings("ignore", message=".*allow_synchronize will be removed")
+    stack.enter_context(allow(False))
+    return stack
+
+
 @pytest.mark.gpu
 def test_gpu_is_resident_and_uses_the_current_stream(cupy, rng):
-    import cupyx
     frames, true = random_lattice_frames(rng, 8, shape=(128, 128), radius=4)
     frames_gpu = cupy.asarray(frames)
     peaks_gpu = cupy.asarray(np.rint(true).astype(np.int64))
@@ -121,12 +136,52 @@ def test_gpu_is_resident_and_uses_the_current_stream(cupy, rng):
     for mode in ("fast", "full"):
         gpucorr.refine(frames_gpu, peaks_gpu, pattern, mode=mode, upsample=20)  # warm-up
         stream = cupy.cuda.Stream(non_blocking=True)
-        with stream, cupyx.allow_synchronize(False):
+        with stream, _no_synchronize():
             res = gpucorr.refine(frames_gpu, peaks_gpu, pattern, mode=mode, upsample=20)
         stream.synchronize()
         expected = gpucorr.refine(frames, np.rint(true).astype(np.int64), pattern, mode=mode,
                                   upsample=20)
         assert_results_match([cupy.asnumpy(a) for a in res], expected)
+
+
+SPIN = r"""
+__device__ unsigned long long now() {  // ns, the GPU's global timer
+    unsigned long long t;
+    asm volatile("mov.u64 %0, %%globaltimer;" : "=l"(t));
+    return t;
+}
+extern "C" __global__ void spin(unsigned long long ns) {
+    unsigned long long t0 = now();
+    while (now() - t0 < ns) { }
+}
+"""
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("mode", ["fast", "full"])
+def test_gpu_returns_before_its_work_is_done(cupy, rng, request, mode):
+    """No host synchronisation on GPU-resident frames: with a kernel that spins for about
+    two seconds queued first on the caller's stream, ``refine`` returns while the stream
+    is still busy (a synchronisation would have waited for the spin)."""
+    if request.config.getoption("--fake-gpu"):
+        pytest.skip("the CPU stand-in runs current-stream work at once (it checks syncs "
+                    "through allow_synchronize instead)")
+    frames, true = random_lattice_frames(rng, 8, shape=(128, 128), radius=4)
+    frames_gpu = cupy.asarray(frames)
+    peaks_gpu = cupy.asarray(np.rint(true).astype(np.int64))
+    pattern = patterns.RadialGradient(radius=4)
+    gpucorr.refine(frames_gpu, peaks_gpu, pattern, mode=mode, upsample=20)  # warm-up
+    spin = cupy.RawKernel(SPIN, "spin")
+    stream = cupy.cuda.Stream(non_blocking=True)
+    with stream:
+        spin((1,), (1,), (np.uint64(2_000_000_000),))
+        res = gpucorr.refine(frames_gpu, peaks_gpu, pattern, mode=mode, upsample=20)
+        busy = not stream.done
+    stream.synchronize()
+    assert busy, "refine waited for work queued on the caller's stream"
+    expected = gpucorr.refine(frames, np.rint(true).astype(np.int64), pattern, mode=mode,
+                              upsample=20)
+    assert_results_match([cupy.asnumpy(a) for a in res], expected)
 
 
 @pytest.mark.gpu
