@@ -124,6 +124,9 @@ def _as_stack(frames):
     lead = tuple(shape[:-2])
     if len(shape) <= 3:
         return frames, lead
+    if isinstance(frames, np.ndarray) and frames.flags.c_contiguous:
+        # a view (memmaps stay lazy): chunks are slices, read without joining runs
+        return frames.reshape((-1,) + tuple(shape[-2:])), lead
     return _FlatFrames(frames), lead
 
 
@@ -550,6 +553,10 @@ def _read_into(frames, start, stop, out):
     """Frames ``start:stop`` into ``out[:stop - start]`` (native dtype, as in _dense_chunk)."""
     if isinstance(frames, np.ndarray):
         _hostcopy.copy_into(out[:stop - start], frames[start:stop])
+    elif isinstance(frames, _FlatFrames) and isinstance(frames.arr, np.ndarray):
+        for i, selection in frames.runs(start, stop):  # each run straight into ``out``
+            run = frames.arr[selection]
+            _hostcopy.copy_into(out[i - start:i - start + len(run)], run)
     elif not _read_hdf5_into(frames, start, stop, out):
         _hostcopy.copy_into(out[:stop - start], np.asarray(_dense_chunk(frames, start, stop)))
 

@@ -176,6 +176,31 @@ def test_read_into_converts_byte_order_and_float16(data):
     np.testing.assert_array_equal(out32, frames[1:3].astype(np.float16).astype(np.float32))
 
 
+def test_contiguous_4d_numpy_frames_are_a_view_not_read_by_runs(data, tmp_path):
+    frames, _ = data
+    four = frames.reshape(2, 3, 96, 88)
+    stack, lead = api._as_stack(four)
+    assert lead == (2, 3) and stack.shape == (6, 96, 88) and np.shares_memory(stack, four)
+    mm = np.lib.format.open_memmap(tmp_path / "f.npy", "w+", np.uint16, four.shape)
+    stack, _ = api._as_stack(mm)
+    assert isinstance(stack, np.memmap) and np.shares_memory(stack, mm)
+    stack, _ = api._as_stack(four[:, ::-1])  # not C-contiguous: read by runs, never whole
+    assert isinstance(stack, api._FlatFrames)
+
+
+@pytest.mark.parametrize("dtype", [np.uint16, ">u2"])
+def test_read_into_copies_runs_of_strided_4d_numpy_frames_straight_into_the_buffer(
+        data, monkeypatch, dtype):
+    frames, _ = data
+    four = frames.reshape(2, 3, 96, 88).astype(dtype)[:, ::-1]
+    flat = api._FlatFrames(four)
+    monkeypatch.setattr(api._FlatFrames, "__getitem__", lambda *a: pytest.fail("joined runs"))
+    out = np.full((5,) + frames.shape[1:], 7, np.uint16)
+    api._read_into(flat, 1, 5, out[1:])  # frames 1..4 span both scan rows
+    np.testing.assert_array_equal(out[1:], np.asarray(four).reshape(6, 96, 88)[1:5])
+    assert (out[0] == 7).all()
+
+
 # ---------------------------------------------------------------- on a GPU
 
 @pytest.fixture
