@@ -72,7 +72,9 @@ for stage in $stages; do
         tail -n 30 "$out/gpu-h2d-paths.log"
         python3 bench/host_fill.py --workers 1 4 8 16 --out "$out/host-fill.json" \
             > "$out/host-fill.log" 2>&1 || status=1
-        tail -n 5 "$out/host-fill.log" ;;
+        python3 bench/host_fill.py --scan --workers 1 4 8 16 --out "$out/host-fill-scan.json" \
+            >> "$out/host-fill.log" 2>&1 || status=1
+        tail -n 8 "$out/host-fill.log" ;;
     profile)
         if command -v ncu >/dev/null; then
             ncu --clock-control none --nvtx --nvtx-include "regex:measure-.*/" --section SpeedOfLight \
