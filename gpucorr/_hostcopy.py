@@ -22,6 +22,7 @@ import platform
 import numpy as np
 from llvmlite import ir
 from numba import njit, types
+from numba.core.errors import TypingError
 from numba.extending import intrinsic
 
 __all__ = ["copy_into", "streaming_supported"]
@@ -43,8 +44,14 @@ def streaming_supported():
 def _store_line(typingctx, dst, src, i):
     """``dst[i:i + 32] = src[i:i + 32]`` (uint8 arrays) as one non-temporal store.
 
-    ``dst[i]`` must be 32-byte aligned; only :func:`_stream_copy` calls it.
+    ``dst[i]`` must be 32-byte aligned; only :func:`_stream_copy` calls it. Typing
+    refuses anything but contiguous 1-D uint8 arrays (``i`` counts bytes).
     """
+    for a in (dst, src):
+        if not (isinstance(a, types.Array) and a.dtype == types.uint8 and a.ndim == 1
+                and a.layout == "C"):
+            raise TypingError(f"_store_line takes contiguous 1-D uint8 arrays; got {a}")
+
     def codegen(context, builder, signature, args):
         dst_ary = context.make_array(signature.args[0])(context, builder, args[0])
         src_ary = context.make_array(signature.args[1])(context, builder, args[1])

@@ -34,6 +34,17 @@ def test_stream_copy_compiles_to_non_temporal_stores_and_a_fence():
     assert re.search(r"\bsfence\b", asm), "no sfence after the non-temporal stores"
 
 
+@needs_x86
+@pytest.mark.parametrize("case", ["int64", "strided", "2-D"])
+def test_stream_copy_refuses_anything_but_contiguous_bytes(case):
+    a = np.zeros(256, np.uint8)
+    dst, src = {"int64": (a.view(np.int64), a.view(np.int64)),
+                "strided": (a[::2], a[1::2]),
+                "2-D": (a.reshape(16, 16), a.reshape(16, 16))}[case]
+    with pytest.raises(numba.core.errors.TypingError, match="contiguous 1-D uint8"):
+        numba.njit(_hostcopy._stream_copy.py_func)(dst, src)
+
+
 def _spy(monkeypatch):
     calls = []
     real = _hostcopy._stream_copy
