@@ -287,9 +287,13 @@ class _Job:
         self.memory_limit = memory_limit
         self.rdtype = _pipeline.compute_dtype(frames.dtype)
         shape = (2 * crop_size, 2 * crop_size) if mode == "fast" else (fy, fx)
-        template = xp.asarray(pattern.get_template(sig_shape=shape))
+        template = pattern.get_template(sig_shape=shape)
         _validate.check_template(template, shape, name="pattern.get_template()")
-        self.filt = _pipeline.correlation_filter(xp, template, shape, self.rdtype)
+        # a NumPy spectrum (every gpucorr pattern's): the filter is built on the host, as
+        # the CPU builds it, and goes to the device in one copy, not a dozen small kernels
+        on = np if isinstance(template, np.ndarray) else xp
+        self.filt = xp.asarray(
+            _pipeline.correlation_filter(on, on.asarray(template), shape, self.rdtype))
         self.run = _pipeline.run_fast if mode == "fast" else _pipeline.run_full
         self.per_frame = _pipeline.frame_bytes(mode, (fy, fx), len(self.peaks), crop_size,
                                                self.rdtype, factor)

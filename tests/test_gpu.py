@@ -144,6 +144,40 @@ def test_gpu_is_resident_and_uses_the_current_stream(cupy, rng):
         assert_results_match([cupy.asnumpy(a) for a in res], expected)
 
 
+class _DeviceTemplate(patterns.Circular):
+    """A user pattern whose template spectrum is a CuPy array."""
+
+    def get_template(self, sig_shape):
+        import cupy
+        return cupy.asarray(super().get_template(sig_shape))
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("mode", ["fast", "full"])
+@pytest.mark.parametrize("dtype", [np.uint16, np.float64], ids=str)
+def test_gpu_filter_is_the_cpus_bit_for_bit(cupy, rng, mode, dtype):
+    """The correlation filter is built on the host as on the CPU, then copied up; a
+    pattern that gives its template on the GPU has it built there."""
+    from gpucorr import api
+    frames, true = random_lattice_frames(rng, 3, shape=(96, 80), radius=4, dtype=dtype)
+    peaks = np.rint(true).astype(np.int64)
+    pattern = patterns.RadialGradient(radius=4)
+    size = pattern.get_crop_size()
+    cpu = api._Job(np, frames, peaks, pattern, mode, 1, size, None)
+    gpu = api._Job(cupy, cupy.asarray(frames), cupy.asarray(peaks), pattern, mode, 1, size, None)
+    assert isinstance(gpu.filt, cupy.ndarray) and gpu.filt.dtype == cpu.filt.dtype
+    np.testing.assert_array_equal(cupy.asnumpy(gpu.filt), cpu.filt)
+    device = _DeviceTemplate(radius=4)
+    on_gpu = api._Job(cupy, cupy.asarray(frames), cupy.asarray(peaks), device, mode, 1, size,
+                      None)
+    host = api._Job(np, frames, peaks, patterns.Circular(radius=4), mode, 1, size, None).filt
+    np.testing.assert_allclose(cupy.asnumpy(on_gpu.filt), host, rtol=1e-6,
+                               atol=1e-6 * np.abs(host).max())  # CuPy's exp, not NumPy's
+    got = gpucorr.refine(cupy.asarray(frames), cupy.asarray(peaks), device, mode=mode)
+    expected = gpucorr.refine(frames, peaks, patterns.Circular(radius=4), mode=mode)
+    assert_results_match([cupy.asnumpy(a) for a in got], expected)
+
+
 SPIN = r"""
 __device__ unsigned long long now() {  // ns, the GPU's global timer
     unsigned long long t;
