@@ -17,13 +17,17 @@ import functools
 import json
 import os
 import platform
+import sys
 import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
-from gpucorr import _hostcopy, api
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # bench/, also under runpy
+import workload  # noqa: E402
+
+from gpucorr import _hostcopy, api  # noqa: E402
 
 
 def joined_runs(four, frames, start, stop, out):
@@ -45,18 +49,6 @@ def fill_seconds(frames, buffer, workers, pool, streaming, read=api._read_into):
         for task in tasks:
             task.result()
     return time.perf_counter() - t0
-
-
-def cpu_model():
-    """The CPU's model name (Linux), else the machine type."""
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.machine()
 
 
 def main(argv=None):
@@ -119,11 +111,9 @@ def main(argv=None):
                   layout="(rows, 64, 256, 256)" if args.scan else "(N, 256, 256)",
                   buffer_bytes=buffer.nbytes, rows=rows,
                   streaming_supported=_hostcopy.streaming_supported(),
-                  cpu=cpu_model(), cpus=os.cpu_count(),
-                  numpy=np.__version__, python=platform.python_version(),
-                  date=time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-                  commit=os.environ.get("GPUCORR_COMMIT")
-                  or os.popen("git rev-parse --short HEAD 2>/dev/null").read().strip())
+                  device=workload.device(), numpy=np.__version__,
+                  python=platform.python_version(), date=time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+                  commit=os.environ.get("GPUCORR_COMMIT") or workload.commit())
     if args.out:
         with open(args.out, "w") as f:
             json.dump(result, f, indent=2)
