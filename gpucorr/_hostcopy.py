@@ -19,6 +19,7 @@ small, or that overlap, :func:`copy_into` is :func:`numpy.copyto`.
 """
 import platform
 
+import numba
 import numpy as np
 from llvmlite import ir
 from numba import njit, types
@@ -36,8 +37,9 @@ USE_STREAMING_STORES = True
 
 
 def streaming_supported():
-    """Whether this machine's copies can use non-temporal stores (x86-64)."""
-    return platform.machine().lower() in ("x86_64", "amd64")
+    """Whether this machine's copies can use non-temporal stores (x86-64, numba's JIT on:
+    ``NUMBA_DISABLE_JIT`` leaves the stores' intrinsic uncompiled)."""
+    return platform.machine().lower() in ("x86_64", "amd64") and not numba.config.DISABLE_JIT
 
 
 @intrinsic

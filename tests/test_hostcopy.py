@@ -98,9 +98,14 @@ def test_copy_into_keeps_numpys_casting_rules():
         _hostcopy.copy_into(np.zeros(4, np.int32), np.ones(4, np.float64))
 
 
-def test_copy_into_uses_numpy_where_the_machine_is_not_x86(monkeypatch):
+@pytest.mark.parametrize("why", ["aarch64", "NUMBA_DISABLE_JIT"])
+def test_copy_into_uses_numpy_where_the_machine_is_not_x86_or_numba_does_not_compile(
+        monkeypatch, why):
     calls = _spy(monkeypatch)
-    monkeypatch.setattr(_hostcopy.platform, "machine", lambda: "aarch64")
+    if why == "aarch64":
+        monkeypatch.setattr(_hostcopy.platform, "machine", lambda: "aarch64")
+    else:
+        monkeypatch.setattr(numba.config, "DISABLE_JIT", True)
     src = np.arange(4096, dtype=np.uint16)
     dst = np.zeros_like(src)
     _hostcopy.copy_into(dst, src)
