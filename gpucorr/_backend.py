@@ -77,7 +77,7 @@ class Backend:
         ``"cpu"`` or ``"cuda"``.
     xp : module
         The array module (``numpy`` or ``cupy``).
-    crop_log, log_scale_frames, evaluate, roll_to_origin : callables
+    crop_log, log_scale_frames, evaluate, upsample : callables
         The batch kernels, with the signatures of :mod:`gpucorr._numba`.
     fast_correlate : callable or None
         Fast mode fused into one kernel (:func:`gpucorr._cuda.fast_correlate`),
@@ -92,7 +92,7 @@ class Backend:
         self.crop_log = kernels.crop_log
         self.log_scale_frames = kernels.log_scale_frames
         self.evaluate = kernels.evaluate
-        self.roll_to_origin = kernels.roll_to_origin
+        self.upsample = kernels.upsample
         self.fast_correlate = getattr(kernels, "fast_correlate", None)
         self._applies = getattr(kernels, "fast_correlate_applies", None)
         self._fft = fft

@@ -22,10 +22,10 @@ import re
 
 import numpy as np
 
-__all__ = ["crop_log", "log_scale_frames", "evaluate", "roll_to_origin", "fast_correlate",
+__all__ = ["crop_log", "log_scale_frames", "evaluate", "upsample", "fast_correlate",
            "fast_correlate_applies", "load_kernel", "kernel_source", "crop_expressions",
-           "evaluate_expressions", "roll_expressions", "fast_expressions", "kernel_expressions",
-           "C_TYPES"]
+           "evaluate_expressions", "upsample_expressions", "fast_expressions",
+           "kernel_expressions", "upsample_scratch", "C_TYPES"]
 
 #: NumPy dtype -> C type of the kernel templates
 C_TYPES = {
@@ -43,8 +43,12 @@ C_TYPES = {
 
 #: threads per block of every kernel
 BLOCK = 256
-#: blocks at most of the grid-stride kernels (roll.cu): enough to fill an H100
+#: blocks at most of the block-stride kernels (upsample.cu): enough to fill an H100
 MAX_GRID = 1024
+#: device scratch upsample.cu may take, all its blocks together (bytes)
+UPSAMPLE_SCRATCH_BYTES = 256 * 2**20
+#: candidates upsample.cu can rank (GPUCORR_MAX_CANDIDATES)
+UPSAMPLE_MAX_CANDIDATES = 16
 
 #: crop edges (2 * crop_size) that kernels/fast.cu is instantiated for: every even
 #: edge up to 32, and 64
@@ -115,9 +119,9 @@ def evaluate_expressions():
     return ["evaluate<float>", "evaluate<double>"]
 
 
-def roll_expressions():
-    """Name expressions of every ``roll_to_origin`` instantiation the launcher uses."""
-    return ["roll_to_origin<float>", "roll_to_origin<double>"]
+def upsample_expressions():
+    """Name expressions of every ``upsample`` instantiation the launcher uses."""
+    return ["upsample<float>", "upsample<double>"]
 
 
 def fast_expressions():
@@ -128,7 +132,7 @@ def fast_expressions():
 def kernel_expressions():
     """Every kernel source in ``kernels/`` and the name expressions its launchers use."""
     return {"crop.cu": crop_expressions(), "evaluate.cu": evaluate_expressions(),
-            "roll.cu": roll_expressions(), "fast.cu": fast_expressions()}
+            "upsample.cu": upsample_expressions(), "fast.cu": fast_expressions()}
 
 
 def _shared_bytes(rtype, extra_per_thread):
@@ -207,21 +211,44 @@ def evaluate(corrs, peaks, crop_size, offsets, out_centers, out_refineds, out_he
            shared_mem=shared)
 
 
-def roll_to_origin(maps, positions, out):
-    """GPU :func:`gpucorr._numba.roll_to_origin`: one thread per output element."""
+def upsample_scratch(h, w, u):
+    """Doubles of scratch one block of upsample.cu needs for (h, w) maps and a u x u grid."""
+    k1 = max(h, w) // 2 + 1
+    return u * w + u * u + 6 * k1 + 3 * h + 6 * w
+
+
+def upsample(maps, positions, factor, grid_y, grid_x, table_y, table_x, candidates,
+             iterations, tolerance, out):
+    """GPU :func:`gpucorr._numba.upsample`: one block per (map, position), kernels/upsample.cu."""
     import cupy
     maps = cupy.ascontiguousarray(maps)
     n_maps, h, w = maps.shape
-    total = n_maps * h * w
-    if total == 0:
+    n_pos = positions.shape[1]
+    u = grid_y.shape[0]
+    n_jobs = n_maps * n_pos
+    if n_jobs == 0:
         return
-    _check_out(out, (maps.dtype,), "out")
-    kernel = load_kernel("roll.cu", f"roll_to_origin<{C_TYPES[maps.dtype]}>",
-                         roll_expressions())
-    grid = min(-(-total // BLOCK), MAX_GRID)
+    if not 1 <= candidates <= UPSAMPLE_MAX_CANDIDATES:
+        raise ValueError(f"upsample.cu ranks 1 to {UPSAMPLE_MAX_CANDIDATES} candidates; got "
+                         f"{candidates}")
+    _check_out(out, (np.float32,), "out")
+    for arr, shape, name in ((grid_y, (u, h), "grid_y"), (grid_x, (u, w), "grid_x"),
+                             (table_y, (2 * (h // 2 + 1), h), "table_y"),
+                             (table_x, (2 * (w // 2 + 1), w), "table_x")):
+        _check_out(arr, (np.float64,), name)
+        if arr.shape != shape:
+            raise ValueError(f"{name} must have shape {shape}; got {arr.shape}")
+    per_block = upsample_scratch(h, w, u)
+    grid = max(1, min(n_jobs, MAX_GRID, UPSAMPLE_SCRATCH_BYTES // (8 * per_block)))
+    scratch = cupy.empty(grid * per_block, dtype=np.float64)
+    kernel = load_kernel("upsample.cu", f"upsample<{C_TYPES[maps.dtype]}>",
+                         upsample_expressions())
     kernel((grid,), (BLOCK,),
            (maps, np.int32(n_maps), np.int32(h), np.int32(w),
-            cupy.ascontiguousarray(positions, dtype=np.int64), out))
+            cupy.ascontiguousarray(positions, dtype=np.int64), np.int32(n_pos),
+            np.int32(factor), np.int32(u), grid_y, grid_x, table_y, table_x,
+            np.int32(candidates), np.int32(iterations), np.float64(tolerance), scratch,
+            np.int64(per_block), out))
 
 
 def fast_correlate_applies(crop_size, rdtype):

@@ -231,6 +231,14 @@ def upsample_region_size(factor):
     return int(math.ceil(1.5 * factor))
 
 
+#: grid local maxima of a search region refined by Newton's method, best first
+UPSAMPLE_CANDIDATES = 4
+#: Newton iterations at most per candidate
+NEWTON_ITERATIONS = 24
+#: a step of at most this many pixels ends the search
+NEWTON_TOLERANCE = 1e-7
+
+
 @functools.lru_cache(maxsize=64)
 def _interpolation_kernel(n, factor):
     """Weights ``D[u, m]`` of sample ``m`` for the point ``(u - U // 2) / factor`` (float64).
@@ -252,35 +260,53 @@ def _interpolation_kernel(n, factor):
 
 
 @functools.lru_cache(maxsize=64)
-def _interpolation_kernel_as(n, factor, dtype):
-    kernel = np.asarray(_interpolation_kernel(n, factor), dtype=dtype)
-    kernel.flags.writeable = False
-    return kernel
+def _harmonics(n):
+    """``[cos(omega_k a); sin(omega_k a)]``, ``omega_k = 2 pi k / n``, ``k = 0 .. n // 2``,
+    ``a = 0 .. n - 1``: (2 (n // 2 + 1), n) float64.
 
-
-def _kernel_on(xp, n, factor, dtype):
-    """:func:`_interpolation_kernel` in ``dtype`` on the current device of ``xp``."""
-    return _on_device(xp, _interpolation_kernel_as(n, factor, np.dtype(dtype).str))
+    The interpolation kernel of :func:`_interpolation_kernel` and its first two
+    derivatives at ``t - a`` are per-point coefficients times this table
+    (``cos(w (t - a)) = cos(w t) cos(w a) + sin(w t) sin(w a)``).
+    """
+    omega = 2 * np.pi * np.arange(n // 2 + 1) / n
+    angle = omega[:, None] * np.arange(n)[None, :]
+    table = np.ascontiguousarray(np.concatenate([np.cos(angle), np.sin(angle)]))
+    table.flags.writeable = False
+    return table
 
 
 def upsample_positions(backend, maps, positions, factor, ws=None):
-    """Refine integer peak positions to ``1 / factor`` px by DFT upsampling.
+    """Refine integer peak positions to the maximum of the maps' DFT interpolant.
 
-    Each map is evaluated on a ``U x U`` grid (``U = ceil(1.5 factor)``) of
-    spacing ``1 / factor`` around each position by trigonometric (DFT)
-    interpolation, as in the matrix-multiply DFT of Guizar-Sicairos. The grid
-    point of the largest value (first in C order on ties) is then refined
-    below the grid spacing by the vertex of the 2-D quadratic through its 3x3
-    neighbourhood (:func:`_vertex`), and finally polished by one Newton step
-    on the interpolant itself (:func:`_newton`). The result is the maximum of
-    the band-limited interpolant in the search region, continuous in the map:
-    no jumps where two grid points nearly tie, so float32 rounding
-    differences between backends move it by about 1e-5 px, not by a part of
-    the grid step.
+    The rule, the same on every backend and for every batch:
+
+    1. Each map is evaluated on a ``U x U`` grid (``U = ceil(1.5 factor)``) of
+       spacing ``1 / factor`` around each position by trigonometric (DFT)
+       interpolation, as in the matrix-multiply DFT of Guizar-Sicairos: the
+       *search region*.
+    2. The grid's local maxima (points at least as large as each of their up
+       to 8 neighbours) are ranked by value, largest first, ties in C order;
+       the first :data:`UPSAMPLE_CANDIDATES` are kept.
+    3. From each, Newton's method on the interpolant itself (gradient and
+       Hessian of the exact band-limited continuation of the map, with a
+       trust region starting at one grid step and gradient-ascent steps where
+       the Hessian is not negative definite) climbs to the maximum of its
+       basin within the search region, until a step is at most
+       :data:`NEWTON_TOLERANCE` px or after :data:`NEWTON_ITERATIONS` steps.
+    4. The candidate whose maximum has the largest interpolated value wins
+       (the earlier candidate on an exact tie).
+
+    The grid, the interpolant and its derivatives are computed in float64
+    from the maps' values, each sum in a fixed order per (map, position),
+    by :meth:`Backend.upsample <gpucorr._backend.Backend>` (a numba kernel on the CPU,
+    kernels/upsample.cu on the GPU): a result depends only on its own map and
+    position, never on how many maps are processed together, on BLAS or on
+    thread counts. Two maxima worth 1e-5 of each other are told apart by
+    their value, not by rounding noise, and the result is continuous in the
+    map: it does not jump where two grid points nearly tie.
 
     The interpolation is the exact inverse DFT of the map's full Hermitian
-    spectrum (Nyquist terms split evenly), computed in the spatial domain as
-    ``Dy @ map @ Dx.T`` with real kernels. libertem-blobfinder instead drops
+    spectrum (Nyquist terms split evenly). libertem-blobfinder instead drops
     the negative x frequencies of the half spectrum, which biases x.
 
     Parameters
@@ -292,91 +318,25 @@ def upsample_positions(backend, maps, positions, factor, ws=None):
     factor : int
         Upsampling factor (> 1).
     ws : Workspace, optional
-        Where the large intermediate products come from.
+        Unused; kept for the pipeline's uniform signature.
 
     Returns
     -------
     float32 array (B, Q, 2)
     """
     xp = backend.xp
-    ws = _fresh(xp, ws)
-    rdtype = maps.dtype
     n_maps, h, w = maps.shape
     n_pos = positions.shape[1]
-    u = upsample_region_size(factor)
-    dy = _kernel_on(xp, h, factor, maps.dtype)                                # (U, H)
-    dx = _kernel_on(xp, w, factor, maps.dtype)                                # (U, W)
-    pos = positions.astype(np.int64)
-    if n_pos == 1:
-        # roll each map so that its position is sample 0, laid out (H, B, W):
-        # then both axes are one large GEMM each
-        rolled = ws.empty("rolled", (h, n_maps, w), rdtype)
-        backend.roll_to_origin(maps, xp.ascontiguousarray(pos[:, 0]), rolled)
-        rows = xp.matmul(dy, rolled.reshape(h, n_maps * w),
-                         out=ws.out("rows", (u, n_maps * w), rdtype))         # (U, B*W)
-        region = xp.matmul(rows.reshape(u * n_maps, w), dx.T,
-                           out=ws.out("region", (u * n_maps, u), rdtype))     # (U*B, U)
-        region = xp.moveaxis(region.reshape(u, n_maps, u), 1, 0)[:, None]     # (B, 1, U, U)
-    else:
-        # several positions per map (full mode): roll the kernels instead
-        ky = dy[:, (xp.arange(h) - pos[..., 0, None]) % h]                    # (U, B, Q, H)
-        kx = dx[:, (xp.arange(w) - pos[..., 1, None]) % w]                    # (U, B, Q, W)
-        kxt = xp.transpose(kx, (1, 3, 2, 0)).reshape(n_maps, w, n_pos * u)    # (B, W, Q*U)
-        rows = xp.matmul(maps, kxt, out=ws.out("rows", (n_maps, h, n_pos * u), rdtype))
-        rows = rows.reshape(n_maps, h, n_pos, u)                              # (B, H, Q, U)
-        region = xp.matmul(xp.moveaxis(ky, 0, 2), xp.moveaxis(rows, 2, 1),
-                           out=ws.out("region", (n_maps, n_pos, u, u), rdtype))  # (B, Q, U, U)
-    if ws.keep and not region.flags.c_contiguous:
-        flat = ws.empty("flat", (n_maps, n_pos, u, u), rdtype)
-        flat[...] = region
-        region = flat
-    flat = region.reshape(n_maps * n_pos, u * u)
-    idx = xp.argmax(flat, axis=-1)
-    iy, ix = idx // u, idx % u
-    oy, ox = _vertex(xp, flat, idx, iy, ix, u)
-    delta = xp.stack((iy + oy, ix + ox), axis=-1) - u // 2
-    start = pos + delta.reshape(n_maps, n_pos, 2) / factor
-    return _newton(xp, maps, start, 1.0 / factor, ws).astype(np.float32)
-
-
-@functools.lru_cache(maxsize=64)
-def _harmonics(n, dtype):
-    """``[cos | sin](omega_k a)`` transposed, (2 (K + 1), n) in ``dtype``; ``omega_k`` and
-    the weights ``w_k / n`` (float64), ``k = 0 .. K = n // 2``.
-
-    The interpolation kernel of :func:`_interpolation_kernel` and its
-    derivatives at ``t - a`` are per-point coefficients times this table.
-    """
-    k = np.arange(n // 2 + 1)
-    omega = 2 * np.pi * k / n
-    weight = np.where((k == 0) | (2 * k == n), 1.0, 2.0) / n
-    angle = omega[:, None] * np.arange(n)[None, :]
-    table = np.ascontiguousarray(np.concatenate([np.cos(angle), np.sin(angle)]), dtype=dtype)
-    for a in (table, omega, weight):
-        a.flags.writeable = False
-    return table, omega, weight
-
-
-def _kernel_rows(xp, n, t, dtype=np.float64, ws=None, name="kernel_rows"):
-    """``D(t - a)``, ``D'(t - a)``, ``D''(t - a)`` for ``a = 0 .. n-1``: (P, 3, n) in ``dtype``.
-
-    ``D`` is the trigonometric interpolation kernel of ``n`` samples
-    (:func:`_interpolation_kernel`); ``t`` (P,) are continuous positions.
-    """
-    ws = _fresh(xp, ws)
-    table, omega, weight = (_on_device(xp, a) for a in _harmonics(n, np.dtype(dtype).str))
-    k1 = omega.shape[0]
-    phase = t[:, None] * omega[None, :]                                       # (P, K+1)
-    c = xp.cos(phase)
-    c *= weight
-    s = xp.sin(phase)
-    s *= weight
-    # cos(w (t - a)) = cos(w t) cos(w a) + sin(w t) sin(w a); sin likewise
-    coefs = ws.empty(name + "_coefs", (t.shape[0], 3, 2 * k1), dtype)
-    coefs[:, 0, :k1], coefs[:, 0, k1:] = c, s
-    coefs[:, 1, :k1], coefs[:, 1, k1:] = -omega * s, omega * c
-    coefs[:, 2, :k1], coefs[:, 2, k1:] = -omega * omega * c, -omega * omega * s
-    return xp.matmul(coefs, table, out=ws.out(name, (t.shape[0], 3, n), dtype))
+    out = xp.empty((n_maps, n_pos, 2), dtype=np.float32)
+    if n_maps * n_pos == 0:
+        return out
+    tables = [_on_device(xp, a) for a in (_interpolation_kernel(h, factor),
+                                          _interpolation_kernel(w, factor),
+                                          _harmonics(h), _harmonics(w))]
+    backend.upsample(xp.ascontiguousarray(maps), xp.ascontiguousarray(positions, dtype=np.int64),
+                     int(factor), *tables, UPSAMPLE_CANDIDATES, NEWTON_ITERATIONS,
+                     NEWTON_TOLERANCE, out)
+    return out
 
 
 def _on_device(xp, host):
@@ -396,92 +356,6 @@ def _on_device(xp, host):
 
 
 _device_arrays = {}
-
-
-def _newton(xp, maps, start, step_limit, ws=None):
-    """One Newton step towards the maximum of the maps' trigonometric interpolant.
-
-    ``start`` (B, Q, 2) are positions in map pixels near a maximum (from the
-    upsampled grid). The gradient and Hessian of the interpolant (the exact
-    band-limited continuation of the map, as the upsampled grid) are
-    evaluated there, and the step ``-H^-1 g`` is taken where ``H`` is
-    negative definite and the step is at most ``step_limit`` (one grid
-    spacing) along each axis. This ties the result to the interpolant's
-    maximum rather than to which grid point won, so float32 differences in
-    the maps move it by about their own size, not by a part of a grid step.
-    The large products are in the maps' dtype, the sums and the step in
-    float64.
-    """
-    ws = _fresh(xp, ws)
-    n_maps, h, w = maps.shape
-    n_pos = start.shape[1]
-    t = start.reshape(-1, 2).astype(np.float64)
-    ky = _kernel_rows(xp, h, t[:, 0], maps.dtype, ws, "newton_ky")           # (BQ, 3, H)
-    kx = _kernel_rows(xp, w, t[:, 1], maps.dtype, ws, "newton_kx")           # (BQ, 3, W)
-    # rows[b, q, j, y] = sum_x maps[b, y, x] kx[b q, j, x]
-    rows = xp.matmul(kx.reshape(n_maps, n_pos * 3, w), xp.swapaxes(maps, 1, 2),
-                     out=ws.out("newton_rows", (n_maps, n_pos * 3, h), maps.dtype))
-    rows = rows.reshape(n_maps * n_pos, 3, h)
-
-    def d(i, j):  # derivative i along y and j along x at t
-        return (ky[:, i] * rows[:, j]).sum(axis=-1, dtype=np.float64)
-
-    gy, gx = d(1, 0), d(0, 1)
-    hyy, hxx, hxy = d(2, 0), d(0, 2), d(1, 1)
-    det = hyy * hxx - hxy * hxy
-    ok = (hyy < 0) & (hxx < 0) & (det > 0)
-    safe = xp.where(ok, det, 1.0)
-    sy = -(hxx * gy - hxy * gx) / safe
-    sx = -(hyy * gx - hxy * gy) / safe
-    ok &= (xp.abs(sy) <= step_limit) & (xp.abs(sx) <= step_limit)
-    t[:, 0] += xp.where(ok, sy, 0.0)
-    t[:, 1] += xp.where(ok, sx, 0.0)
-    return t.reshape(n_maps, n_pos, 2)
-
-
-def _vertex(xp, flat, idx, iy, ix, u):
-    """Sub-grid offsets ``(oy, ox)`` of the maximum ``idx`` of each upsampled grid ``flat``.
-
-    The vertex of the 2-D quadratic through the 3x3 neighbourhood of the grid
-    maximum (gradient and Hessian by central differences, the cross term
-    included). With the cross term, the neighbourhoods of two grid points
-    that nearly tie give nearly the same vertex even for a tilted, elongated
-    peak, so the result does not jump when the maximum moves to the next
-    grid point; a parabola per axis through the maximum's row and column
-    would jump by up to ``0.1 / factor`` px there.
-
-    Where the neighbourhood leaves the grid, is not concave (Hessian not
-    negative definite) or puts the vertex more than one grid step away, each
-    axis falls back to the parabola through the maximum and its two
-    neighbours along it (0 at the grid's edge or where not concave, else
-    within +-0.5).
-    """
-    def at(dy, dx, ok):
-        j = xp.where(ok, idx + dy * u + dx, idx)
-        return xp.take_along_axis(flat, j[:, None], axis=1)[:, 0].astype(np.float64)
-
-    in_y = (iy > 0) & (iy < u - 1)
-    in_x = (ix > 0) & (ix < u - 1)
-    inside = in_y & in_x
-    f = at(0, 0, inside)
-    up, down = at(-1, 0, in_y), at(1, 0, in_y)
-    left, right = at(0, -1, in_x), at(0, 1, in_x)
-    gy, gx = 0.5 * (down - up), 0.5 * (right - left)
-    hyy, hxx = up - 2 * f + down, left - 2 * f + right
-    hxy = 0.25 * (at(1, 1, inside) - at(1, -1, inside) - at(-1, 1, inside) + at(-1, -1, inside))
-    det = hyy * hxx - hxy * hxy
-    concave = inside & (hyy < 0) & (hxx < 0) & (det > 0)
-    safe = xp.where(concave, det, 1.0)
-    oy = -(hxx * gy - hxy * gx) / safe
-    ox = -(hyy * gx - hxy * gy) / safe
-    joint = concave & (xp.abs(oy) <= 1) & (xp.abs(ox) <= 1)
-
-    def along(g, hh, ok):
-        ok = ok & (hh < 0)
-        return xp.where(ok, xp.clip(-g / xp.where(ok, hh, -1.0), -0.5, 0.5), 0.0)
-
-    return (xp.where(joint, oy, along(gy, hyy, in_y)),
-            xp.where(joint, ox, along(gx, hxx, in_x)))
 
 
 def _check_finite(xp, bad, what):
@@ -632,12 +506,12 @@ def frame_bytes(mode, frame_shape, n_peaks, crop_size, rdtype, factor):
     fast = n_peaks * (3 * crop + h * (h // 2 + 1) * 2 * r)
     if mode == "fast":
         total = fast
-        sy, sx = h, h
     else:
         fy, fx = frame_shape
         total = 3 * fy * fx * r + fy * (fx // 2 + 1) * 2 * r + n_peaks * crop
-        sy, sx = fy, fx
     if factor > 1:
-        u = upsample_region_size(factor)
-        total += n_peaks * 2 * r * 2 * (u * sy + (sx // 2 + 1) * u + sy * u + u * u)
+        # the upsampled positions; the kernels' own scratch does not grow with the chunk
+        # (the CPU's is one search region's, the GPU's at most
+        # gpucorr._cuda.UPSAMPLE_SCRATCH_BYTES)
+        total += n_peaks * 2 * 4
     return total

@@ -234,19 +234,83 @@ def test_log_scale_frames(dtype, rng):
     np.testing.assert_allclose(out[~bad], ref[~bad], rtol=4 * eps, atol=2 * eps)
 
 
+def peaked_maps(dtype, shape, centres, rng):
+    """Maps (B, h, w) with a smooth, tilted peak at each of ``centres`` plus a little noise."""
+    n, h, w = shape
+    y, x = np.mgrid[:h, :w].astype(np.float64)
+    maps = np.empty(shape)
+    for b, (cy, cx) in enumerate(centres):
+        dy, dx = y - cy, x - cx
+        maps[b] = np.exp(-(dy * dy + dx * dx - 0.8 * dy * dx) / 6.0) + rng.normal(0, 1e-3, (h, w))
+    return maps.astype(dtype)
+
+
 @pytest.mark.parametrize("dtype", [np.float32, np.float64], ids=["float32", "float64"])
 @pytest.mark.parametrize("max_grid", [1, 3, 1024])
-def test_roll_to_origin(dtype, max_grid, rng, monkeypatch):
-    """Negative and large positions wrap like Python's %; a small grid strides over it all."""
-    maps = frames_for(dtype, (3, 5, 7), rng)
-    positions = np.array([[0, 0], [4, -3], [-6, 15]], np.int64)
-    rolled = np.full((5, 3, 7), np.nan, dtype)
-    ref_rolled = np.zeros((5, 3, 7), dtype)
+@pytest.mark.parametrize("shape", [(3, 12, 12), (3, 13, 12)], ids=["12x12", "13x12"])
+def test_upsample(dtype, max_grid, shape, rng, monkeypatch):
+    """upsample.cu finds the maxima the numba kernel finds (both sum in float64 in the same
+    order; the emulator does not contract FMAs), for even and odd map sizes, positions that
+    wrap like Python's % (negative, beyond the map), several positions per map (full mode),
+    and grids smaller than the number of jobs (blocks stride over the jobs)."""
+    from gpucorr import _pipeline
+    centres = [(5.3, 5.6), (6.2, 4.3), (5.5, 5.5)]
+    maps = peaked_maps(dtype, shape, centres, rng)
+    positions = np.array([[[5, 6], [5 - shape[1], 6 + shape[2]]],
+                          [[6, 4], [5, 4]],
+                          [[5, 5], [6, 6]]], np.int64)
+    factor = 6
+    tables = [_pipeline._interpolation_kernel(shape[1], factor),
+              _pipeline._interpolation_kernel(shape[2], factor),
+              _pipeline._harmonics(shape[1]), _pipeline._harmonics(shape[2])]
+    args = (factor, *tables, _pipeline.UPSAMPLE_CANDIDATES, _pipeline.NEWTON_ITERATIONS,
+            _pipeline.NEWTON_TOLERANCE)
+    out = np.full((3, 2, 2), np.nan, np.float32)
+    ref = np.zeros((3, 2, 2), np.float32)
     monkeypatch.setattr(_cuda, "MAX_GRID", max_grid)
     with cuda_emulator.fake_cupy():
-        _cuda.roll_to_origin(maps, positions, rolled)
-    _numba.roll_to_origin(maps, positions, ref_rolled)
-    np.testing.assert_array_equal(rolled, ref_rolled)
+        _cuda.upsample(maps, positions, *args, out)
+    _numba.upsample(maps, positions, *args, ref)
+    np.testing.assert_allclose(out, ref, rtol=0, atol=4 * EPS32 * np.abs(ref).max())
+    # the search found the peaks (not just the same wrong answer on both sides)
+    np.testing.assert_allclose(ref[:, 0] % shape[1:], centres, atol=0.05)
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_upsample_several_maxima(seed, rng):
+    """Maps whose search regions hold several local maxima, some on the region's edge:
+    upsample.cu ranks the same candidates, climbs the same way (edge-held axes
+    included) and picks the same maximum as the numba kernel."""
+    from gpucorr import _pipeline
+    r = np.random.default_rng(seed)
+    h, w = 16, 15
+    y, x = np.mgrid[:h, :w].astype(np.float64)
+    maps = np.empty((4, h, w), np.float32)
+    for b in range(4):
+        m = np.exp(-((y - 8) ** 2 + (x - 7.5) ** 2) / 40.0)
+        for direction in (1, -1):
+            m += r.uniform(0.3, 1.0) * np.cos(2 * np.pi * (x + direction * y) / r.uniform(2.2, 3.0)
+                                              + r.uniform(0, 2 * np.pi))
+        maps[b] = m
+    positions = r.integers(5, 11, size=(4, 2, 2)).astype(np.int64)
+    factor = 8
+    tables = [_pipeline._interpolation_kernel(h, factor), _pipeline._interpolation_kernel(w, factor),
+              _pipeline._harmonics(h), _pipeline._harmonics(w)]
+    args = (factor, *tables, _pipeline.UPSAMPLE_CANDIDATES, _pipeline.NEWTON_ITERATIONS,
+            _pipeline.NEWTON_TOLERANCE)
+    out = np.full((4, 2, 2), np.nan, np.float32)
+    ref = np.zeros((4, 2, 2), np.float32)
+    with cuda_emulator.fake_cupy():
+        _cuda.upsample(maps, positions, *args, out)
+    _numba.upsample(maps, positions, *args, ref)
+    np.testing.assert_allclose(out, ref, rtol=0, atol=4 * EPS32 * np.abs(ref).max())
+
+
+def test_upsample_refuses_too_many_candidates():
+    with cuda_emulator.fake_cupy(), pytest.raises(ValueError, match="1 to 16 candidates; got 17"):
+        _cuda.upsample(np.zeros((1, 4, 4), np.float32), np.zeros((1, 1, 2), np.int64), 2,
+                       np.zeros((3, 4)), np.zeros((3, 4)), np.zeros((6, 4)), np.zeros((6, 4)),
+                       17, 1, 0.0, np.zeros((1, 1, 2), np.float32))
 
 
 # --------------------------------------------------------------------------------------

@@ -3,6 +3,8 @@
 The oracle is a direct transcription of the definitions in pure NumPy
 (spatial-domain circular correlation, no FFT), independent of the pipeline.
 """
+import functools
+
 import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -162,11 +164,17 @@ def test_upsampled_position_is_stable_under_float32_noise():
 
 @pytest.mark.parametrize("n", [7, 8, 32, 33])
 def test_interpolant_derivatives_match_the_kernel(n):
-    """_kernel_rows gives the interpolation kernel of the upsampled grid and its first and
-    second derivatives (checked against the kernel and central differences of it)."""
-    from gpucorr import _pipeline
+    """The kernel rows of the Newton search give the interpolation kernel of the upsampled
+    grid and its first and second derivatives (checked against the definition and central
+    differences of it)."""
+    from gpucorr import _numba, _pipeline
     t = np.array([0.0, 0.37, 5.5, n - 0.2])
-    rows = _pipeline._kernel_rows(np, n, t).transpose(1, 0, 2)  # (3, P, n)
+    table = _pipeline._harmonics(n)
+    rows = np.empty((3, len(t), n))
+    for j, tt in enumerate(t):
+        out = np.empty((3, n))
+        _numba._kernel_rows(table, n, tt, np.empty((3, table.shape[0])), out)
+        rows[:, j] = out
     a = np.arange(n)
 
     def kernel(tt):  # D(tt - a), the definition
@@ -184,3 +192,148 @@ def test_interpolant_derivatives_match_the_kernel(n):
                                atol=1e-6)
     np.testing.assert_allclose(
         rows[2], (kernel(t + step) - 2 * kernel(t) + kernel(t - step)) / step ** 2, atol=1e-3)
+
+
+# --------------------------------------------------------------------------------------
+# batch invariance: a frame's result never depends on what it is refined with
+# --------------------------------------------------------------------------------------
+
+def _invariance_frames():
+    """Eight noisy 48x48 frames (disks of radius 2.5 on a lattice that moves a little
+    from frame to frame) and the rounded disk positions of the first."""
+    rng = np.random.default_rng(20261203)
+    frames, peaks = [], None
+    for n in range(8):
+        zero = (24 + rng.uniform(-0.5, 0.5), 24 + rng.uniform(-0.5, 0.5))
+        clean, _, centres = gpucorr.cbed_frame(48, 48, zero=zero, a=(9.7, 0.8),
+                                               b=(-0.8, 9.7), radius=2.5, margin=5)
+        if peaks is None:
+            peaks = np.rint(centres).astype(np.int64)
+        frames.append(rng.poisson(clean[0] * 200).astype(np.float32))
+    return np.stack(frames), peaks
+
+
+_INVARIANCE = {}
+
+
+def _alone(i, mode, upsample):
+    """Frame i refined on its own (cached per case)."""
+    frames, peaks = _invariance_frames_cached()
+    key = (i, mode, upsample)
+    if key not in _INVARIANCE:
+        _INVARIANCE[key] = gpucorr.refine(frames[i], peaks, patterns.RadialGradient(2.5),
+                                          mode=mode, upsample=upsample, workers=1)
+    return _INVARIANCE[key]
+
+
+@functools.lru_cache(maxsize=1)
+def _invariance_frames_cached():
+    return _invariance_frames()
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(order=st.lists(st.integers(0, 7), min_size=1, max_size=12),
+       workers=st.sampled_from([1, 2, 3]),
+       frames_per_chunk=st.sampled_from([None, 1, 2, 5]),
+       mode=st.sampled_from(["fast", "full"]),
+       upsample=st.sampled_from([False, 7, 20]))
+def test_results_do_not_depend_on_batching(order, workers, frames_per_chunk, mode, upsample):
+    """Each frame of any stack (any order, repeats, any position in the stack), with any
+    workers and memory limit (chunks of 1, 2, 5 frames or the default), gives bit for
+    bit the results it gives alone."""
+    from gpucorr import _pipeline
+    frames, peaks = _invariance_frames_cached()
+    pattern = patterns.RadialGradient(2.5)
+    limit = None
+    if frames_per_chunk is not None:
+        per_frame = _pipeline.frame_bytes(mode, frames.shape[1:], len(peaks),
+                                          pattern.get_crop_size(), np.float32, upsample or 1)
+        limit = per_frame * frames_per_chunk * workers
+    got = gpucorr.refine(frames[order], peaks, pattern, mode=mode, upsample=upsample,
+                         workers=workers, memory_limit=limit)
+    for j, i in enumerate(order):
+        want = _alone(i, mode, upsample)
+        for name in ("centers", "refineds", "heights", "elevations"):
+            np.testing.assert_array_equal(getattr(got, name)[j], getattr(want, name),
+                                          err_msg=f"{name} of frame {i} at {j} in {order}")
+
+
+# --------------------------------------------------------------------------------------
+# the sub-pixel rule: the maximum of the interpolant within the search region
+# --------------------------------------------------------------------------------------
+
+def _interpolant_on(m, ty, tx):
+    """The trigonometric interpolant of map ``m`` at the points ``ty`` x ``tx`` (float64,
+    by the definition)."""
+    def kernel(n, t):
+        k = np.arange(n // 2 + 1)
+        w = np.where((k == 0) | (2 * k == n), 1.0, 2.0)
+        a = np.arange(n)
+        return (w * np.cos(2 * np.pi * k * (t[:, None, None] - a[None, :, None]) / n)).sum(-1) / n
+    h, w = m.shape
+    return kernel(h, np.atleast_1d(ty)) @ m.astype(np.float64) @ kernel(w, np.atleast_1d(tx)).T
+
+
+def _rippled(rng, h=24, w=25):
+    """A map whose interpolant has several maxima near its centre: two crossed ripples of
+    random periods (2.2 to 3 px) and phases on a broad bump, with float32 noise."""
+    y, x = np.mgrid[:h, :w].astype(np.float64)
+    m = np.exp(-((y - h / 2) ** 2 + (x - w / 2) ** 2) / 60.0)
+    for direction in (1, -1):
+        period = rng.uniform(2.2, 3.0)
+        m += rng.uniform(0.3, 1.0) * np.cos(2 * np.pi * (x + direction * y) / period
+                                            + rng.uniform(0, 2 * np.pi))
+    return (m + rng.normal(0, 1e-3, m.shape)).astype(np.float32)
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_upsampled_position_is_the_maximum_of_the_interpolant(seed):
+    """The upsampled position is the maximum of the map's interpolant within the search
+    region, also where the region holds several local maxima: no point of a dense
+    float64 evaluation of the interpolant by its definition is higher, and away from
+    the region's edge it is a stationary point."""
+    from gpucorr import _backend, _pipeline
+    rng = np.random.default_rng(seed)
+    u = _pipeline.upsample_region_size(20)
+    lo, hi = -(u // 2) / 20, (u - 1 - u // 2) / 20
+    for _ in range(5):
+        m = _rippled(rng)
+        pos = (int(rng.integers(9, 15)), int(rng.integers(9, 15)))
+        got = _pipeline.upsample_positions(_backend.get_backend(np), m[None],
+                                           np.array([[pos]]), 20)[0, 0].astype(np.float64)
+        ty = pos[0] + np.linspace(lo, hi, 117)
+        tx = pos[1] + np.linspace(lo, hi, 117)
+        dense = _interpolant_on(m, ty, tx)
+        best = _interpolant_on(m, got[0], got[1])[0, 0]
+        # (the float32 rounding of the position costs up to ~1e-7 where the maximum is on
+        # the region's edge, with a slope)
+        assert best >= dense.max() - 1e-6, (got, best, dense.max())
+        inside = np.all(got - pos > lo + 1e-3) and np.all(got - pos < hi - 1e-3)
+        if inside:
+            for d in [(1e-3, 0), (-1e-3, 0), (0, 1e-3), (0, -1e-3)]:
+                assert _interpolant_on(m, got[0] + d[0], got[1] + d[1])[0, 0] <= best + 1e-8
+
+
+@pytest.mark.parametrize("favoured", [11.4, 12.6])
+def test_near_equal_maxima_are_decided_by_value(favoured):
+    """Two maxima of the interpolant inside one search region, (11.4, 11.4) and
+    (12.6, 12.6), worth 1e-5 (relative) of each other: the result is the higher one,
+    whichever it is, and the same bits whether the map is upsampled alone or among 63
+    others (each with its own noise)."""
+    from gpucorr import _backend, _pipeline
+    y, x = np.mgrid[:24, :24].astype(np.float64)
+    # maxima where x + y = 22.8 + 2.4 k and x = y; a broad bump worth 2e-5 favours one
+    m = (np.cos(2 * np.pi * (x + y - 22.8) / 2.4) + np.cos(2 * np.pi * (x - y) / 2.4)
+         + 2e-4 * (np.cos(2 * np.pi * (x - favoured) / 24)
+                   + np.cos(2 * np.pi * (y - favoured) / 24))).astype(np.float32)
+    values = [_interpolant_on(m, c, c)[0, 0] for c in (11.4, 12.6)]
+    assert abs(values[0] - values[1]) < 2.5e-5 * max(values)  # the premise: a near tie
+    backend = _backend.get_backend(np)
+    alone = _pipeline.upsample_positions(backend, m[None], np.array([[[12, 12]]]), 20)
+    np.testing.assert_allclose(alone[0, 0], (favoured, favoured), atol=1e-4)
+    stack = np.repeat(m[None], 64, axis=0)
+    stack[1:] += np.random.default_rng(1).normal(0, 1e-4, stack[1:].shape).astype(np.float32)
+    for where in (0, 17, 63):
+        batch = np.roll(stack, where, axis=0)
+        many = _pipeline.upsample_positions(backend, batch, np.full((64, 1, 2), 12), 20)
+        np.testing.assert_array_equal(many[where], alone[0])
