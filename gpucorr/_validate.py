@@ -31,6 +31,50 @@ def real_dtype(dtype, name):
     return dtype
 
 
+def frame_dtype(dtype, name="frames"):
+    """Raise TypeError unless ``dtype`` is a real dtype the kernels read: integers and
+    floats of at most 64 bits (``numpy.longdouble``, float128 on x86-64, is refused: it
+    cannot be converted to float64 exactly, so gpucorr will not do it behind the
+    caller's back)."""
+    dtype = real_dtype(dtype, name)
+    if dtype.itemsize > 8:
+        raise TypeError(
+            f"{name} must have a real dtype of at most 64 bits (uint8, uint16, int32, "
+            f"float32, float64, ...); got {dtype} ({dtype.itemsize * 8}-bit); convert it "
+            f"first, e.g. {name}.astype(numpy.float64), if that precision loss is acceptable"
+        )
+    return dtype
+
+
+def check_count(value, name, allowed, allow_none=False):
+    """``value`` as an int >= 1 (``None`` passes where ``allow_none``).
+
+    Only integers count: bool, float (1.5, NaN, inf) and str ("2") are a
+    TypeError naming ``name``; integers below 1 a ValueError. ``allowed``
+    says what is allowed, e.g. ``"an int >= 1"``.
+    """
+    if value is None and allow_none:
+        return None
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Integral):
+        raise TypeError(f"{name} must be {allowed}; got {value!r} ({type(value).__name__})")
+    value = operator.index(value)
+    if value < 1:
+        raise ValueError(f"{name} must be {allowed}; got {value}")
+    return value
+
+
+def check_workers(workers, allow_none=True):
+    """``workers`` (threads) as an int >= 1, or None where ``allow_none``."""
+    return check_count(workers, "workers", "an int >= 1" + (" or None" if allow_none else ""),
+                       allow_none=allow_none)
+
+
+def check_memory_limit(memory_limit):
+    """``memory_limit`` (bytes) as an int >= 1, or None."""
+    return check_count(memory_limit, "memory_limit", "a positive int (bytes) or None",
+                       allow_none=True)
+
+
 #: largest |peak| coordinate: centres (int32) hold every position of its crops
 PEAK_LIMIT = 2**30
 
@@ -61,9 +105,13 @@ def check_peaks(peaks, name="peaks", truncate=False):
                 f"{name} must be integer (y, x) positions; got non-integer values "
                 f"(e.g. {bad}); round them first (numpy.rint(peaks).astype(int))"
             )
-    if np.any(np.abs(peaks) > PEAK_LIMIT):
+    # compared as they are: abs() of int64's minimum is negative, and a conversion to int64
+    # first would wrap large unsigned or float values into range
+    values = np.trunc(peaks) if dtype.kind == "f" else peaks
+    lo, hi = np.min(values), np.max(values)
+    if hi > PEAK_LIMIT or lo < -PEAK_LIMIT:
         raise ValueError(f"{name} hold positions beyond +-2**30 (centres are int32); got "
-                         f"{np.abs(peaks).max()}")
+                         f"{hi if hi > PEAK_LIMIT else lo}")
     return np.ascontiguousarray(peaks, dtype=np.int64)
 
 
@@ -115,8 +163,12 @@ def check_crop_size(crop_size, frame_shape=None):
     return crop_size
 
 
-def check_template(template, shape, name="template"):
-    """``template`` must be the rfft2 of a real array of ``shape``: (h, w // 2 + 1)."""
+def check_template(template, shape, name="template", finite=True):
+    """``template`` must be the rfft2 of a real array of ``shape``: (h, w // 2 + 1).
+
+    With ``finite``, a NumPy template holding NaN or infinity is a ValueError
+    (a CuPy one is not read: that would need a host sync; its results are NaN).
+    """
     expected = (shape[0], shape[1] // 2 + 1)
     got = _shape(template)
     if got != expected:
@@ -125,6 +177,9 @@ def check_template(template, shape, name="template"):
         )
     if np.dtype(template.dtype).kind not in "fc":
         raise TypeError(f"{name} must be a complex (or real) spectrum; got dtype {template.dtype}")
+    if finite and isinstance(template, np.ndarray) and not np.isfinite(template).all():
+        raise ValueError(f"{name} holds NaN or infinite values; it must be the finite rfft2 of "
+                         f"a {shape[0]}x{shape[1]} mask (pattern.get_template(...))")
 
 
 def check_frame_stack(frames, name="frames"):
@@ -137,18 +192,20 @@ def check_frame_stack(frames, name="frames"):
     if len(shape) < 2:
         raise ValueError(f"{name} must have shape (..., H, W), e.g. (N, H, W), "
                          f"(scan_y, scan_x, H, W) or (H, W); got {shape}")
-    real_dtype(frames.dtype, name)
+    frame_dtype(frames.dtype, name)
     if shape[-2] < 1 or shape[-1] < 1:
         raise ValueError(f"{name} must have non-empty frames; got shape {shape}")
     return shape
 
 
-def check_out(arr, shape, name, kinds):
-    """An output buffer of exactly ``shape`` with a dtype kind in ``kinds``."""
-    if arr is None:
+def check_out(arr, shape, name, kinds, required=False):
+    """An output buffer of exactly ``shape`` with a dtype kind in ``kinds``; None passes
+    (the caller allocates) unless ``required``."""
+    if arr is None and not required:
         return None
     if not hasattr(arr, "shape") or not hasattr(arr, "dtype"):
-        raise TypeError(f"{name} must be an array; got {type(arr).__name__}")
+        raise TypeError(f"{name} must be an array of shape {tuple(shape)}; got "
+                        f"{'None' if arr is None else type(arr).__name__}")
     if tuple(arr.shape) != tuple(shape):
         raise ValueError(f"{name} must have shape {tuple(shape)}; got {tuple(arr.shape)}")
     if np.dtype(arr.dtype).kind not in kinds:
@@ -161,6 +218,41 @@ def check_out(arr, shape, name, kinds):
     if not getattr(getattr(arr, "flags", None), "writeable", True):
         raise ValueError(f"{name} is read-only; pass a writeable output buffer")
     return arr
+
+
+#: dtypes of buffers that frames are cropped into: an integer buffer would truncate the
+#: frame, float16 round it
+CROP_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
+
+
+def check_crop_buffer(arr, name):
+    """``arr`` must be an array (n, h, w) of float32 or float64 (either byte order)."""
+    if not hasattr(arr, "shape") or not hasattr(arr, "dtype"):
+        raise TypeError(f"{name} must be a float32 or float64 array (n, h, w); got "
+                        f"{'None' if arr is None else type(arr).__name__}")
+    if np.dtype(arr.dtype).newbyteorder("=") not in CROP_DTYPES:
+        raise TypeError(f"{name} must have dtype float32 or float64 (frames are cropped into "
+                        f"it; integers would truncate them); got {arr.dtype}")
+    if not getattr(getattr(arr, "flags", None), "writeable", True):
+        raise ValueError(f"{name} is read-only; pass a writeable buffer")
+    return arr
+
+
+def log_span_error(name, extent, dtype, lo, hi, where):
+    """The ValueError for values ``lo`` .. ``hi`` whose log scaling ``log(x - min + 1)``
+    overflows ``dtype`` (a floating dtype) within one ``extent`` (crop or frame)."""
+    dtype = np.dtype(dtype)
+    hint = "; scale them down" + (", or pass them as float64" if dtype.itemsize < 8 else "")
+    return ValueError(
+        f"{name} must span at most {float(np.finfo(dtype).max):.8g} (max - min + 1, the "
+        f"largest {dtype}) within each {extent} for the log scaling log(x - min + 1) to stay "
+        f"finite; got values from {float(lo):.8g} to {float(hi):.8g} {where}{hint}")
+
+
+def check_callable(func, name, signature):
+    """Raise TypeError naming ``name`` unless ``func`` is callable."""
+    if not callable(func):
+        raise TypeError(f"{name} must be callable {signature}; got {func!r}")
 
 
 def check_pattern(pattern):

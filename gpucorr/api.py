@@ -108,7 +108,18 @@ def _dense(chunk):
 
 def _stack_list(frames):
     """A list or tuple of equally shaped frames as one stack, in the frames' array library
-    (CuPy frames stay on their GPU; mixing libraries is a TypeError)."""
+    (CuPy frames stay on their GPU; mixing libraries is a TypeError; frames of different
+    shapes a ValueError)."""
+    shapes = []
+    for i, frame in enumerate(frames):
+        try:
+            shapes.append(tuple(getattr(frame, "shape", None) or np.shape(frame)))
+        except ValueError:  # NumPy: a ragged nested sequence
+            raise ValueError(f"frames[{i}] must be a frame (H, W); got a ragged nested "
+                             f"sequence") from None
+        if shapes[i] != shapes[0]:
+            raise ValueError(f"frames must be a list of equally shaped frames; got shape "
+                             f"{shapes[0]} (frames[0]) and {shapes[i]} (frames[{i}])")
     if any(array_api_compat.is_cupy_array(f) for f in frames):
         xp = array_namespace(*frames)
         return xp.stack(frames)
@@ -137,11 +148,12 @@ def refine(frames, peaks, pattern, *, mode="fast", upsample=False, device=None,
     Parameters
     ----------
     frames : array (..., H, W)
-        Frames of any real dtype (uint8, uint16, int32, float32, float64, ...),
-        with any number of leading (scan) axes, e.g. (N, H, W),
-        (scan_y, scan_x, H, W) or a single frame (H, W), and any strides: a
-        NumPy array or view, a ``numpy.memmap``, an h5py dataset or a zarr
-        array (all read in chunks, never copied whole), a scipy.sparse /
+        Frames of any real dtype of at most 64 bits (uint8, uint16, int32,
+        float32, float64, ...; not ``numpy.longdouble``), with any number of
+        leading (scan) axes, e.g. (N, H, W), (scan_y, scan_x, H, W) or a
+        single frame (H, W), and any strides: a NumPy array or view, a
+        ``numpy.memmap``, an h5py dataset or a zarr array (all read in
+        chunks, never copied whole; a single frame is read whole), a scipy.sparse /
         pydata sparse array, a CuPy array, or any DLPack array (PyTorch, JAX,
         ...) on the CPU or a GPU, taken zero-copy. A list or tuple of
         equally shaped frames (NumPy or CuPy) is stacked first.
@@ -169,11 +181,12 @@ def refine(frames, peaks, pattern, *, mode="fast", upsample=False, device=None,
         compute); results always come back in the array library of
         ``frames`` (NumPy for host frames).
     memory_limit : int, optional
-        Scratch bytes to use at most: default 256 MiB on the CPU, half the
-        free memory of the GPU; frames are processed in chunks sized to fit.
+        Scratch bytes to use at most (an int >= 1): default 256 MiB on the
+        CPU, half the free memory of the GPU; frames are processed in chunks
+        sized to fit.
     workers : int, optional
-        Threads working on chunks in parallel on the CPU, or filling the
-        staging buffers of a GPU (default: one per CPU core).
+        Threads (an int >= 1) working on chunks in parallel on the CPU, or
+        filling the staging buffers of a GPU (default: one per CPU core).
     progress : callable, optional
         Called as ``progress(done, total)`` (frames) after each chunk, from the
         calling thread.
@@ -191,7 +204,10 @@ def refine(frames, peaks, pattern, *, mode="fast", upsample=False, device=None,
     on the caller's current CuPy stream. Float64 frames are computed in
     float64, all others in float32. On a GPU, frames holding NaN or infinite
     values give NaN rows (the CPU raises ``ValueError``): raising would need a
-    device-to-host synchronisation.
+    device-to-host synchronisation. So do crops (fast mode) or frames (full
+    mode) whose values span more than the compute dtype holds (float32 frames
+    from -2e38 to 2e38, say), where the log scaling ``log(x - min + 1)``
+    would overflow; the CPU raises ``ValueError`` naming the frame and its values.
 
     Memory: on the CPU each worker thread keeps its scratch buffers (at most
     ``memory_limit / workers``) for the next chunk and the next call, so a
@@ -224,12 +240,10 @@ def refine(frames, peaks, pattern, *, mode="fast", upsample=False, device=None,
     _validate.check_pattern(pattern)
     if progress is not None and not callable(progress):
         raise TypeError(f"progress must be callable(done, total) or None; got {progress!r}")
+    workers = _validate.check_workers(workers)
     if workers is None:
         workers = os.cpu_count() or 1
-    if int(workers) < 1:
-        raise ValueError(f"workers must be >= 1; got {workers}")
-    if memory_limit is not None and int(memory_limit) <= 0:
-        raise ValueError(f"memory_limit must be > 0 bytes; got {memory_limit}")
+    memory_limit = _validate.check_memory_limit(memory_limit)
     target = _device.resolve(device, frames)
     home = frames.device if in_xp is not np else None
     factor = _validate.check_upsample(upsample)
@@ -237,7 +251,14 @@ def refine(frames, peaks, pattern, *, mode="fast", upsample=False, device=None,
     fy, fx = tuple(frames.shape[-2:])
     crop_size = _validate.check_crop_size(pattern.get_crop_size(), (fy, fx))
     if len(lead) == 0:
-        frames = frames[np.newaxis] if not is_sparse(frames) else frames.reshape((1, fy, fx))
+        if is_sparse(frames):
+            frames = frames.reshape((1, fy, fx))
+        elif isinstance(frames, np.ndarray) or array_api_compat.is_cupy_array(frames):
+            frames = frames[np.newaxis]
+        else:
+            # one frame of an h5py dataset, zarr array, ...: read it (they cannot take
+            # a new axis)
+            frames = _dense(frames[...])[np.newaxis]
     if target.kind == "cpu" and in_xp is not np:
         frames = _OnHost(frames)
     if target.kind == "cuda":
@@ -245,17 +266,59 @@ def refine(frames, peaks, pattern, *, mode="fast", upsample=False, device=None,
         with cupy.cuda.Device(target.index):
             job = _Job(cupy, frames, peaks, pattern, mode, factor, crop_size, memory_limit)
             if in_xp is np:
-                result = job.stream(min(int(workers), job.n_frames or 1), progress)
+                result = job.stream(min(workers, job.n_frames or 1), progress)
             else:
                 result = job.resident(progress)
     else:
         job = _Job(np, frames, peaks, pattern, mode, factor, crop_size, memory_limit)
-        result = job.on_cpu(int(workers), progress)
+        result = job.on_cpu(workers, progress)
         if home is not None:
             # computed on the CPU as asked; results go back to the frames' GPU
             with home:
                 result = [in_xp.asarray(a) for a in result]
     return RefineResult(*(a.reshape(lead + a.shape[1:]) for a in result))
+
+
+def _check_log_overflow(xp, frames, peaks, crop_size, mode, rdtype, out, first=0,
+                        name="frames"):
+    """After a run on frames (N, H, W) into ``out`` (flat, N * P rows): refuse results
+    whose log scaling ``log(x - min + 1)`` overflowed ``rdtype``.
+
+    Non-finite frames are caught before (a ValueError on the CPU, NaN rows on a GPU),
+    and templates are checked to be finite, so a non-finite height from finite input
+    means the values of that crop (fast mode: 0 counts for pixels outside the frame)
+    or frame (full mode) span more than ``rdtype`` holds (float32 frames of about
+    +-1.7e38 and more). The criterion is per crop, so a frame's result does not depend
+    on the chunk it is in, and the check costs one pass over the heights: on the CPU a
+    ValueError that names the frame, the values and the allowed span; on a GPU (no host
+    sync) NaN refineds, heights and elevations for those rows, as for non-finite input.
+    """
+    if xp is not np:
+        _pipeline._mark_bad(xp, ~xp.isfinite(out[2]), out)
+        return
+    bad = ~np.isfinite(out[2])
+    if not bad.any():
+        return
+    row = int(np.argmax(bad))
+    n, p = divmod(row, len(peaks))
+    frame = np.asarray(frames[n])
+    if mode == "fast":
+        fy, fx = frame.shape
+        y0, x0 = (int(c) - crop_size for c in peaks[p])
+        y1, x1 = y0 + 2 * crop_size, x0 + 2 * crop_size
+        values = frame[max(y0, 0):max(min(y1, fy), 0), max(x0, 0):max(min(x1, fx), 0)]
+        partial = values.size < (2 * crop_size) ** 2
+        where = f"in the crop around peak {tuple(int(c) for c in peaks[p])}" + (
+            " (0 outside the frame)" if partial else "")
+        extent = "crop"
+    else:
+        values, partial, where, extent = frame, False, "", "frame"
+    lo = float(values.min()) if values.size else 0.0
+    hi = float(values.max()) if values.size else 0.0
+    if partial:
+        lo, hi = min(lo, 0.0), max(hi, 0.0)
+    raise _validate.log_span_error(name, extent, rdtype, lo, hi,
+                                   f"in frame {first + n}{' ' + where if where else ''}")
 
 
 class _OnHost:
@@ -310,6 +373,8 @@ class _Job:
         flat = (out[0][start:stop].reshape(-1, 2), out[1][start:stop].reshape(-1, 2),
                 out[2][start:stop].reshape(-1), out[3][start:stop].reshape(-1))
         self.run(self.backend, chunk, self.peaks, self.crop_size, self.filt, self.factor, flat)
+        _check_log_overflow(self.xp, chunk, self.peaks, self.crop_size, self.mode, self.rdtype,
+                            flat, first=start)
 
     def chunk_frames(self, budget, workers, max_chunk, extra_per_frame=0):
         """Frames per chunk: within ``budget`` bytes for ``workers`` chunks at a time."""

@@ -1,14 +1,18 @@
 """The ``gpucorr`` command: ``demo``, ``refine``, ``bench``, ``info``.
 
 Errors the user can fix (a missing file, a wrong dataset path, an unknown
-pattern, no GPU for ``--device cuda``) print one line and exit with status 2;
-nothing prints a traceback for them.
+pattern, no GPU for ``--device cuda``, an output folder that is missing or
+not writable, frames that cannot be refined) print one line and exit with
+status 2; an unexpected internal error prints one line and exits with 1; an
+interrupt exits with 130. Nothing prints a traceback. ``refine`` checks its
+input and output paths before it computes anything.
 """
 import argparse
 import math
 import os
 import platform
 import sys
+import tempfile
 import time
 
 import numpy as np
@@ -28,6 +32,11 @@ PATTERNS = {
 
 class CLIError(Exception):
     """A problem with the command line or its inputs, reported as one line."""
+
+
+def _one_line(exc):
+    """The message of ``exc`` on one line (numba's, for one, spans several)."""
+    return " ".join(str(exc).split()) or type(exc).__name__
 
 
 # --------------------------------------------------------------------------- devices
@@ -124,49 +133,123 @@ def _peaks(args, frames, pattern):
             return find_indexed_peaks(total, pattern, args.num_peaks)
         except ValueError as exc:
             raise CLIError(f"could not find a lattice of peaks on the sum frame: {exc}") from exc
-    if not os.path.exists(args.peaks):
-        raise CLIError(f"--peaks: no such file: {args.peaks}")
+    return _read_peaks(args.peaks)
+
+
+def _read_peaks(path):
+    """Peaks (P, 2) and lattice indices (P, 2) or None from a text file of rows
+    ``y x [i j]``; CLIError for anything else (NaN, positions beyond +-2**30, ...)."""
+    from gpucorr import _validate
+    if not os.path.exists(path):
+        raise CLIError(f"--peaks: no such file: {path}")
     try:
-        table = np.loadtxt(args.peaks, ndmin=2, delimiter=None)
+        import warnings
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)  # "input contained no data"
+            table = np.loadtxt(path, ndmin=2, delimiter=None)
     except ValueError as exc:
-        raise CLIError(f"--peaks {args.peaks}: not a table of numbers ({exc})") from exc
+        raise CLIError(f"--peaks {path}: not a table of numbers ({_one_line(exc)})") from exc
+    except OSError as exc:
+        raise CLIError(f"--peaks {path}: cannot read it ({exc.strerror or exc})") from exc
+    if table.size == 0:
+        raise CLIError(f"--peaks {path}: no rows; expected rows of y x or y x i j")
     if table.shape[1] not in (2, 4):
-        raise CLIError(f"--peaks {args.peaks}: expected 2 columns (y x) or 4 (y x i j); "
+        raise CLIError(f"--peaks {path}: expected 2 columns (y x) or 4 (y x i j); "
                        f"got {table.shape[1]}")
-    peaks = np.rint(table[:, :2]).astype(np.int64)
-    indices = np.rint(table[:, 2:]).astype(np.int64) if table.shape[1] == 4 else None
+    finite = np.isfinite(table).all(axis=1)
+    if not finite.all():
+        row = int(np.argmin(finite))
+        raise CLIError(f"--peaks {path}: row {row + 1} holds NaN or infinite values "
+                       f"({' '.join(f'{v:g}' for v in table[row])}); expected finite numbers")
+    try:
+        peaks = _validate.check_peaks(np.rint(table[:, :2]))
+    except ValueError as exc:
+        raise CLIError(f"--peaks {path}: {exc}") from exc
+    indices = None
+    if table.shape[1] == 4:
+        rounded = np.rint(table[:, 2:])
+        if np.abs(rounded).max() > _validate.PEAK_LIMIT:
+            raise CLIError(f"--peaks {path}: lattice indices (columns 3 and 4) must lie within "
+                           f"+-2**30; got {np.abs(rounded).max():g}")
+        indices = rounded.astype(np.int64)
     return peaks, indices
 
 
+def _same_file(a, b):
+    """Whether paths ``a`` and ``b`` name one file (symbolic and hard links resolved)."""
+    if os.path.realpath(a) == os.path.realpath(b):
+        return True
+    try:
+        return os.path.samefile(a, b)
+    except OSError:  # one of them does not exist
+        return False
+
+
+def check_paths(input_path, out, force):
+    """Before anything is computed: the input there and readable, the results file
+    ``out`` not the input, in an existing, writable folder, and new unless ``force``."""
+    if os.path.exists(input_path) and not os.access(input_path, os.R_OK):
+        raise CLIError(f"{input_path}: not readable (permission denied)")
+    for target in (out, f"{out}.partial"):  # the results are written as OUT.partial first
+        if os.path.exists(input_path) and _same_file(target, input_path):
+            raise CLIError(f"-o {out}: that is the input {input_path}; name another "
+                           "results file")
+    if os.path.isdir(out):
+        raise CLIError(f"-o {out}: is a folder; name the results file, e.g. "
+                       f"{os.path.join(out, 'results.h5')}")
+    folder = os.path.dirname(os.path.abspath(out))
+    if not os.path.isdir(folder):
+        raise CLIError(f"-o {out}: no such folder: {folder}")
+    if os.path.exists(out) and not force:
+        raise CLIError(f"{out} exists; pass --force to overwrite it")
+    try:  # what the results will need: a new file in the folder (os.access ignores
+        # read-only mounts and says yes to root)
+        fd, probe = tempfile.mkstemp(dir=folder, prefix=".gpucorr-", suffix=".probe")
+        os.close(fd)
+        os.remove(probe)
+    except OSError as exc:
+        raise CLIError(f"-o {out}: cannot write in {folder} ({exc.strerror or exc})") from exc
+
+
 def cmd_refine(args):
-    from gpucorr.io import InputError, open_frames, write_results
+    from gpucorr.io import InputError, open_frames, split_spec, write_results
     from gpucorr.lattice import fit_lattice, strain
 
     out = args.output or os.path.splitext(args.input.split(":")[0].rstrip("/"))[0] \
         + "-gpucorr.h5"
-    if os.path.exists(out) and not args.force:
-        raise CLIError(f"{out} exists; pass --force to overwrite it")
+    check_paths(split_spec(args.input)[0], out, args.force)
     device = resolve_device(args.device)
     pattern = _pattern(args)
     try:
         frames = open_frames(args.input)
     except InputError as exc:
         raise CLIError(str(exc)) from exc
+    except OSError as exc:
+        raise CLIError(f"{args.input}: cannot read it ({_one_line(exc)})") from exc
     shape = tuple(frames.shape)
     cs = pattern.get_crop_size()
     if 2 * cs > min(shape[-2:]):
         raise CLIError(f"--radius {args.radius}: the {2 * cs}-px crop is larger than the "
                        f"{shape[-2]}x{shape[-1]} frames")
-    peaks, indices = _peaks(args, frames, pattern)
+    try:
+        peaks, indices = _peaks(args, frames, pattern)
+    except OSError as exc:  # reading the frames for the sum frame
+        raise CLIError(f"{args.input}: reading the frames failed ({_one_line(exc)})") from exc
     print(f"{args.input}: frames {shape} {frames.dtype}; {len(peaks)} peaks "
           f"({'indexed' if indices is not None else 'no lattice indices'}); "
           f"{type(pattern).__name__}(radius={args.radius}), mode={args.mode}, "
           f"upsample={args.upsample}, device={device}")
-    memory_limit = None if args.memory_limit is None else int(args.memory_limit * 2**20)
+    memory_limit = (None if args.memory_limit is None
+                    else max(1, int(min(args.memory_limit, 2.0**40) * 2**20)))
     t0 = time.perf_counter()
-    res = gpucorr.refine(frames, peaks, pattern, mode=args.mode, upsample=args.upsample,
-                         device=device, memory_limit=memory_limit, workers=args.workers,
-                         progress=Progress("refine"))
+    try:
+        res = gpucorr.refine(frames, peaks, pattern, mode=args.mode, upsample=args.upsample,
+                             device=device, memory_limit=memory_limit, workers=args.workers,
+                             progress=Progress("refine"))
+    except (ValueError, TypeError) as exc:  # the arguments are checked: the frames are bad
+        raise CLIError(f"{args.input}: {_one_line(exc)}") from exc
+    except OSError as exc:  # e.g. a damaged chunk of an HDF5 file
+        raise CLIError(f"{args.input}: reading the frames failed ({_one_line(exc)})") from exc
     seconds = time.perf_counter() - t0
     n = int(np.prod(shape[:-2]))
     print(f"refined {n} frames in {seconds:.2f} s = {n / seconds:.0f} frames/s")
@@ -306,7 +389,8 @@ def _positive(kind, unit=""):
 
 class _Parser(argparse.ArgumentParser):
     def error(self, message):
-        raise CLIError(f"{self.prog}: {message}")
+        # main prints "gpucorr: error: " before it
+        raise CLIError(message)
 
 
 def build_parser():
@@ -370,18 +454,20 @@ def main(argv=None):
     ...
     0
     """
+    from gpucorr.io import InputError, OutputError
     try:
         args = build_parser().parse_args(argv)
         if args.command is None:
             build_parser().print_help()
             return 2
         return args.func(args)
-    except (CLIError, FileExistsError) as exc:
-        print(f"gpucorr: error: {exc}", file=sys.stderr)
+    except (CLIError, FileExistsError, InputError, OutputError) as exc:
+        print(f"gpucorr: error: {_one_line(exc)}", file=sys.stderr)
         return 2
-    except (ValueError, TypeError, OSError, KeyError) as exc:
-        print(f"gpucorr: error: {type(exc).__name__}: {exc}", file=sys.stderr)
-        return 1
     except KeyboardInterrupt:
         print("gpucorr: interrupted", file=sys.stderr)
         return 130
+    except Exception as exc:  # a bug: still one line, and exit status 1
+        print(f"gpucorr: error: internal error: {type(exc).__name__}: {_one_line(exc)}",
+              file=sys.stderr)
+        return 1

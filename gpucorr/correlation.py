@@ -53,7 +53,7 @@ import sparseconverter
 from gpucorr import _pipeline, _validate
 from gpucorr._backend import array_namespace, get_backend, is_sparse
 from gpucorr._numba import center_of_mass, peak_elevation, refine_center
-from gpucorr.api import refine
+from gpucorr.api import _check_log_overflow, refine
 
 __all__ = [
     "process_frame_fast", "process_frame_full", "process_frames_fast", "process_frames_full",
@@ -115,7 +115,7 @@ def _frame_2d(xp, frame, name="frame"):
     frame = xp.asarray(frame)
     if frame.ndim != 2:
         raise ValueError(f"{name} must be a 2-D frame (H, W); got shape {frame.shape}")
-    _validate.real_dtype(frame.dtype, name)
+    _validate.frame_dtype(frame.dtype, name)
     if _pipeline.native(frame.dtype) == np.float16:
         frame = frame.astype(np.float32)
     elif not frame.dtype.isnative:
@@ -129,11 +129,18 @@ def _buffers(*buffers):
     return [b for b in buffers if hasattr(b, "shape") and hasattr(b, "dtype")]
 
 
-def _out_buffers(n_peaks, out_centers, out_refineds, out_heights, out_elevations):
-    _validate.check_out(out_centers, (n_peaks, 2), "out_centers", "iuf")
-    _validate.check_out(out_refineds, (n_peaks, 2), "out_refineds", "f")
-    _validate.check_out(out_heights, (n_peaks,), "out_heights", "f")
-    _validate.check_out(out_elevations, (n_peaks,), "out_elevations", "f")
+def _out_buffers(n_peaks, out_centers, out_refineds, out_heights, out_elevations,
+                 required=True):
+    """Check the output buffers; ``None`` is a TypeError unless not ``required`` (then the
+    caller allocates)."""
+    _validate.check_out(out_centers, (n_peaks, 2), "out_centers", "iuf", required)
+    _validate.check_out(out_refineds, (n_peaks, 2), "out_refineds", "f", required)
+    _validate.check_out(out_heights, (n_peaks,), "out_heights", "f", required)
+    _validate.check_out(out_elevations, (n_peaks,), "out_elevations", "f", required)
+
+
+#: what a ``crop_function`` is called with (by keyword)
+_CROP_SIGNATURE = "(peaks=, frame=, crop_size=, out_crop_bufs=)"
 
 
 #: dtype of the centres each backend's evaluate kernel writes: int32 on the GPU (as
@@ -423,8 +430,8 @@ def evaluate_upsampling(corrspecs, corrs, peaks, crop_size, sig_shape, upsample_
     peaks = _peaks(xp, peaks)
     crop_size = _validate.check_crop_size(crop_size)
     corrspecs = xp.asarray(corrspecs)
-    _validate.check_out(out_centers, (len(peaks), 2), "out_centers", "iuf")
-    _validate.check_out(out_refineds, (len(peaks), 2), "out_refineds", "f")
+    _validate.check_out(out_centers, (len(peaks), 2), "out_centers", "iuf", required=True)
+    _validate.check_out(out_refineds, (len(peaks), 2), "out_refineds", "f", required=True)
     centers = xp.asarray(out_centers).astype(np.int64)
     if corrspecs.ndim == 3:
         shape = tuple(np.shape(corrs)[-2:])
@@ -457,8 +464,33 @@ def log_scale(data, out):
     xp = array_namespace(data, out)
     data = xp.asarray(data)
     _validate.real_dtype(data.dtype, "data")
+    # the dtype numpy.log gives for ``data`` (float16 for uint8, as before)
+    result_dtype = np.result_type(np.log(np.ones(1, data.dtype)))
+    if np.dtype(data.dtype).kind in "iu":
+        # integer arithmetic would wrap (uint8 0..255: 255 - 0 + 1 == 0); float64 holds
+        # the shifted values exactly up to 2**53
+        data = data.astype(np.float64)
     _pipeline._check_finite(xp, ~xp.isfinite(data), "data")
-    return xp.log(data - xp.min(data) + 1, out=out)
+    low = xp.min(data)
+    if xp is np and data.size:
+        _check_log_span(data.dtype, low[None], xp.max(data)[None], "data", "array",
+                        lambda i: "in data")
+    if out is None:
+        return xp.log(data - low + 1).astype(result_dtype, copy=False)
+    return xp.log(data - low + 1, out=out)
+
+
+def _check_log_span(dtype, lo, hi, name, extent, where):
+    """Raise where ``hi - lo + 1`` (per item of ``lo``, ``hi``) overflows floating ``dtype``,
+    as ``x - (min - 1)`` would; ``where(i)`` says where item ``i`` is. Non-finite items
+    are left to the finiteness checks. (On the CPU only: it reads values.)"""
+    lo, hi = np.asarray(lo, np.float64), np.asarray(hi, np.float64)
+    with np.errstate(over="ignore", invalid="ignore"):
+        span = hi - lo + 1
+    over = np.isfinite(lo) & np.isfinite(hi) & ~(span <= float(np.finfo(dtype).max))
+    if over.any():
+        i = int(np.argmax(over))
+        raise _validate.log_span_error(name, extent, dtype, lo[i], hi[i], where(i))
 
 
 @_on_data_device
@@ -483,11 +515,16 @@ def log_scale_cropbufs_inplace(crop_bufs):
                         f"got {crop_bufs.dtype}")
     xp = array_namespace(crop_bufs)
     _pipeline._check_finite(xp, ~xp.isfinite(crop_bufs), "crop_bufs")
-    m = xp.min(crop_bufs, axis=(-1, -2)) - 1
+    low = xp.min(crop_bufs, axis=(-1, -2))
+    if xp is np and crop_bufs.size:
+        _check_log_span(crop_bufs.dtype, low, np.max(crop_bufs, axis=(-1, -2)), "crop_bufs",
+                        "crop", lambda i: f"in crop_bufs[{i}]")
+    m = low - 1
     xp.log(crop_bufs - m[:, np.newaxis, np.newaxis], out=crop_bufs)
 
 
 def _check_crop_args(xp, peaks, crop_size, out_crop_bufs):
+    _validate.check_crop_buffer(out_crop_bufs, "out_crop_bufs")
     peaks = _peaks(xp, peaks)
     crop_size = _validate.check_crop_size(crop_size)
     expected = (len(peaks), 2 * crop_size, 2 * crop_size)
@@ -579,13 +616,15 @@ def process_frame_fast(template, crop_size, frame, peaks,
     out_refineds : array (P, 2), float
     out_heights, out_elevations : arrays (P,), float
         Output buffers, filled in place.
-    crop_bufs : array (n, 2 cs, 2 cs)
+    crop_bufs : float32 or float64 array (n, 2 cs, 2 cs)
         Scratch; its length ``n`` is the number of peaks processed per block
         (:func:`allocate_crop_bufs`). Its contents are undefined afterwards.
+        Integer buffers raise ``TypeError`` (they would truncate the frame).
     upsample : bool or int
         ``True`` (factor 20) or an int >= 2 to refine by DFT upsampling.
     crop_function : callable
-        Crops the frame (default :func:`crop_disks_from_frame`).
+        Crops the frame (default :func:`crop_disks_from_frame`), called as
+        ``crop_function(peaks=, frame=, crop_size=, out_crop_bufs=)``.
 
     Returns
     -------
@@ -632,12 +671,15 @@ def process_frame_fast(template, crop_size, frame, peaks,
     peaks = _peaks(xp, peaks)
     factor = _validate.check_upsample(upsample)
     _out_buffers(len(peaks), *outs)
+    _validate.check_callable(crop_function, "crop_function", _CROP_SIGNATURE)
+    # libertem-blobfinder log-scales in crop_bufs, so it refuses integer ones too
+    _validate.check_crop_buffer(crop_bufs, "crop_bufs")
     custom_crop = crop_function is not crop_disks_from_frame
     if not custom_crop:
         frame = _frame_2d(xp, frame)
     crop_size = _validate.check_crop_size(crop_size, frame.shape)
     size = 2 * crop_size
-    if getattr(crop_bufs, "ndim", None) != 3 or tuple(crop_bufs.shape[1:]) != (size, size) \
+    if crop_bufs.ndim != 3 or tuple(crop_bufs.shape[1:]) != (size, size) \
             or len(crop_bufs) < 1:
         raise ValueError(f"crop_bufs must have shape (n >= 1, {size}, {size}); "
                          f"got {getattr(crop_bufs, 'shape', crop_bufs)}")
@@ -652,11 +694,17 @@ def process_frame_fast(template, crop_size, frame, peaks,
             bufs = crop_bufs[:stop - start]
             crop_function(peaks=block, frame=frame, crop_size=crop_size, out_crop_bufs=bufs)
             crops = xp.array(bufs, dtype=rdtype)
+            if xp is np:
+                _check_log_span(rdtype, crops.min(axis=(1, 2)), crops.max(axis=(1, 2)),
+                                "frame", "crop", lambda i: "in the crop around peak "
+                                f"{tuple(block[i].tolist())} (cut by crop_function)")
             log_scale_cropbufs_inplace(crops)
             _pipeline.finish_fast(backend, crops, block, crop_size, filt, factor, scratch)
             _pipeline._mark_bad(xp, ~xp.isfinite(crops).all(axis=(1, 2)), scratch)
         else:
             _pipeline.run_fast(backend, frame[None], block, crop_size, filt, factor, scratch)
+            _check_log_overflow(xp, frame[None], block, crop_size, "fast", rdtype, scratch,
+                                name="frame")
         _store([o[start:stop] for o in outs], scratch, block)
 
 
@@ -725,7 +773,8 @@ def process_frame_full(template, crop_size, frame, peaks,
     _validate.check_template(template, frame.shape)
     n = len(peaks)
     outs = [out_centers, out_refineds, out_heights, out_elevations]
-    _out_buffers(n, *outs)
+    _out_buffers(n, *outs, required=False)
+    _validate.check_callable(crop_function, "crop_function", _CROP_SIGNATURE)
     defaults = (xp.zeros((n, 2), np.uint16), xp.zeros((n, 2), np.float32),
                 xp.zeros(n, np.float32), xp.zeros(n, np.float32))
     outs = [d if o is None else o for o, d in zip(outs, defaults)]
@@ -746,6 +795,8 @@ def process_frame_full(template, crop_size, frame, peaks,
         crops -= offsets[0].astype(rdtype)
         _pipeline.finish_full(backend, crops, maps, offsets, peaks, crop_size, factor, scratch)
         _pipeline._mark_bad(xp, xp.repeat(bad, n), scratch)
+    _check_log_overflow(xp, frame[None], peaks, crop_size, "full", rdtype, scratch,
+                        name="frame")
     _store(outs, scratch, peaks)
     return tuple(outs)
 

@@ -13,7 +13,6 @@ Importing this module needs ``dask[array]``; ``gpucorr`` itself does not.
 """
 import functools
 import math
-import numbers
 from dataclasses import dataclass
 
 import numpy as np
@@ -221,7 +220,7 @@ def _check_darr(darr):
             f"or (scan_y, scan_x, H, W); got shape {darr.shape}; refine a single frame "
             "with gpucorr.refine"
         )
-    _validate.real_dtype(darr.dtype, "darr")
+    _validate.frame_dtype(darr.dtype, "darr")
     frame_chunks = darr.chunks[-2:]
     if any(len(c) != 1 for c in frame_chunks) or any(
             math.isnan(s) for c in frame_chunks for s in c):
@@ -328,18 +327,13 @@ def refine(darr, peaks, pattern, *, mode="fast", upsample=False, device=None,
     _validate.check_crop_size(pattern.get_crop_size(), darr.shape[-2:])
     device = _device.get_device() if device is None else device
     _device._parse(device)
-    if isinstance(workers, bool) or not isinstance(workers, numbers.Integral) or workers < 1:
-        raise ValueError(f"workers must be an int >= 1; got {workers!r}")
-    if memory_limit is not None and (isinstance(memory_limit, bool)
-                                     or not isinstance(memory_limit, numbers.Integral)
-                                     or memory_limit <= 0):
-        raise ValueError(f"memory_limit must be a positive int (bytes) or None; "
-                         f"got {memory_limit!r}")
+    workers = _validate.check_workers(workers, allow_none=False)
+    memory_limit = _validate.check_memory_limit(memory_limit)
 
     n_peaks = len(peaks)
     func = functools.partial(_refine_block, peaks=peaks, pattern=pattern, mode=mode,
                              upsample=upsample, device=device, memory_limit=memory_limit,
-                             workers=int(workers))
+                             workers=workers)
     packed = da.map_blocks(
         func, darr,
         chunks=darr.chunks[:-2] + ((n_peaks,), (_PACKED,)),

@@ -8,13 +8,17 @@ import os
 
 import numpy as np
 
-__all__ = ["InputError", "open_frames", "write_results", "split_spec"]
+__all__ = ["InputError", "OutputError", "open_frames", "write_results", "split_spec"]
 
 _HDF5 = (".h5", ".hdf5", ".hdf", ".nxs", ".emd", ".cxi")
 
 
 class InputError(ValueError):
     """An input file or dataset that cannot be used, with a message for the user."""
+
+
+class OutputError(OSError):
+    """A results file that could not be written, with a message for the user."""
 
 
 def split_spec(spec):
@@ -160,15 +164,37 @@ def open_frames(spec):
 def write_results(path, *, datasets, attrs, force=False):
     """Write ``datasets`` (name -> array, ``/`` makes groups) and ``attrs`` to HDF5.
 
-    Refuses to replace an existing file unless ``force``.
+    Refuses to replace an existing file unless ``force``. The file is written
+    as ``PATH.partial`` and renamed to ``PATH`` once complete; on any failure
+    (a full disk, a file-size limit, an interrupt) the partial file is removed
+    and ``path`` is left as it was.
+
+    Raises
+    ------
+    FileExistsError
+        ``path`` exists and not ``force``.
+    OutputError
+        Writing failed (h5py raises ``OSError`` or, on close, ``RuntimeError``).
     """
     import h5py
     if os.path.exists(path) and not force:
         raise FileExistsError(f"{path} exists; pass --force to overwrite it")
     tmp = f"{path}.partial"
-    with h5py.File(tmp, "w") as f:
-        for name, value in datasets.items():
-            f.create_dataset(name, data=np.asarray(value))
-        for key, value in attrs.items():
-            f.attrs[key] = value
-    os.replace(tmp, path)
+    try:
+        with h5py.File(tmp, "w") as f:
+            for name, value in datasets.items():
+                f.create_dataset(name, data=np.asarray(value))
+            for key, value in attrs.items():
+                f.attrs[key] = value
+        os.replace(tmp, path)
+    except BaseException as exc:
+        try:
+            os.remove(tmp)
+        except FileNotFoundError:
+            pass
+        except OSError:  # keep the first error
+            pass
+        if isinstance(exc, (OSError, RuntimeError)):
+            detail = " ".join(str(exc).split()) or type(exc).__name__
+            raise OutputError(f"{path}: could not write the results ({detail})") from exc
+        raise

@@ -99,9 +99,10 @@ def test_bad_mode_pattern_workers_memory():
         refine(mode="medium")
     with pytest.raises(TypeError, match="pattern must be a match pattern.*got ndarray"):
         refine(pattern=np.ones((5, 5)))
-    with pytest.raises(ValueError, match="workers must be >= 1; got 0"):
+    with pytest.raises(ValueError, match="workers must be an int >= 1 or None; got 0"):
         refine(workers=0)
-    with pytest.raises(ValueError, match="memory_limit must be > 0 bytes; got -5"):
+    with pytest.raises(ValueError,
+                       match=r"memory_limit must be a positive int \(bytes\) or None; got -5"):
         refine(memory_limit=-5)
     with pytest.raises(TypeError, match="progress must be callable"):
         refine(progress=5)
