@@ -443,21 +443,25 @@ def upsample(maps, positions, factor, grid_y, grid_x, table_y, table_x, candidat
     best_value = np.empty(candidates)
     lo = -half / factor
     hi = (u - 1 - half) / factor
+    m64 = np.empty((h, w))
     for b in range(n_maps):
         m = maps[b]
+        for y in range(h):
+            for x in range(w):
+                m64[y, x] = m[y, x]  # exact: float32 and float64 maps
         for q in range(n_pos):
             py = positions[b, q, 0] % h
             px = positions[b, q, 1] % w
             # the grid: rows[a, x] = sum_y grid_y[a, y - py] m[y, x], then over x
             for a in range(u):
+                row = rows[a]
                 for x in range(w):
-                    rows[a, x] = 0.0
-            for y in range(h):
-                yy = (y - py) % h
-                for a in range(u):
-                    d = grid_y[a, yy]
+                    row[x] = 0.0
+                for y in range(h):
+                    d = grid_y[a, (y - py) % h]
+                    src = m64[y]
                     for x in range(w):
-                        rows[a, x] += d * m[y, x]
+                        row[x] += d * src[x]
             for x in range(w):
                 xx = (x - px) % w
                 for c in range(u):
@@ -476,7 +480,7 @@ def upsample(maps, positions, factor, grid_y, grid_x, table_y, table_x, candidat
             for j in range(found):
                 a = best_index[j] // u
                 c = best_index[j] % u
-                ty, tx, value = _climb(m, py + (a - half) / factor, px + (c - half) / factor,
+                ty, tx, value = _climb(m64, py + (a - half) / factor, px + (c - half) / factor,
                                        py + lo, py + hi, px + lo, px + hi, 1.0 / factor,
                                        iterations, tolerance, table_y, table_x, coefs, ky,
                                        kx, cols)
