@@ -212,14 +212,20 @@ def evaluate(corrs, peaks, crop_size, offsets, out_centers, out_refineds, out_he
 
 
 def upsample_scratch(h, w, u):
-    """Doubles of scratch one block of upsample.cu needs for (h, w) maps and a u x u grid."""
+    """Doubles of scratch one block of upsample.cu needs for (h, w) maps and a u x u grid
+    (its u u bytes of flags rounded up to doubles)."""
     k1 = max(h, w) // 2 + 1
-    return u * w + u * u + 6 * k1 + 3 * h + 6 * w
+    return u * w + u * u + 6 * k1 + 3 * h + 6 * w + -(-u * u // 8)
 
 
 def upsample(maps, positions, factor, grid_y, grid_x, table_y, table_x, candidates,
              iterations, tolerance, out):
-    """GPU :func:`gpucorr._numba.upsample`: one block per (map, position), kernels/upsample.cu."""
+    """GPU :func:`gpucorr._numba.upsample`: one block per (map, position), kernels/upsample.cu.
+
+    A block's scratch is in shared memory where it fits in
+    :data:`FAST_SHARED_BYTES` (crops up to about 64 px at ``upsample=20``), else in
+    a device array of at most :data:`UPSAMPLE_SCRATCH_BYTES` (fewer blocks then).
+    """
     import cupy
     maps = cupy.ascontiguousarray(maps)
     n_maps, h, w = maps.shape
@@ -239,8 +245,16 @@ def upsample(maps, positions, factor, grid_y, grid_x, table_y, table_x, candidat
         if arr.shape != shape:
             raise ValueError(f"{name} must have shape {shape}; got {arr.shape}")
     per_block = upsample_scratch(h, w, u)
-    grid = max(1, min(n_jobs, MAX_GRID, UPSAMPLE_SCRATCH_BYTES // (8 * per_block)))
-    scratch = cupy.empty(grid * per_block, dtype=np.float64)
+    in_shared = 8 * per_block <= FAST_SHARED_BYTES
+    if in_shared:
+        grid = min(n_jobs, MAX_GRID)
+        scratch = cupy.empty(1, dtype=np.float64)
+        shared = 8 * per_block
+        _check_shared(shared)
+    else:
+        grid = max(1, min(n_jobs, MAX_GRID, UPSAMPLE_SCRATCH_BYTES // (8 * per_block)))
+        scratch = cupy.empty(grid * per_block, dtype=np.float64)
+        shared = 0
     kernel = load_kernel("upsample.cu", f"upsample<{C_TYPES[maps.dtype]}>",
                          upsample_expressions())
     kernel((grid,), (BLOCK,),
@@ -248,7 +262,8 @@ def upsample(maps, positions, factor, grid_y, grid_x, table_y, table_x, candidat
             cupy.ascontiguousarray(positions, dtype=np.int64), np.int32(n_pos),
             np.int32(factor), np.int32(u), grid_y, grid_x, table_y, table_x,
             np.int32(candidates), np.int32(iterations), np.float64(tolerance), scratch,
-            np.int64(per_block), out))
+            np.int64(per_block), np.int32(in_shared), out),
+           shared_mem=shared)
 
 
 def fast_correlate_applies(crop_size, rdtype):

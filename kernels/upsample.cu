@@ -20,9 +20,10 @@
 //   not depend on how many maps are launched together. This is the CPU kernel
 //   set's upsample (gpucorr/_numba.py) for the GPU, with the same sums in the
 //   same order; gpucorr._pipeline.upsample_positions states the rule.
-//   Scratch: per block `scratch_per_block` doubles of `scratch`, laid out as
-//   rows (u w), grid (u u), coefs (3 * 2 k1), ky (3 h), kx (3 w), cols (3 w) with
-//   k1 = max(h, w) / 2 + 1 (see gpucorr._cuda.upsample_scratch).
+//   Scratch per block: rows (u w), grid (u u), coefs (3 * 2 k1), ky (3 h), kx (3 w),
+//   cols (3 w) doubles with k1 = max(h, w) / 2 + 1, then u u bytes of local-maximum
+//   flags (gpucorr._cuda.upsample_scratch): the dynamic shared memory where
+//   `in_shared` (it fits), else `scratch_per_block` doubles of `scratch` per block.
 //
 // Self-contained for NVRTC: no host headers, CUDA built-ins only.
 
@@ -108,8 +109,9 @@ __global__ void upsample(const R* __restrict__ maps, int n_maps, int h, int w,
                          const double* __restrict__ grid_x, const double* __restrict__ table_y,
                          const double* __restrict__ table_x, int candidates, int iterations,
                          double tolerance, double* __restrict__ scratch,
-                         long long scratch_per_block, float* __restrict__ out) {
+                         long long scratch_per_block, int in_shared, float* __restrict__ out) {
     using namespace upsample_detail;
+    extern __shared__ __align__(16) unsigned char shared_bytes[];
     __shared__ double current[6];
     __shared__ double trial[6];
     __shared__ double state[8];  // ty, tx, ny, nx, radius, best, best dy, best dx
@@ -119,12 +121,14 @@ __global__ void upsample(const R* __restrict__ maps, int n_maps, int h, int w,
     __shared__ double best_value[GPUCORR_MAX_CANDIDATES];
 
     const int k1 = (h > w ? h : w) / 2 + 1;
-    double* rows = scratch + blockIdx.x * scratch_per_block;
+    double* rows = in_shared ? reinterpret_cast<double*>(shared_bytes)
+                             : scratch + blockIdx.x * scratch_per_block;
     double* grid = rows + (long long)u * w;
     double* coefs = grid + (long long)u * u;
     double* ky = coefs + 6 * k1;
     double* kx = ky + 3 * h;
     double* cols = kx + 3 * w;
+    unsigned char* peak = reinterpret_cast<unsigned char*>(cols + 3 * w);  // u * u flags
     const int half = u / 2;
     const double lo = -(double)half / factor;
     const double hi = (double)(u - 1 - half) / factor;
@@ -162,36 +166,41 @@ __global__ void upsample(const R* __restrict__ maps, int n_maps, int h, int w,
         }
         __syncthreads();
 
-        // 2. the candidates
-        if (threadIdx.x == 0) {
-            int n_found = 0;
-            for (int a = 0; a < u; ++a) {
-                for (int c = 0; c < u; ++c) {
-                    const double v = grid[(long long)a * u + c];
-                    if (!(v == v)) continue;
-                    bool peak = true;
-                    for (int da = -1; da <= 1; ++da) {
-                        for (int dc = -1; dc <= 1; ++dc) {
-                            const int aa = a + da;
-                            const int cc = c + dc;
-                            if ((da != 0 || dc != 0) && aa >= 0 && aa < u && cc >= 0 && cc < u &&
-                                !(v >= grid[(long long)aa * u + cc]))
-                                peak = false;
-                        }
-                    }
-                    if (!peak) continue;
-                    int j = n_found < candidates ? n_found : candidates;
-                    while (j > 0 && v > best_value[j - 1]) --j;
-                    if (j >= candidates) continue;
-                    const int last = n_found < candidates ? n_found : candidates - 1;
-                    for (int i = last; i > j; --i) {
-                        best_index[i] = best_index[i - 1];
-                        best_value[i] = best_value[i - 1];
-                    }
-                    best_index[j] = (long long)a * u + c;
-                    best_value[j] = v;
-                    if (n_found < candidates) ++n_found;
+        // 2. the candidates: the local maxima flagged in parallel, ranked by thread 0
+        for (long long i = threadIdx.x; i < (long long)u * u; i += blockDim.x) {
+            const int a = (int)(i / u);
+            const int c = (int)(i % u);
+            const double v = grid[i];
+            bool is_peak = v == v;  // not NaN
+            for (int da = -1; da <= 1 && is_peak; ++da) {
+                for (int dc = -1; dc <= 1; ++dc) {
+                    const int aa = a + da;
+                    const int cc = c + dc;
+                    if ((da != 0 || dc != 0) && aa >= 0 && aa < u && cc >= 0 && cc < u &&
+                        !(v >= grid[(long long)aa * u + cc]))
+                        is_peak = false;
                 }
+            }
+            peak[i] = is_peak ? 1 : 0;
+        }
+        __syncthreads();
+        if (threadIdx.x == 0) {
+            // in C order, each after every candidate at least as large: ties in C order
+            int n_found = 0;
+            for (long long i = 0; i < (long long)u * u; ++i) {
+                if (!peak[i]) continue;
+                const double v = grid[i];
+                int j = n_found < candidates ? n_found : candidates;
+                while (j > 0 && v > best_value[j - 1]) --j;
+                if (j >= candidates) continue;
+                const int last = n_found < candidates ? n_found : candidates - 1;
+                for (int k = last; k > j; --k) {
+                    best_index[k] = best_index[k - 1];
+                    best_value[k] = best_value[k - 1];
+                }
+                best_index[j] = i;
+                best_value[j] = v;
+                if (n_found < candidates) ++n_found;
             }
             found = n_found;
             state[5] = -__longlong_as_double(0x7ff0000000000000LL);  // -inf
@@ -306,9 +315,9 @@ __global__ void upsample(const R* __restrict__ maps, int n_maps, int h, int w,
 template __global__ void upsample<float>(const float*, int, int, int, const long long*, int,
                                          int, int, const double*, const double*,
                                          const double*, const double*, int, int, double,
-                                         double*, long long, float*);
+                                         double*, long long, int, float*);
 template __global__ void upsample<double>(const double*, int, int, int, const long long*, int,
                                           int, int, const double*, const double*,
                                           const double*, const double*, int, int, double,
-                                          double*, long long, float*);
+                                          double*, long long, int, float*);
 #endif  // __CUDACC_RTC__

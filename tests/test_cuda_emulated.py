@@ -248,11 +248,15 @@ def peaked_maps(dtype, shape, centres, rng):
 @pytest.mark.parametrize("dtype", [np.float32, np.float64], ids=["float32", "float64"])
 @pytest.mark.parametrize("max_grid", [1, 3, 1024])
 @pytest.mark.parametrize("shape", [(3, 12, 12), (3, 13, 12)], ids=["12x12", "13x12"])
-def test_upsample(dtype, max_grid, shape, rng, monkeypatch):
+@pytest.mark.parametrize("scratch", ["shared", "global"])
+def test_upsample(dtype, max_grid, shape, scratch, rng, monkeypatch):
     """upsample.cu finds the maxima the numba kernel finds (both sum in float64 in the same
     order; the emulator does not contract FMAs), for even and odd map sizes, positions that
     wrap like Python's % (negative, beyond the map), several positions per map (full mode),
-    and grids smaller than the number of jobs (blocks stride over the jobs)."""
+    grids smaller than the number of jobs (blocks stride over the jobs), with the
+    blocks' scratch in shared memory or (where it would not fit) in device memory."""
+    if scratch == "global":
+        monkeypatch.setattr(_cuda, "FAST_SHARED_BYTES", 0)
     from gpucorr import _pipeline
     centres = [(5.3, 5.6), (6.2, 4.3), (5.5, 5.5)]
     maps = peaked_maps(dtype, shape, centres, rng)
