@@ -22,7 +22,9 @@ Conventions
 
 Backends
 --------
-NumPy only; these helpers build templates once, on the host.
+NumPy only; these helpers build templates once, on the host. Stacks of many
+masks (:func:`radial_bins`, :func:`sparse_template_multi_stack`) come as
+pydata ``sparse.COO`` arrays where most of their values are zero.
 """
 import math
 import numbers
@@ -36,6 +38,10 @@ __all__ = [
     "radial_gradient",
     "background_subtraction",
     "radial_gradient_background_subtraction",
+    "balance",
+    "radial_bins",
+    "rectangular",
+    "sparse_template_multi_stack",
 ]
 
 
@@ -535,3 +541,269 @@ def radial_gradient_background_subtraction(r, r0, r_outer, delta=1):
     outside = (r >= r0 + half) & (r <= r_outer)
     result[outside] = -1
     return result
+
+
+def balance(template):
+    """Scale the negative part of ``template`` so that the whole sums to zero.
+
+    A template balanced this way gives 0 on a uniform background (and, if
+    symmetric, on a linear gradient).
+
+    Parameters
+    ----------
+    template : array_like
+        Real weights with positive and negative values.
+
+    Returns
+    -------
+    numpy.ndarray
+        A new float array (``float64`` unless ``template`` is a float array);
+        ``template`` is not changed. Without negative values the result equals
+        ``template``; without positive values it is all zero.
+
+    Notes
+    -----
+    Backends: NumPy only.
+
+    Examples
+    --------
+    >>> balance(np.array([1.0, 2.0, -1.0, -1.0]))
+    array([ 1. ,  2. , -1.5, -1.5])
+    """
+    arr = _check_real_array("template", template)
+    dtype = arr.dtype if arr.dtype.kind == "f" else np.dtype(np.float64)
+    result = arr.astype(dtype, copy=True)
+    below = result < 0
+    negative = -result[below].sum(dtype=np.float64)
+    if negative > 0:
+        positive = result[result > 0].sum(dtype=np.float64)
+        result[below] *= dtype.type(positive / negative)
+    return result
+
+
+#: a stack of masks comes as sparse.COO when fewer than this share of its values are
+#: non-zero (and use_sparse is None)
+SPARSE_DENSITY = 0.125
+
+
+def _maybe_sparse(stack, use_sparse):
+    """``stack`` as ``sparse.COO`` where ``use_sparse`` (None: where it is sparse enough)."""
+    if use_sparse is None:
+        use_sparse = np.count_nonzero(stack) < SPARSE_DENSITY * stack.size
+    if not use_sparse:
+        return stack
+    import sparse
+    return sparse.COO.from_numpy(stack)
+
+
+def radial_bins(centerX, centerY, imageSizeX, imageSizeY, radius=None, radius_inner=0,
+                n_bins=None, normalize=False, use_sparse=None, dtype=None):
+    """A stack of ``n_bins`` antialiased rings that tile ``radius_inner .. radius``.
+
+    Ring ``i`` has the antialiased profile of ``ring(..., radius=radius_inner + (i + 1)
+    w, radius_inner=radius_inner + i w, antialiased=True)`` with ``w = (radius -
+    radius_inner) / n_bins``; only the innermost ring takes the centre pixel's
+    weight where its inner radius is below 0.5 px (as :func:`ring` does). The
+    rings' antialiased edges complement each other, so the stack sums to 1 at
+    every pixel between the first ring's inner and the last ring's outer edge
+    that is over a pixel away from the centre. Applied to frames (e.g. LiberTEM's
+    ``ApplyMasksUDF``) it gives radial profiles.
+
+    Parameters
+    ----------
+    centerX, centerY : float
+        Centre in pixel coordinates.
+    imageSizeX, imageSizeY : int
+        Width and height of each mask.
+    radius : float, optional
+        Outer radius of the last ring; default: one pixel more than the distance
+        from the centre to the farthest corner of the image (``(0, 0)`` to
+        ``(imageSizeY, imageSizeX)``), rounded up, so that the rings cover the
+        whole frame.
+    radius_inner : float, optional
+        Inner radius of the first ring (default 0).
+    n_bins : int, optional
+        Number of rings; default ``round(radius - radius_inner)`` (rings about
+        1 px wide), at least 1.
+    normalize : bool, optional
+        Divide each ring by its sum (rings that hold no pixel stay zero).
+    use_sparse : bool, optional
+        Return a pydata ``sparse.COO`` stack (True) or a NumPy array (False);
+        default: sparse where fewer than :data:`SPARSE_DENSITY` of the values are
+        non-zero.
+    dtype : dtype, optional
+        Float dtype of the result (default ``float64``).
+
+    Returns
+    -------
+    numpy.ndarray or sparse.COO
+        Shape ``(n_bins, imageSizeY, imageSizeX)``.
+
+    Notes
+    -----
+    Backends: NumPy (and pydata sparse) only.
+
+    Examples
+    --------
+    >>> bins = radial_bins(8, 8, 17, 17, n_bins=4)
+    >>> bins.shape, bool(np.allclose(bins.sum(axis=0), 1))
+    ((4, 17, 17), True)
+    """
+    imageSizeX, imageSizeY = _check_geometry(centerX, centerY, imageSizeX, imageSizeY)
+    if radius is None:
+        radius = math.ceil(math.hypot(max(centerX, imageSizeX - centerX),
+                                      max(centerY, imageSizeY - centerY))) + 1
+    _check_real("radius", radius, minimum=0, strict=True)
+    _check_real("radius_inner", radius_inner, minimum=0)
+    if not radius_inner < radius:
+        raise ValueError(f"radius_inner must be < radius; got radius_inner={radius_inner!r}, "
+                         f"radius={radius!r}")
+    if n_bins is None:
+        n_bins = max(1, int(round(radius - radius_inner)))
+    n_bins = _check_size("n_bins", n_bins)
+    dtype = np.dtype(np.float64 if dtype is None else dtype)
+    if dtype.kind != "f":
+        raise TypeError(f"dtype must be a float dtype; got {dtype}")
+    width = (radius - radius_inner) / n_bins
+    stack = np.empty((n_bins, imageSizeY, imageSizeX), dtype=dtype)
+    r, _ = polar_map(centerX, centerY, imageSizeX, imageSizeY)
+    for i in range(n_bins):
+        stack[i] = _ring_profile(r, radius_inner + (i + 1) * width, radius_inner + i * width)
+    # only the innermost ring gets the centre pixel's weight (see the module's notes)
+    _patch_center(stack[0], centerX, centerY, radius_inner)
+    if normalize:
+        sums = stack.sum(axis=(1, 2), dtype=np.float64)
+        nonzero = sums != 0
+        stack[nonzero] /= sums[nonzero, np.newaxis, np.newaxis].astype(dtype)
+    return _maybe_sparse(stack, use_sparse)
+
+
+def _span(start, extent, size):
+    """Pixels ``start .. start + extent`` (``extent`` < 0: leftwards), clipped to
+    ``0 .. size``, as a slice."""
+    lo, hi = (start, start + extent) if extent >= 0 else (start + extent + 1, start + 1)
+    return slice(min(max(lo, 0), size), min(max(hi, 0), size))
+
+
+def rectangular(X, Y, Width, Height, imageSizeX, imageSizeY):
+    """Boolean mask of a ``Width`` x ``Height`` rectangle with a corner at ``(X, Y)``.
+
+    The rectangle covers ``|Width|`` columns from column ``X`` (rightwards for a
+    positive, leftwards for a negative ``Width``) and ``|Height|`` rows from row
+    ``Y`` (downwards, or upwards for a negative ``Height``), clipped to the
+    image; a zero ``Width`` or ``Height`` gives an empty mask.
+    libertem-blobfinder 0.6.1 sets one column and one row more than asked
+    (``|Width| + 1`` by ``|Height| + 1`` pixels).
+
+    Parameters
+    ----------
+    X, Y : int
+        Column and row of the corner pixel.
+    Width, Height : int
+        Signed extent in pixels.
+    imageSizeX, imageSizeY : int
+        Width and height of the mask.
+
+    Returns
+    -------
+    numpy.ndarray of bool
+        Shape ``(imageSizeY, imageSizeX)``.
+
+    Notes
+    -----
+    Backends: NumPy only.
+
+    Examples
+    --------
+    >>> rectangular(1, 0, 2, 3, 4, 4).astype(int)
+    array([[0, 1, 1, 0],
+           [0, 1, 1, 0],
+           [0, 1, 1, 0],
+           [0, 0, 0, 0]])
+    >>> rectangular(1, 0, -2, 1, 4, 2).astype(int)
+    array([[1, 1, 0, 0],
+           [0, 0, 0, 0]])
+    """
+    imageSizeX = _check_size("imageSizeX", imageSizeX)
+    imageSizeY = _check_size("imageSizeY", imageSizeY)
+    for name, value in (("X", X), ("Y", Y), ("Width", Width), ("Height", Height)):
+        if not isinstance(value, numbers.Integral) or isinstance(value, (bool, np.bool_)):
+            raise TypeError(f"{name} must be an int; got {value!r} of type "
+                            f"{type(value).__name__}")
+    mask = np.zeros((imageSizeY, imageSizeX), dtype=bool)
+    if Width != 0 and Height != 0:
+        mask[_span(int(Y), int(Height), imageSizeY), _span(int(X), int(Width), imageSizeX)] = True
+    return mask
+
+
+def sparse_template_multi_stack(mask_index, offsetX, offsetY, template, imageSizeX,
+                                imageSizeY):
+    """A sparse stack of masks, each a copy of ``template`` at an offset.
+
+    Mask ``mask_index[i]`` holds ``template`` with its top-left pixel at column
+    ``offsetX[i]`` and row ``offsetY[i]``, clipped to the image (offsets may be
+    negative or beyond the image). Several entries may stamp into the same mask;
+    their values add up.
+
+    Parameters
+    ----------
+    mask_index, offsetX, offsetY : array_like of int, shape (n,)
+        Layer and top-left corner of each stamp.
+    template : array_like, shape (h, w)
+        The weights to stamp.
+    imageSizeX, imageSizeY : int
+        Width and height of each mask.
+
+    Returns
+    -------
+    sparse.COO
+        Shape ``(max(mask_index) + 1, imageSizeY, imageSizeX)``, the dtype of
+        ``template``.
+
+    Notes
+    -----
+    Backends: NumPy and pydata sparse only.
+
+    Examples
+    --------
+    >>> stack = sparse_template_multi_stack([0, 1], [0, 2], [1, 0], np.ones((2, 2)), 4, 3)
+    >>> stack.todense().astype(int)
+    array([[[0, 0, 0, 0],
+            [1, 1, 0, 0],
+            [1, 1, 0, 0]],
+    <BLANKLINE>
+           [[0, 0, 1, 1],
+            [0, 0, 1, 1],
+            [0, 0, 0, 0]]])
+    """
+    import sparse
+    imageSizeX = _check_size("imageSizeX", imageSizeX)
+    imageSizeY = _check_size("imageSizeY", imageSizeY)
+    template = _check_real_array("template", template, ndim=2)
+    index, ox, oy = (np.asarray(v) for v in (mask_index, offsetX, offsetY))
+    for name, arr in (("mask_index", index), ("offsetX", ox), ("offsetY", oy)):
+        if arr.ndim != 1 or arr.dtype.kind not in "iu":
+            raise TypeError(f"{name} must be a 1-D sequence of ints; got {arr.dtype} of shape "
+                            f"{arr.shape}")
+    if not len(index) == len(ox) == len(oy):
+        raise ValueError(f"mask_index, offsetX and offsetY must have one length; got "
+                         f"{len(index)}, {len(ox)} and {len(oy)}")
+    if len(index) and index.min() < 0:
+        raise ValueError(f"mask_index must be >= 0; got {int(index.min())}")
+    n_masks = int(index.max()) + 1 if len(index) else 0
+    h, w = template.shape
+    ty, tx = np.nonzero(template)
+    values = template[ty, tx]
+    layers, rows, cols, data = [], [], [], []
+    for i, y0, x0 in zip(index.tolist(), oy.tolist(), ox.tolist()):
+        y, x = ty + y0, tx + x0
+        keep = (y >= 0) & (y < imageSizeY) & (x >= 0) & (x < imageSizeX)
+        layers.append(np.full(np.count_nonzero(keep), i))
+        rows.append(y[keep])
+        cols.append(x[keep])
+        data.append(values[keep])
+    coords = np.stack([np.concatenate(a) if a else np.zeros(0, np.int64)
+                       for a in (layers, rows, cols)])
+    data = np.concatenate(data) if data else np.zeros(0, template.dtype)
+    return sparse.COO(coords, data.astype(template.dtype, copy=False),
+                      shape=(n_masks, imageSizeY, imageSizeX))
