@@ -32,6 +32,7 @@ from gpucorr._device import as_native
 from gpucorr.masks import _check_real, _check_real_array, _check_shape
 
 __all__ = [
+    "feature_vector",
     "MatchPattern",
     "Circular",
     "RadialGradient",
@@ -546,3 +547,47 @@ class RadialGradientBackgroundSubtraction(UserTemplate):
         # Parameters are public attributes; honour changes made after construction.
         self.template = self._compute_template()
         return super().get_mask(sig_shape)
+
+
+def feature_vector(imageSizeX, imageSizeY, peaks, match_pattern):
+    """A sparse stack of masks, one per peak: the pattern's mask around each peak.
+
+    Layer ``i`` holds ``match_pattern.get_mask((2 cs, 2 cs))`` (``cs`` the pattern's
+    crop size) with its top-left pixel at ``peaks[i] - cs``, clipped to the frame: the
+    region and weights that fast mode correlates around that peak. Applied to frames
+    (e.g. with LiberTEM's ``ApplyMasksUDF``) it gives one feature per peak and frame;
+    its sum over the first axis is a virtual dark-field mask of all peaks.
+
+    Parameters
+    ----------
+    imageSizeX, imageSizeY : int
+        Frame width and height.
+    peaks : array_like of int, shape (P, 2)
+        ``(y, x)`` peak positions.
+    match_pattern : MatchPattern
+        Any pattern with ``get_crop_size()`` and ``get_mask(sig_shape)``.
+
+    Returns
+    -------
+    sparse.COO
+        Shape ``(P, imageSizeY, imageSizeX)``.
+
+    Notes
+    -----
+    Backends: NumPy and pydata sparse only.
+
+    Examples
+    --------
+    >>> stack = feature_vector(16, 12, np.array([[4, 5], [8, 10]]), Circular(radius=2))
+    >>> stack.shape, int(stack[0].todense()[4, 5]), int(stack[1].todense()[4, 5])
+    ((2, 12, 16), 1, 0)
+    """
+    from gpucorr import _validate
+    peaks = _validate.check_peaks(peaks)
+    _validate.check_pattern(match_pattern)
+    crop_size = int(match_pattern.get_crop_size())
+    template = np.asarray(match_pattern.get_mask((2 * crop_size, 2 * crop_size)))
+    return masks.sparse_template_multi_stack(
+        mask_index=np.arange(len(peaks)), offsetX=peaks[:, 1] - crop_size,
+        offsetY=peaks[:, 0] - crop_size, template=template, imageSizeX=imageSizeX,
+        imageSizeY=imageSizeY)

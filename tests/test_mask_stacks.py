@@ -123,3 +123,21 @@ def test_sparse_template_multi_stack_errors():
         masks.sparse_template_multi_stack((-1,), (1,), (1,), np.ones((2, 2)), 8, 8)
     with pytest.raises(TypeError, match="offsetX must be a 1-D sequence of ints"):
         masks.sparse_template_multi_stack((0,), (1.5,), (1,), np.ones((2, 2)), 8, 8)
+
+
+@pytest.mark.parametrize("name", ["Circular", "RadialGradient", "BackgroundSubtraction"])
+def test_feature_vector_matches_reference(name):
+    from gpucorr import patterns
+    from libertem_blobfinder.common import patterns as ref_patterns
+    peaks = np.array([[5, 6], [10, 3], [0, 0], [13, 15]])
+    got = patterns.feature_vector(16, 14, peaks, getattr(patterns, name)(radius=2.5))
+    want = ref_patterns.feature_vector(16, 14, peaks, getattr(ref_patterns, name)(radius=2.5))
+    assert isinstance(got, sparse.COO) and got.shape == want.shape == (4, 14, 16)
+    np.testing.assert_allclose(dense(got), dense(want), rtol=0, atol=1e-12)
+    # by the definition: layer 0 is the crop-sized mask with its corner at peak - cs
+    pattern = getattr(patterns, name)(radius=2.5)
+    cs = pattern.get_crop_size()
+    frame = np.zeros((14 + 4 * cs, 16 + 4 * cs))
+    frame[2 * cs + 5 - cs:2 * cs + 5 + cs, 2 * cs + 6 - cs:2 * cs + 6 + cs] = \
+        pattern.get_mask((2 * cs, 2 * cs))
+    np.testing.assert_allclose(dense(got)[0], frame[2 * cs:2 * cs + 14, 2 * cs:2 * cs + 16])
