@@ -282,16 +282,18 @@ def refine(frames, peaks, pattern, *, mode="fast", upsample=False, device=None,
 def _check_log_overflow(xp, frames, peaks, crop_size, mode, rdtype, out, first=0,
                         name="frames"):
     """After a run on frames (N, H, W) into ``out`` (flat, N * P rows): refuse results
-    whose log scaling ``log(x - min + 1)`` overflowed ``rdtype``.
+    whose log scaling ``log(x - min + 1)`` was not finite in ``rdtype``.
 
     Non-finite frames are caught before (a ValueError on the CPU, NaN rows on a GPU),
     and templates are checked to be finite, so a non-finite height from finite input
-    means the values of that crop (fast mode: 0 counts for pixels outside the frame)
-    or frame (full mode) span more than ``rdtype`` holds (float32 frames of about
-    +-1.7e38 and more). The criterion is per crop, so a frame's result does not depend
-    on the chunk it is in, and the check costs one pass over the heights: on the CPU a
-    ValueError that names the frame, the values and the allowed span; on a GPU (no host
-    sync) NaN refineds, heights and elevations for those rows, as for non-finite input.
+    means the log scaling of that crop (fast mode: 0 counts for pixels outside the
+    frame) or frame (full mode) failed: its values span more than ``rdtype`` holds
+    (float32 frames of about +-1.7e38 and more), or its minimum is so large in
+    magnitude (2**53 and more) that the kernels' shift ``min - 1`` (float64) rounds to
+    ``min``. The criterion is per crop, so a frame's result does not depend on the chunk
+    it is in, and the check costs one pass over the heights: on the CPU a ValueError
+    that names the frame, its values and what is allowed; on a GPU (no host sync) NaN
+    refineds, heights and elevations for those rows, as for non-finite input.
     """
     if xp is not np:
         _pipeline._mark_bad(xp, ~xp.isfinite(out[2]), out)
@@ -317,8 +319,15 @@ def _check_log_overflow(xp, frames, peaks, crop_size, mode, rdtype, out, first=0
     hi = float(values.max()) if values.size else 0.0
     if partial:
         lo, hi = min(lo, 0.0), max(hi, 0.0)
-    raise _validate.log_span_error(name, extent, rdtype, lo, hi,
-                                   f"in frame {first + n}{' ' + where if where else ''}")
+    if name == "frames":  # a stack (not the one frame of the compatible functions)
+        where = f"in frame {first + n}{' ' + where if where else ''}"
+    error = _validate.log_scale_error(name, extent, rdtype, lo, hi, where)
+    if error is None:  # not the log scaling: the correlation itself overflowed
+        error = ValueError(
+            f"the correlation of {name} is not finite {where} although {name} (values from "
+            f"{lo:.8g} to {hi:.8g}) and the template are; is the template (pattern) scaled "
+            f"to finite, moderate values?")
+    raise error
 
 
 class _OnHost:

@@ -156,23 +156,40 @@ def _read_peaks(path):
     if table.shape[1] not in (2, 4):
         raise CLIError(f"--peaks {path}: expected 2 columns (y x) or 4 (y x i j); "
                        f"got {table.shape[1]}")
+
+    def row_of(rows):
+        """``row N`` of the first row in ``rows`` (and its line where they differ)."""
+        i = int(np.argmax(rows))
+        lines = _data_lines(path)
+        line = lines[i] if i < len(lines) else i + 1
+        return (f"row {i + 1}" + (f" (line {line})" if line != i + 1 else "")
+                + f" ({' '.join(f'{v:g}' for v in table[i])})")
+
     finite = np.isfinite(table).all(axis=1)
     if not finite.all():
-        row = int(np.argmin(finite))
-        raise CLIError(f"--peaks {path}: row {row + 1} holds NaN or infinite values "
-                       f"({' '.join(f'{v:g}' for v in table[row])}); expected finite numbers")
-    try:
-        peaks = _validate.check_peaks(np.rint(table[:, :2]))
-    except ValueError as exc:
-        raise CLIError(f"--peaks {path}: {exc}") from exc
-    indices = None
-    if table.shape[1] == 4:
-        rounded = np.rint(table[:, 2:])
-        if np.abs(rounded).max() > _validate.PEAK_LIMIT:
-            raise CLIError(f"--peaks {path}: lattice indices (columns 3 and 4) must lie within "
-                           f"+-2**30; got {np.abs(rounded).max():g}")
-        indices = rounded.astype(np.int64)
+        raise CLIError(f"--peaks {path}: {row_of(~finite)} holds NaN or infinite values; "
+                       "expected finite numbers")
+    rounded = np.rint(table)
+    limit = _validate.PEAK_LIMIT
+    beyond = (np.abs(rounded[:, :2]) > limit).any(axis=1)
+    if beyond.any():
+        raise CLIError(f"--peaks {path}: {row_of(beyond)} holds a position beyond +-2**30 "
+                       "(centres are int32); positions y x (columns 1 and 2) must lie within "
+                       "+-2**30")
+    beyond = (np.abs(rounded[:, 2:]) > limit).any(axis=1)
+    if beyond.any():
+        raise CLIError(f"--peaks {path}: {row_of(beyond)} holds a lattice index beyond "
+                       "+-2**30; lattice indices i j (columns 3 and 4) must lie within +-2**30")
+    peaks = _validate.check_peaks(rounded[:, :2])
+    indices = rounded[:, 2:].astype(np.int64) if table.shape[1] == 4 else None
     return peaks, indices
+
+
+def _data_lines(path):
+    """Line numbers (from 1) of the rows ``numpy.loadtxt`` reads from ``path`` (lines that
+    hold more than a ``#`` comment)."""
+    with open(path, encoding="utf-8", errors="replace") as f:
+        return [n for n, line in enumerate(f, 1) if line.split("#", 1)[0].strip()]
 
 
 def _same_file(a, b):

@@ -480,17 +480,19 @@ def log_scale(data, out):
     return xp.log(data - low + 1, out=out)
 
 
-def _check_log_span(dtype, lo, hi, name, extent, where):
-    """Raise where ``hi - lo + 1`` (per item of ``lo``, ``hi``) overflows floating ``dtype``,
-    as ``x - (min - 1)`` would; ``where(i)`` says where item ``i`` is. Non-finite items
-    are left to the finiteness checks. (On the CPU only: it reads values.)"""
+def _check_log_span(dtype, lo, hi, name, extent, where, shift_dtype=None):
+    """Raise where the log scaling of the values ``lo`` .. ``hi`` (per item) is not finite
+    in floating ``dtype``: ``hi - lo + 1`` overflows it, or (``shift_dtype``: the dtype
+    the shift ``min - 1`` is computed in; None: it is ``(x - min) + 1``) ``min - 1``
+    rounds to ``min``. ``where(i)`` says where item ``i`` is. Non-finite items are left to
+    the finiteness checks. (On the CPU only: it reads values.)"""
     lo, hi = np.asarray(lo, np.float64), np.asarray(hi, np.float64)
-    with np.errstate(over="ignore", invalid="ignore"):
-        span = hi - lo + 1
-    over = np.isfinite(lo) & np.isfinite(hi) & ~(span <= float(np.finfo(dtype).max))
+    span, precision = _validate.log_scale_fails(dtype, lo, hi, shift_dtype)
+    over = span | precision
     if over.any():
         i = int(np.argmax(over))
-        raise _validate.log_span_error(name, extent, dtype, lo[i], hi[i], where(i))
+        raise _validate.log_scale_error(name, extent, dtype, lo[i], hi[i], where(i),
+                                        shift_dtype)
 
 
 @_on_data_device
@@ -517,8 +519,9 @@ def log_scale_cropbufs_inplace(crop_bufs):
     _pipeline._check_finite(xp, ~xp.isfinite(crop_bufs), "crop_bufs")
     low = xp.min(crop_bufs, axis=(-1, -2))
     if xp is np and crop_bufs.size:
+        # the shift min - 1 is computed in the crops' dtype (as libertem-blobfinder does)
         _check_log_span(crop_bufs.dtype, low, np.max(crop_bufs, axis=(-1, -2)), "crop_bufs",
-                        "crop", lambda i: f"in crop_bufs[{i}]")
+                        "crop", lambda i: f"in crop_bufs[{i}]", shift_dtype=crop_bufs.dtype)
     m = low - 1
     xp.log(crop_bufs - m[:, np.newaxis, np.newaxis], out=crop_bufs)
 
@@ -697,7 +700,8 @@ def process_frame_fast(template, crop_size, frame, peaks,
             if xp is np:
                 _check_log_span(rdtype, crops.min(axis=(1, 2)), crops.max(axis=(1, 2)),
                                 "frame", "crop", lambda i: "in the crop around peak "
-                                f"{tuple(block[i].tolist())} (cut by crop_function)")
+                                f"{tuple(block[i].tolist())} (cut by crop_function)",
+                                shift_dtype=rdtype)
             log_scale_cropbufs_inplace(crops)
             _pipeline.finish_fast(backend, crops, block, crop_size, filt, factor, scratch)
             _pipeline._mark_bad(xp, ~xp.isfinite(crops).all(axis=(1, 2)), scratch)

@@ -262,3 +262,247 @@ def write_peaks(tmp_path):
     path = tmp_path / "peaks.txt"
     np.savetxt(path, np.array([[128, 128], [135, 161]]), fmt="%d")
     return path
+
+
+# ------------------------------------------------------------ input checks (issue 13)
+
+@pytest.fixture
+def small(tmp_path):
+    """A (2, 32, 32) float32 scan as .npy, its first frame as a 2-D HDF5 dataset, and a
+    peaks file: paths by name."""
+    frames = np.random.default_rng(13).random((2, 32, 32)).astype(np.float32)
+    np.save(tmp_path / "scan.npy", frames)
+    with h5py.File(tmp_path / "image.h5", "w") as f:
+        f["entry/data"] = frames[0]
+    np.savetxt(tmp_path / "peaks.txt", np.array([[10, 10], [22, 20]]), fmt="%d")
+    return dict(frames=frames, npy=str(tmp_path / "scan.npy"), h5=str(tmp_path / "image.h5"),
+                peaks=str(tmp_path / "peaks.txt"), dir=tmp_path)
+
+
+def refine_argv(input_path, out, peaks, *extra):
+    return ["refine", input_path, "--radius", "3", "--peaks", peaks, "--upsample", "0",
+            "--device", "cpu", "-o", str(out), *extra]
+
+
+def one_error_line(capsys, start="gpucorr: error: "):
+    """The error printed: exactly one line, with one prefix and no traceback."""
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.endswith("\n"), err
+    assert err.startswith(start), err
+    assert "Traceback" not in err and err.count("gpucorr: error:") <= 1, err
+    assert "gpucorr refine:" not in err, err
+    return err[:-1]
+
+
+@pytest.fixture
+def no_compute(monkeypatch):
+    """Fail the test if the command reads the frames or refines anything."""
+    import gpucorr.io
+
+    def called(*args, **kwargs):
+        raise AssertionError("computed before the paths were checked")
+    monkeypatch.setattr(gpucorr, "refine", called)
+    monkeypatch.setattr(gpucorr.io, "open_frames", called)
+
+
+@pytest.mark.parametrize("text, row", [
+    ("10 10\nnan 5\n", r"row 2 \(nan 5\) holds NaN or infinite values; expected finite numbers"),
+    ("10 10\n5 inf\n", r"row 2 \(5 inf\) holds NaN or infinite values"),
+    ("10 10\n5 -inf\n", r"row 2 \(5 -inf\) holds NaN or infinite values"),
+    ("10 10\n1e30 5\n", r"row 2 \(1e\+30 5\) holds a position beyond \+-2\*\*30 \(centres are "
+                        r"int32\); positions y x \(columns 1 and 2\) must lie within \+-2\*\*30"),
+    ("10 10\n5 -1e30\n", r"row 2 \(5 -1e\+30\) holds a position beyond \+-2\*\*30"),
+    ("# y x\n10 10\n\n  # a comment\n1e30 5\n",
+     r"row 2 \(line 5\) \(1e\+30 5\) holds a position beyond"),
+    ("10 10 0 0\n12 12 1e30 1\n", r"row 2 \(12 12 1e\+30 1\) holds a lattice index beyond "
+                                  r"\+-2\*\*30; lattice indices i j \(columns 3 and 4\)"),
+], ids=["nan", "inf", "minus-inf", "1e30", "minus-1e30", "comment-lines", "index-1e30"])
+def test_peaks_file_with_non_finite_or_huge_values(small, capsys, text, row):
+    """NaN and inf were cast to int64's minimum and 1e30 wrapped: the run 'succeeded' with
+    garbage rows. Now: exit 2, one line naming the file and the row, no results file."""
+    import re
+    peaks = small["dir"] / "bad-peaks.txt"
+    peaks.write_text(text)
+    out = small["dir"] / "out.h5"
+    assert cli.main(refine_argv(small["npy"], out, str(peaks))) == 2
+    err = one_error_line(capsys)
+    assert re.match(rf"gpucorr: error: --peaks {re.escape(str(peaks))}: {row}", err), err
+    assert not out.exists() and not os.path.exists(f"{out}.partial")
+
+
+def test_refine_a_single_frame_hdf5_dataset(small, capsys):
+    """A 2-D dataset is one frame (it failed with h5py's "Indexing with None")."""
+    out = small["dir"] / "out.h5"
+    assert cli.main(refine_argv(small["h5"] + ":/entry/data", out, small["peaks"])) == 0
+    data, attrs = read(out)
+    peaks = np.loadtxt(small["peaks"], dtype=np.int64)
+    expected = gpucorr.refine(small["frames"][0], peaks, Circular(radius=3))
+    for name in ("centers", "refineds", "heights", "elevations"):
+        np.testing.assert_array_equal(data[name], getattr(expected, name))
+    assert data["refineds"].shape == (2, 2) and attrs["input"] == small["h5"] + ":/entry/data"
+
+
+@pytest.mark.filterwarnings("ignore:invalid value encountered:RuntimeWarning")
+def test_frames_the_log_scaling_cannot_hold_are_a_user_error(small, capsys):
+    """Frames whose log scaling overflows are the user's input, not a bug: exit 2 (it was
+    exit 1, "ValueError: ...")."""
+    frames = small["frames"].copy()
+    frames[1, 9, 9], frames[1, 11, 11] = 3e38, -3e38
+    np.save(small["dir"] / "huge.npy", frames)
+    out = small["dir"] / "out.h5"
+    assert cli.main(refine_argv(str(small["dir"] / "huge.npy"), out, small["peaks"])) == 2
+    err = one_error_line(capsys)
+    assert err.startswith(f"gpucorr: error: {small['dir'] / 'huge.npy'}: frames must span at "
+                          "most 3.4028235e+38"), err
+    assert "in frame 1 in the crop around peak (10, 10)" in err
+    assert not out.exists()
+
+
+@pytest.mark.parametrize("where, exc", [
+    ("create_dataset", OSError(28, "No space left on device")),
+    ("close", RuntimeError("Can't decrement id ref count (file write failed)")),
+], ids=["oserror-on-write", "runtimeerror-on-close"])
+@pytest.mark.parametrize("existing", [False, True], ids=["new", "force-over-existing"])
+def test_write_failures_are_one_line_and_leave_no_partial_file(small, capsys, monkeypatch,
+                                                               where, exc, existing):
+    """h5py's OSError (a full disk) or RuntimeError (on close) while writing the results:
+    exit 2, one line, no OUT.partial left behind, and an existing OUT (--force) kept."""
+    out = small["dir"] / "out.h5"
+    if existing:
+        out.write_bytes(b"earlier results")
+    if where == "create_dataset":
+        def create_dataset(self, *args, **kwargs):
+            raise exc
+        monkeypatch.setattr(h5py.Group, "create_dataset", create_dataset)
+    else:
+        close = h5py.File.close
+
+        def failing_close(self):
+            close(self)
+            raise exc
+        monkeypatch.setattr(h5py.File, "close", failing_close)
+    status = cli.main(refine_argv(small["npy"], out, small["peaks"], "--force"))
+    monkeypatch.undo()
+    assert status == 2
+    err = one_error_line(capsys)
+    detail = " ".join(str(exc).split())
+    assert err == f"gpucorr: error: {out}: could not write the results ({detail})"
+    assert not os.path.exists(f"{out}.partial")
+    assert out.read_bytes() == b"earlier results" if existing else not out.exists()
+    assert sorted(p.name for p in small["dir"].iterdir()) == sorted(
+        ["scan.npy", "image.h5", "peaks.txt"] + (["out.h5"] if existing else []))
+
+
+@pytest.mark.parametrize("existing", [False, True], ids=["new", "force-over-existing"])
+def test_interrupt_while_writing_removes_the_partial_file(small, capsys, monkeypatch, existing):
+    out = small["dir"] / "out.h5"
+    if existing:
+        out.write_bytes(b"earlier results")
+    created = []
+
+    def create_dataset(self, *args, **kwargs):
+        created.append(self.file.filename)
+        raise KeyboardInterrupt
+    monkeypatch.setattr(h5py.Group, "create_dataset", create_dataset)
+    assert cli.main(refine_argv(small["npy"], out, small["peaks"], "--force")) == 130
+    monkeypatch.undo()
+    assert capsys.readouterr().err == "gpucorr: interrupted\n"
+    assert created == [f"{out}.partial"]          # it did get as far as writing
+    assert not os.path.exists(f"{out}.partial")
+    assert out.read_bytes() == b"earlier results" if existing else not out.exists()
+
+
+def test_missing_output_folder_fails_before_computing(small, capsys, no_compute):
+    out = small["dir"] / "no-such-folder" / "out.h5"
+    # --peaks auto: not even the sum frame is computed
+    assert cli.main(["refine", small["npy"], "--radius", "3", "-o", str(out)]) == 2
+    assert one_error_line(capsys) == (f"gpucorr: error: -o {out}: no such folder: "
+                                      f"{small['dir'] / 'no-such-folder'}")
+    assert not (small["dir"] / "no-such-folder").exists()
+
+
+def test_unwritable_output_folder_fails_before_computing(small, capsys, no_compute):
+    folder = small["dir"] / "read-only"
+    folder.mkdir()
+    folder.chmod(0o500)
+    try:
+        try:  # the probe: root (and some file systems) ignore the mode
+            (folder / "probe").write_bytes(b"")
+        except OSError:
+            pass
+        else:
+            (folder / "probe").unlink()
+            pytest.skip("chmod 0o500 does not stop writes here (running as root, or a file "
+                        "system that ignores permissions)")
+        out = folder / "out.h5"
+        assert cli.main(refine_argv(small["npy"], out, small["peaks"])) == 2
+        assert one_error_line(capsys) == (f"gpucorr: error: -o {out}: cannot write in "
+                                          f"{folder} (Permission denied)")
+        assert list(folder.iterdir()) == []
+    finally:
+        folder.chmod(0o700)
+
+
+@pytest.mark.parametrize("kind", ["same-path", "relative-path", "symlink", "hardlink",
+                                  "hdf5-input", "partial-is-the-input"])
+def test_output_that_is_the_input_is_refused(small, capsys, monkeypatch, no_compute, kind):
+    """-o naming the input (by any path, a link, or so that OUT.partial is the input),
+    even with --force: exit 2 before anything is computed, the input's bytes unchanged."""
+    d = small["dir"]
+    input_path, out = small["npy"], small["npy"]
+    if kind == "relative-path":
+        monkeypatch.chdir(d)
+        out = os.path.join(".", "sub", "..", "scan.npy")
+        (d / "sub").mkdir()
+    elif kind == "symlink":
+        out = str(d / "link.h5")
+        os.symlink(input_path, out)
+    elif kind == "hardlink":
+        out = str(d / "hard.npy")
+        os.link(input_path, out)
+    elif kind == "hdf5-input":
+        input_path, out = small["h5"] + ":/entry/data", small["h5"]
+    elif kind == "partial-is-the-input":
+        input_path = str(d / "r.h5.partial")
+        os.replace(small["npy"], input_path)
+        out = str(d / "r.h5")
+    path = input_path.split(":")[0]
+    before = open(path, "rb").read()
+    assert cli.main(refine_argv(input_path, out, small["peaks"], "--force")) == 2
+    err = one_error_line(capsys)
+    assert err == f"gpucorr: error: -o {out}: that is the input {path}; name another results file"
+    assert open(path, "rb").read() == before
+    assert sorted(os.listdir(d)) == sorted(
+        {"relative-path": ["scan.npy", "sub"], "symlink": ["scan.npy", "link.h5"],
+         "hardlink": ["scan.npy", "hard.npy"], "partial-is-the-input": ["r.h5.partial"]}.get(
+            kind, ["scan.npy"]) + ["image.h5", "peaks.txt"])
+
+
+def test_usage_errors_have_one_prefix(small, capsys):
+    """argparse's errors came out as "gpucorr: error: gpucorr refine: ..."."""
+    assert cli.main(["refine", small["npy"]]) == 2
+    assert one_error_line(capsys) == ("gpucorr: error: the following arguments are required: "
+                                      "--radius")
+    assert cli.main(["refine", small["npy"], "--radius", "3", "--mode", "slow"]) == 2
+    assert one_error_line(capsys).startswith(
+        "gpucorr: error: argument --mode: invalid choice: 'slow'")
+
+
+def test_internal_errors_are_one_line_with_status_1(small, capsys, monkeypatch):
+    """An unexpected exception (a bug) is reported on one line with exit status 1, and an
+    interrupt while computing exits with 130; neither leaves results behind."""
+    out = small["dir"] / "out.h5"
+
+    def broken(*args, **kwargs):
+        raise ZeroDivisionError("first line\n  second line")
+    monkeypatch.setattr(gpucorr, "refine", broken)
+    assert cli.main(refine_argv(small["npy"], out, small["peaks"])) == 1
+    assert one_error_line(capsys) == ("gpucorr: error: internal error: ZeroDivisionError: "
+                                      "first line second line")
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+    monkeypatch.setattr(gpucorr, "refine", interrupted)
+    assert cli.main(refine_argv(small["npy"], out, small["peaks"])) == 130
+    assert capsys.readouterr().err == "gpucorr: interrupted\n"
+    assert not out.exists() and not os.path.exists(f"{out}.partial")
