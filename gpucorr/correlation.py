@@ -15,11 +15,12 @@ libertem-blobfinder is wrong, gpucorr is right instead:
 For the built-in (symmetric) patterns without upsampling the results equal
 libertem-blobfinder's.
 
-One convention differs in the spectra passed between the low-level
-functions: ``corrspecs`` from :func:`do_correlations` are the ``rfft2`` of the
-returned (centred) correlation maps without their mean, so positions in
-:func:`evaluate_upsampling` are map positions. Use gpucorr's functions
-together; do not mix them with libertem-blobfinder's spectra.
+The spectra passed between the low-level functions follow
+libertem-blobfinder's convention: ``corrspecs`` from :func:`do_correlations`
+belong to the *uncentred* maps, the returned maps rolled back by
+``ceil(shape / 2)`` (without their mean), so :func:`refine_center_upsampling`
+takes ``corrmap_center = ceil(shape / 2)`` for them and
+:func:`evaluate_upsampling` takes them as they are.
 
 Backends
 --------
@@ -229,8 +230,10 @@ def do_correlations(template, crop_parts, with_specs: bool = False):
 
     Parameters
     ----------
-    template : complex array (h, w // 2 + 1)
-        ``numpy.fft.rfft2`` of the mask (``pattern.get_template((h, w))``).
+    template : complex array (h, w // 2 + 1), (1, h, w // 2 + 1) or (n, h, w // 2 + 1)
+        ``numpy.fft.rfft2`` of the mask (``pattern.get_template((h, w))``), for all
+        crops, or one per crop (broadcast against the crops, as libertem-blobfinder
+        does).
     crop_parts : float array (n, h, w)
         Crops, e.g. log-scaled by :func:`log_scale_cropbufs_inplace`.
     with_specs : bool
@@ -243,7 +246,10 @@ def do_correlations(template, crop_parts, with_specs: bool = False):
         Real dtype by numpy promotion of the inputs (float64 for a complex128
         template).
     corrspecs : complex array (n, h, w // 2 + 1), only with ``with_specs``
-        ``rfft2`` of ``corrs`` minus their means.
+        ``rfft2`` of ``corrs`` minus their means and rolled back by ``ceil((h, w) / 2)``
+        (the uncentred maps, as libertem-blobfinder's spectra):
+        :func:`refine_center_upsampling` takes ``corrmap_center = ceil((h, w) / 2)``
+        for them.
 
     Notes
     -----
@@ -268,15 +274,47 @@ def do_correlations(template, crop_parts, with_specs: bool = False):
         raise ValueError(f"crop_parts must have shape (n, h, w); got {crop_parts.shape}")
     _validate.real_dtype(crop_parts.dtype, "crop_parts")
     shape = crop_parts.shape[-2:]
-    _validate.check_template(template, shape)
+    template = xp.asarray(template)
+    if template.ndim == 3:
+        if template.shape[0] not in (1, crop_parts.shape[0]):
+            raise ValueError(f"template must be one spectrum (h, w // 2 + 1) or one per crop "
+                             f"({crop_parts.shape[0]}, h, w // 2 + 1); got {template.shape}")
+        for i in range(template.shape[0]):
+            _validate.check_template(template[i], shape, f"template[{i}]")
+        if template.shape[0] == 1:
+            template = template[0]
+    else:
+        _validate.check_template(template, shape)
     rdtype = _real_result_dtype(crop_parts.dtype, template.dtype)
     filt = _pipeline.correlation_filter(xp, template, shape, rdtype)
     corrs, specs, offsets = _pipeline.correlate(get_backend(xp), crop_parts.astype(rdtype), filt,
                                                 keep_specs=with_specs)
     corrs += offsets[:, None, None].astype(rdtype)
     if with_specs:
-        return corrs, specs
+        return corrs, specs * _uncentre_phase(xp, shape, specs.dtype)
     return corrs
+
+
+def _uncentre_phase(xp, shape, dtype):
+    """Spectrum factor that rolls a map back by ``ceil(shape / 2)``: the spectrum of the
+    uncentred map (libertem-blobfinder's convention) from that of the centred one."""
+    h, w = shape
+
+    def axis(n, half):
+        k = np.arange(n // 2 + 1 if half else n, dtype=np.float64)
+        if n % 2 == 0:
+            return 1.0 - 2.0 * (k % 2)  # exact: exp(i pi k) = (-1)^k
+        return np.exp(2j * np.pi * k * (-(-n // 2)) / n)
+
+    phase = axis(h, False)[:, None] * axis(w, True)[None, :]
+    return xp.asarray(phase.astype(dtype))
+
+
+def _centred_maps(xp, corrspecs, shape):
+    """The centred maps of spectra in libertem-blobfinder's convention (see
+    :func:`do_correlations`)."""
+    raw = xp.fft.irfft2(corrspecs, s=shape)
+    return xp.roll(raw, tuple(-(-n // 2) for n in shape), axis=(-2, -1))
 
 
 def unravel_index(index, shape):
@@ -353,8 +391,9 @@ def refine_center_upsampling(corrmap_center, upsample_pos, corrspecs, frequencie
     Parameters
     ----------
     corrmap_center : array (2,)
-        Offset between map positions and spectrum positions: ``(0, 0)`` for
-        spectra from :func:`do_correlations`.
+        Offset between map positions and spectrum positions: ``ceil(shape / 2)``
+        for spectra from :func:`do_correlations` (as in libertem-blobfinder), ``(0, 0)``
+        for the spectrum of a map as it is.
     upsample_pos : array (2,)
         Integer (y, x) of the map maximum.
     corrspecs : complex array (h, w // 2 + 1)
@@ -406,7 +445,8 @@ def evaluate_upsampling(corrspecs, corrs, peaks, crop_size, sig_shape, upsample_
     ----------
     corrspecs : complex array (P, h, w // 2 + 1) or (H, W // 2 + 1)
         Spectra from :func:`do_correlations` (fast mode, one per peak) or the
-        spectrum of a whole-frame map (full mode).
+        spectrum of a whole-frame map (full mode), of the uncentred maps (rolled
+        back by ``ceil(shape / 2)``) as in libertem-blobfinder.
     corrs : array (P, h, w)
         The maps (or crops of the full map); their shape gives ``(h, w)``.
     peaks : integer array (P, 2)
@@ -439,13 +479,13 @@ def evaluate_upsampling(corrspecs, corrs, peaks, crop_size, sig_shape, upsample_
         if len(corrspecs) != len(peaks):
             raise ValueError(f"corrspecs holds {len(corrspecs)} spectra for {len(peaks)} peaks")
         origin = peaks - crop_size
-        maps = xp.fft.irfft2(corrspecs, s=shape)
+        maps = xp.ascontiguousarray(_centred_maps(xp, corrspecs, shape))
         pos = _pipeline.upsample_positions(backend, maps, (centers - origin)[:, None], factor)
         out_refineds[...] = pos[:, 0] + origin
     else:
         shape = tuple(sig_shape)
         _validate.check_template(corrspecs, shape, "corrspecs")
-        corrmap = xp.fft.irfft2(corrspecs, s=shape)
+        corrmap = xp.ascontiguousarray(_centred_maps(xp, corrspecs, shape))
         pos = _pipeline.upsample_positions(backend, corrmap[None], centers[None], factor)
         out_refineds[...] = pos[0]
 
@@ -458,9 +498,15 @@ def log_scale(data, out):
     Non-finite data raise ``ValueError`` on the CPU and give NaN on a GPU
     (no host sync).
 
+    pydata-sparse ``data`` (COO, GCXS) with ``out=None`` gives a sparse result
+    of the same format, as in libertem-blobfinder (its fill value stays 0 where
+    the minimum is 0).
+
     >>> log_scale(np.array([1., 2., 4.]), out=np.empty(3))
     array([0.        , 0.69314718, 1.38629436])
     """
+    if _is_pydata_sparse(data):
+        return _log_scale_sparse(data, out)
     xp = array_namespace(data, out)
     data = xp.asarray(data)
     _validate.real_dtype(data.dtype, "data")
@@ -478,6 +524,28 @@ def log_scale(data, out):
     if out is None:
         return xp.log(data - low + 1).astype(result_dtype, copy=False)
     return xp.log(data - low + 1, out=out)
+
+
+def _is_pydata_sparse(arr):
+    return type(arr).__module__.split(".")[0] == "sparse" and hasattr(arr, "fill_value")
+
+
+def _log_scale_sparse(data, out):
+    """:func:`log_scale` of a pydata-sparse array: a sparse result."""
+    if out is not None:
+        raise TypeError(f"out must be None for sparse data (the result is a new sparse "
+                        f"array); got {type(out).__name__}")
+    _validate.real_dtype(data.dtype, "data")
+    # NumPy's log dtype, but float32 for float16 (pydata sparse computes with numba,
+    # which has no float16)
+    result_dtype = np.result_type(np.log(np.ones(1, data.dtype)), np.float32)
+    if np.dtype(data.dtype).kind in "iu":
+        data = data.astype(np.float64)
+    values = np.append(np.asarray(data.data), data.fill_value)
+    _pipeline._check_finite(np, ~np.isfinite(values), "data")
+    low, high = values.min(), values.max()
+    _check_log_span(data.dtype, low[None], high[None], "data", "array", lambda i: "in data")
+    return np.log(data - low + 1).astype(result_dtype)
 
 
 def _check_log_span(dtype, lo, hi, name, extent, where, shift_dtype=None):

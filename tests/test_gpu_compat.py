@@ -161,10 +161,11 @@ def test_refine_center_upsampling(cupy, rng, shape):
     freqs_gpu = (cupy.fft.fftfreq(shape[0], factor), cupy.fft.rfftfreq(shape[1], factor))
     for corr, spec in zip(corrs, specs):
         pos = np.array(np.unravel_index(np.argmax(corr), shape))
-        expected = gpucorr.refine_center_upsampling(np.zeros(2), pos, spec, freqs, factor)
+        centre = np.ceil(np.asarray(shape) / 2)
+        expected = gpucorr.refine_center_upsampling(centre, pos, spec, freqs, factor)
         spec_gpu = cupy.asarray(spec)
-        got = gpucorr.refine_center_upsampling(cupy.zeros(2), cupy.asarray(pos), spec_gpu,
-                                               freqs_gpu, factor)
+        got = gpucorr.refine_center_upsampling(cupy.asarray(centre), cupy.asarray(pos),
+                                               spec_gpu, freqs_gpu, factor)
         assert_on_device(cupy, spec_gpu.device, got)
         assert got.dtype == np.float32 and got.shape == (2,)
         np.testing.assert_allclose(cupy.asnumpy(got), expected, rtol=0, atol=1e-3)
@@ -373,7 +374,7 @@ def test_numpy_path_runs_where_cupy_cannot_be_imported():
         gpucorr.evaluate_correlations(corrs, peaks, cs, *outs)
         gpucorr.evaluate_upsampling(specs, corrs, peaks, cs, frame.shape, 20, outs[0], outs[1])
         freqs = (np.fft.fftfreq(2 * cs, 20), np.fft.rfftfreq(2 * cs, 20))
-        gpucorr.refine_center_upsampling(np.zeros(2), outs[0][0] - peaks[0] + cs, specs[0],
+        gpucorr.refine_center_upsampling(np.full(2, cs), outs[0][0] - peaks[0] + cs, specs[0],
                                          freqs, 20)
         gpucorr.log_scale(frame, out=None)
         gpucorr.process_frame_fast(template, cs, frame, peaks, *outs,

@@ -21,7 +21,8 @@ from libertem.udf.base import UDF  # noqa: E402
 import gpucorr  # noqa: E402
 from gpucorr import _backend  # noqa: E402
 from gpucorr.libertem import (  # noqa: E402
-    CorrelationUDF, FastCorrelationUDF, FullFrameCorrelationUDF,
+    CorrelationUDF, FastCorrelationUDF, FullFrameCorrelationUDF, SparseCorrelationUDF,
+    run_blobfinder, run_fastcorrelation,
 )
 from gpucorr.patterns import Circular, RadialGradient, UserTemplate  # noqa: E402
 
@@ -222,24 +223,39 @@ def test_float_peaks_are_rounded():
     assert udf.get_pattern().radius == RADIUS
 
 
-def test_constructor_errors():
+def test_argument_errors_when_run(ctx, data):
+    """As libertem-blobfinder's, the constructors only store their arguments (LiberTEM and
+    the peer's refinement mixins build UDFs with placeholder arguments, e.g.
+    ``FastCorrelationUDF(0, None, None).get_backends()``); bad arguments raise from
+    ``check()``, which ``run_udf`` calls through ``get_result_buffers`` before reading any
+    frame."""
+    frames, _ = data
     pattern = RadialGradient(radius=RADIUS)
     peaks = np.array([[10, 10]])
-    with pytest.raises(ValueError, match="mode must be 'fast' or 'full'; got 'bogus'"):
-        CorrelationUDF(peaks=peaks, match_pattern=pattern, mode="bogus")
-    with pytest.raises(ValueError, match=r"peaks must have shape \(P, 2\).*got \(3,\)"):
-        CorrelationUDF(peaks=np.array([1, 2, 3]), match_pattern=pattern)
-    with pytest.raises(TypeError, match="pattern must be a match pattern"):
-        CorrelationUDF(peaks=peaks, match_pattern="RadialGradient")
-    with pytest.raises(ValueError, match="upsample must be .* got 5000"):
-        CorrelationUDF(peaks=peaks, match_pattern=pattern, upsample=5000)
-    with pytest.raises(ValueError, match=r"zero_shift must be None, a \(y, x\) pair.*\(3,\)"):
-        CorrelationUDF(peaks=peaks, match_pattern=pattern, zero_shift=(1, 2, 3))
-    with pytest.raises(ValueError, match="extra_shape"):
-        CorrelationUDF(peaks=peaks, match_pattern=pattern,
-                       zero_shift=UDF.aux_data(np.zeros(20, np.float32), kind="nav"))
-    with pytest.raises(ValueError, match="memory_limit must be > 0"):
-        CorrelationUDF(peaks=peaks, match_pattern=pattern, memory_limit=0)
+    assert UDF.BACKEND_NUMPY in FastCorrelationUDF(0, None, None).get_backends()
+    cases = [
+        (ValueError, "mode must be 'fast' or 'full'; got 'bogus'",
+         dict(peaks=peaks, match_pattern=pattern, mode="bogus")),
+        (ValueError, r"peaks must have shape \(P, 2\).*got \(3,\)",
+         dict(peaks=np.array([1, 2, 3]), match_pattern=pattern)),
+        (TypeError, "pattern must be a match pattern",
+         dict(peaks=peaks, match_pattern="RadialGradient")),
+        (ValueError, "upsample must be .* got 5000",
+         dict(peaks=peaks, match_pattern=pattern, upsample=5000)),
+        (ValueError, r"zero_shift must be None, a \(y, x\) pair.*\(3,\)",
+         dict(peaks=peaks, match_pattern=pattern, zero_shift=(1, 2, 3))),
+        (ValueError, "extra_shape",
+         dict(peaks=peaks, match_pattern=pattern,
+              zero_shift=UDF.aux_data(np.zeros(20, np.float32), kind="nav"))),
+        (ValueError, "memory_limit must be a positive int",
+         dict(peaks=peaks, match_pattern=pattern, memory_limit=0)),
+    ]
+    for error, match, kwargs in cases:
+        udf = CorrelationUDF(**kwargs)
+        with pytest.raises(error, match=match):
+            udf.check()
+        with pytest.raises(error, match=match):
+            run(ctx, CorrelationUDF(**kwargs), frames)
 
 
 def test_refine_errors_surface(ctx, data):
