@@ -19,5 +19,6 @@ from gpucorr._device import use_device, get_device  # noqa: F401
 from gpucorr.peaks import get_correlation, get_peaks  # noqa: F401
 from gpucorr.synthetic import cbed_frame  # noqa: F401
 from gpucorr import patterns  # noqa: F401
+from gpucorr.patterns import MatchPattern  # noqa: F401
 
 __version__ = "0.1.0"

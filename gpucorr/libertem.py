@@ -46,6 +46,8 @@ except ImportError as exc:  # pragma: no cover - exercised by a subprocess test
 
 from gpucorr import _backend, _validate
 from gpucorr.api import refine
+from gpucorr.patterns import MatchPattern  # noqa: F401  (the peer's module has both names)
+from gpucorr.peaks import get_peaks  # noqa: F401
 
 __all__ = ["CorrelationUDF", "FastCorrelationUDF", "FullFrameCorrelationUDF",
            "SparseCorrelationUDF", "run_fastcorrelation", "run_blobfinder"]

@@ -42,6 +42,11 @@ __all__ = [
     "radial_bins",
     "rectangular",
     "sparse_template_multi_stack",
+    "sparse_circular_multi_stack",
+    "bounding_radius",
+    "gradient_x",
+    "gradient_y",
+    "make_polar",
 ]
 
 
@@ -616,10 +621,8 @@ def radial_bins(centerX, centerY, imageSizeX, imageSizeY, radius=None, radius_in
     imageSizeX, imageSizeY : int
         Width and height of each mask.
     radius : float, optional
-        Outer radius of the last ring; default: one pixel more than the distance
-        from the centre to the farthest corner of the image (``(0, 0)`` to
-        ``(imageSizeY, imageSizeX)``), rounded up, so that the rings cover the
-        whole frame.
+        Outer radius of the last ring; default :func:`bounding_radius`, so that
+        the rings cover the whole frame.
     radius_inner : float, optional
         Inner radius of the first ring (default 0).
     n_bins : int, optional
@@ -651,8 +654,7 @@ def radial_bins(centerX, centerY, imageSizeX, imageSizeY, radius=None, radius_in
     """
     imageSizeX, imageSizeY = _check_geometry(centerX, centerY, imageSizeX, imageSizeY)
     if radius is None:
-        radius = math.ceil(math.hypot(max(centerX, imageSizeX - centerX),
-                                      max(centerY, imageSizeY - centerY))) + 1
+        radius = bounding_radius(centerX, centerY, imageSizeX, imageSizeY)
     _check_real("radius", radius, minimum=0, strict=True)
     _check_real("radius_inner", radius_inner, minimum=0)
     if not radius_inner < radius:
@@ -806,4 +808,124 @@ def sparse_template_multi_stack(mask_index, offsetX, offsetY, template, imageSiz
                        for a in (layers, rows, cols)])
     data = np.concatenate(data) if data else np.zeros(0, template.dtype)
     return sparse.COO(coords, data.astype(template.dtype, copy=False),
+                      shape=(n_masks, imageSizeY, imageSizeX))
+
+
+def make_polar(cartesian):
+    """:func:`gpucorr.synthetic.make_polar`, also here as in libertem-blobfinder's masks."""
+    from gpucorr.synthetic import make_polar as polar
+    return polar(cartesian)
+
+
+def bounding_radius(centerX, centerY, imageSizeX, imageSizeY):
+    """A radius around ``(centerX, centerY)`` that covers the whole frame.
+
+    One pixel more than the distance from the centre to the farthest corner of
+    the frame's outer edge (``(0, 0)`` to ``(imageSizeY, imageSizeX)``), rounded
+    up: an int.
+
+    Notes
+    -----
+    Backends: NumPy only.
+
+    Examples
+    --------
+    >>> bounding_radius(3, 4, 10, 12)
+    12
+    """
+    imageSizeX, imageSizeY = _check_geometry(centerX, centerY, imageSizeX, imageSizeY)
+    return math.ceil(math.hypot(max(centerX, imageSizeX - centerX),
+                                max(centerY, imageSizeY - centerY))) + 1
+
+
+def gradient_x(imageSizeX, imageSizeY, dtype=np.float32):
+    """Each pixel's column index ``x``, shape ``(imageSizeY, imageSizeX)``.
+
+    Examples
+    --------
+    >>> gradient_x(3, 2)
+    array([[0., 1., 2.],
+           [0., 1., 2.]], dtype=float32)
+    """
+    imageSizeX = _check_size("imageSizeX", imageSizeX)
+    imageSizeY = _check_size("imageSizeY", imageSizeY)
+    return np.broadcast_to(np.arange(imageSizeX, dtype=dtype),
+                           (imageSizeY, imageSizeX)).copy()
+
+
+def gradient_y(imageSizeX, imageSizeY, dtype=np.float32):
+    """Each pixel's row index ``y``, shape ``(imageSizeY, imageSizeX)``.
+
+    Examples
+    --------
+    >>> gradient_y(3, 2)
+    array([[0., 0., 0.],
+           [1., 1., 1.]], dtype=float32)
+    """
+    imageSizeX = _check_size("imageSizeX", imageSizeX)
+    imageSizeY = _check_size("imageSizeY", imageSizeY)
+    return np.broadcast_to(np.arange(imageSizeY, dtype=dtype)[:, np.newaxis],
+                           (imageSizeY, imageSizeX)).copy()
+
+
+def sparse_circular_multi_stack(mask_index, centerX, centerY, imageSizeX, imageSizeY,
+                                radius):
+    """A sparse boolean stack of hard-edged disks: layer ``mask_index[i]`` holds the disk
+    of ``radius`` around ``(centerY[i], centerX[i])`` (as :func:`circular`), clipped to
+    the image; disks in one layer are combined (logical or).
+
+    libertem-blobfinder 0.6.1 draws each disk around the integer part of its
+    centre instead (``int(centerX)``, ``int(centerY)``); for integer centres both
+    agree.
+
+    Returns
+    -------
+    sparse.COO of bool
+        Shape ``(max(mask_index) + 1, imageSizeY, imageSizeX)``.
+
+    Notes
+    -----
+    Backends: NumPy and pydata sparse only.
+
+    Examples
+    --------
+    >>> stack = sparse_circular_multi_stack([0, 1], [2, 5], [2, 1], 8, 5, 1)
+    >>> stack.todense().astype(int)[1]
+    array([[0, 0, 0, 0, 0, 1, 0, 0],
+           [0, 0, 0, 0, 1, 1, 1, 0],
+           [0, 0, 0, 0, 0, 1, 0, 0],
+           [0, 0, 0, 0, 0, 0, 0, 0],
+           [0, 0, 0, 0, 0, 0, 0, 0]])
+    """
+    import sparse
+    imageSizeX = _check_size("imageSizeX", imageSizeX)
+    imageSizeY = _check_size("imageSizeY", imageSizeY)
+    _check_real("radius", radius, minimum=0)
+    index = np.asarray(mask_index)
+    cx = np.asarray(centerX, dtype=np.float64)
+    cy = np.asarray(centerY, dtype=np.float64)
+    if index.ndim != 1 or index.dtype.kind not in "iu":
+        raise TypeError(f"mask_index must be a 1-D sequence of ints; got {index.dtype} of "
+                        f"shape {index.shape}")
+    if not len(index) == len(cx) == len(cy):
+        raise ValueError(f"mask_index, centerX and centerY must have one length; got "
+                         f"{len(index)}, {len(cx)} and {len(cy)}")
+    if len(index) and index.min() < 0:
+        raise ValueError(f"mask_index must be >= 0; got {int(index.min())}")
+    if not (np.all(np.isfinite(cx)) and np.all(np.isfinite(cy))):
+        raise ValueError("centerX and centerY must be finite")
+    n_masks = int(index.max()) + 1 if len(index) else 0
+    coords = set()
+    r = int(math.ceil(radius))
+    for i, x0, y0 in zip(index.tolist(), cx.tolist(), cy.tolist()):
+        ys = np.arange(max(0, math.floor(y0) - r), min(imageSizeY, math.ceil(y0) + r + 1))
+        xs = np.arange(max(0, math.floor(x0) - r), min(imageSizeX, math.ceil(x0) + r + 1))
+        if not (len(ys) and len(xs)):
+            continue
+        dy, dx = ys[:, np.newaxis] - y0, xs[np.newaxis, :] - x0
+        inside = dy * dy + dx * dx <= radius * radius
+        for yy, xx in zip(*np.nonzero(inside)):
+            coords.add((i, int(ys[yy]), int(xs[xx])))
+    coords = np.array(sorted(coords), dtype=np.int64).reshape(-1, 3).T
+    return sparse.COO(coords, np.ones(coords.shape[1], dtype=bool),
                       shape=(n_masks, imageSizeY, imageSizeX))

@@ -141,3 +141,37 @@ def test_feature_vector_matches_reference(name):
     frame[2 * cs + 5 - cs:2 * cs + 5 + cs, 2 * cs + 6 - cs:2 * cs + 6 + cs] = \
         pattern.get_mask((2 * cs, 2 * cs))
     np.testing.assert_allclose(dense(got)[0], frame[2 * cs:2 * cs + 14, 2 * cs:2 * cs + 16])
+
+
+def test_sparse_circular_multi_stack():
+    """Disks as circular() draws them, or-ed per layer; equal to the peer's for integer
+    centres (the peer truncates fractional centres to integers first)."""
+    rng = np.random.default_rng(0)
+    for _ in range(10):
+        idx = rng.integers(0, 3, 5)
+        cx, cy = rng.integers(-3, 13, 5), rng.integers(-3, 12, 5)
+        radius = rng.uniform(0, 5)
+        got = masks.sparse_circular_multi_stack(idx, cx, cy, 10, 9, radius)
+        want = ref_masks.sparse_circular_multi_stack(idx, cx, cy, 10, 9, radius)
+        assert isinstance(got, sparse.COO) and got.dtype == bool
+        np.testing.assert_array_equal(dense(got), dense(want))
+    idx, cx, cy = [0, 1, 1], [3.4, 5.7, 1.2], [2.6, 6.1, -0.4]
+    got = dense(masks.sparse_circular_multi_stack(idx, cx, cy, 10, 9, 2.3))
+    np.testing.assert_array_equal(got[0], masks.circular(3.4, 2.6, 10, 9, 2.3))
+    np.testing.assert_array_equal(
+        got[1], masks.circular(5.7, 6.1, 10, 9, 2.3) | masks.circular(1.2, -0.4, 10, 9, 2.3))
+
+
+def test_bounding_radius_and_gradients_match_reference():
+    for args in [(3, 4, 10, 12), (0, 0, 10, 12), (9.5, 11, 10, 12), (-3, 4, 10, 12),
+                 (5, 5, 1, 1), (2.2, 7.9, 33, 5)]:
+        assert masks.bounding_radius(*args) == ref_masks.bounding_radius(*args)
+        # it covers the frame: every pixel centre lies within it
+        y, x = np.mgrid[:args[3], :args[2]]
+        assert np.hypot(y - args[1], x - args[0]).max() < masks.bounding_radius(*args)
+    for dtype in (np.float32, np.float64):
+        np.testing.assert_array_equal(masks.gradient_x(4, 3, dtype), ref_masks.gradient_x(4, 3,
+                                                                                          dtype))
+        np.testing.assert_array_equal(masks.gradient_y(4, 3, dtype), ref_masks.gradient_y(4, 3,
+                                                                                          dtype))
+        assert masks.gradient_x(4, 3, dtype).dtype == dtype
