@@ -18,8 +18,18 @@ Issue targets, all measured side by side in one run:
   non-temporal stores (the default) and by ``numpy.copyto``, interleaved; and
   the same frames already in page-locked memory (no staging).
 
+By default only the figures of issue 15 (``bench/gpu_check.sh``'s ``bench``
+stage, about a minute on an H100): the three GPU-resident cases (fused and
+multi-launch fast mode), gpucorr on the CPU, the reference's CuPy and NumPy
+paths, and host uint16 streaming (non-temporal staging stores) against the
+pinned and pageable copy rates. ``--extras`` adds the slower studies: the
+fast-mode stages, crop edges and thread counts, the staging fill rates,
+``numpy.copyto`` staging, page-locked input and the staging settings.
+
 Times GPU work with CUDA events (best of ``--rounds`` after a warm-up) and
-host-driven work with ``time.perf_counter``. Writes JSON with ``--out``.
+host-driven work with ``time.perf_counter``. Writes JSON with ``--out``. On
+the CPU stand-in (``python tests/fake_cupy.py bench/gpu_bench.py ...``) the
+JSON says ``"emulated": true`` and its times are CPU times of the emulation.
 """
 import argparse
 import ctypes
@@ -234,17 +244,25 @@ def main(argv=None):
     parser.add_argument("--stream-frames", type=int, default=32768,
                         help="host uint16 frames streamed to the GPU")
     parser.add_argument("--cpu-frames", type=int, default=128)
-    parser.add_argument("--ref-frames", type=int, default=64)
+    parser.add_argument("--ref-frames", type=int, default=64,
+                        help="frames of the reference's CuPy path")
+    parser.add_argument("--ref-numpy-frames", type=int, default=32,
+                        help="frames of the reference's NumPy path (0: not run)")
+    parser.add_argument("--copy-mib", type=int, default=1024,
+                        help="MiB copied to measure the device copy bandwidth")
     parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--extras", action="store_true",
+                        help="also the slower studies (stages, crop edges, staging variants)")
     parser.add_argument("--out", default=None)
     args = parser.parse_args(argv)
+    emulated = cupy.__file__.endswith("fake_cupy.py")
     pattern = RadialGradient(radius=8)
     host, peaks_host = make_frames(args.frames, np.float32)
     frames = cupy.asarray(host)
     peaks = cupy.asarray(peaks_host)
     props = cupy.cuda.runtime.getDeviceProperties(cupy.cuda.Device().id)
     device = props["name"].decode() if isinstance(props["name"], bytes) else props["name"]
-    bandwidth = device_copy_bandwidth()
+    bandwidth = device_copy_bandwidth(args.copy_mib * 2**20)
     print(f"{device}: device copy {bandwidth / 1e9:.0f} GB/s")
     rows = []
     for name, mode, up in (("fast", "fast", False), ("fast-upsample20", "fast", 20),
@@ -267,8 +285,10 @@ def main(argv=None):
             row.update(gpu_unfused_frames_per_s=1 / t_plain, fused_speedup=t_plain / t_gpu)
         for key, fn in (("reference_cupy", lambda: reference_cupy(mode, up, frames, peaks_host,
                                                                   args.ref_frames)),
-                        ("reference_numpy", lambda: reference_numpy(mode, up, cpu_frames[:32],
-                                                                    peaks_host))):
+                        ("reference_numpy", lambda: reference_numpy(
+                            mode, up, cpu_frames[:args.ref_numpy_frames], peaks_host))):
+            if key == "reference_numpy" and args.ref_numpy_frames == 0:
+                continue
             try:
                 t_ref = fn()
                 row[f"{key}_frames_per_s"] = 1 / t_ref
@@ -278,12 +298,14 @@ def main(argv=None):
         rows.append(row)
         print(json.dumps(row))
 
-    chunk = frames[:2048]
-    stages = stage_times(chunk, peaks, pattern, args.rounds)
-    print("fast-mode stages, us/frame:", {k: round(v * 1e6, 3) for k, v in stages.items()})
-    edges = by_crop_edge(frames[:4096], peaks, args.rounds)
-    for row in edges:
-        print(json.dumps(row))
+    stages = edges = None
+    if args.extras:
+        chunk = frames[:2048]
+        stages = stage_times(chunk, peaks, pattern, args.rounds)
+        print("fast-mode stages, us/frame:", {k: round(v * 1e6, 3) for k, v in stages.items()})
+        edges = by_crop_edge(frames[:4096], peaks, args.rounds)
+        for row in edges:
+            print(json.dumps(row))
 
     # host-resident uint16 frames streamed to the GPU
     frames = chunk = None  # free the resident frames before streaming
@@ -292,12 +314,47 @@ def main(argv=None):
     nbytes = stream_host.nbytes
     pinned_bw = h2d_bandwidth(min(nbytes, 2**31), pinned=True)
     pageable_bw = h2d_bandwidth(min(nbytes, 2**31), pinned=False)
-    fill_bw = {w: host_fill_bandwidth(stream_host, w, copy=_hostcopy.copy_into)
-               for w in (4, 8, 16)}
-    fill_bw_numpy = {w: host_fill_bandwidth(stream_host, w) for w in (4, 8, 16)}
 
     def refine_streamed(frames=stream_host, **kwargs):
         return gpucorr.refine(frames, peaks_host, pattern, device="cuda", **kwargs)
+
+    t_stream = host_seconds(refine_streamed, 3)  # non-temporal staging stores (the default)
+    streaming = dict(frames=args.stream_frames, dtype="uint16", bytes=nbytes,
+                     seconds=t_stream, frames_per_s=args.stream_frames / t_stream,
+                     bytes_per_s=nbytes / t_stream, pinned_h2d_bytes_per_s=pinned_bw,
+                     pageable_h2d_bytes_per_s=pageable_bw,
+                     fraction_of_pinned_h2d=nbytes / t_stream / pinned_bw,
+                     host_cpus=os.cpu_count(), staging_bytes=api.STAGING_BYTES,
+                     staging_piece_bytes=api.STAGING_PIECE_BYTES)
+    print(json.dumps(streaming))
+    if args.extras:
+        streaming.update(streaming_extras(stream_host, peaks_host, pattern, pinned_bw,
+                                          refine_streamed))
+    stream_host = None
+
+    result = dict(device=device, emulated=emulated, cupy=cupy.__version__,
+                  cuda_runtime=cupy.cuda.runtime.runtimeGetVersion(),
+                  driver=cupy.cuda.runtime.driverGetVersion(), python=platform.python_version(),
+                  numpy=np.__version__, launch_sizes=dict(BLOCK=_cuda.BLOCK,
+                                                          FAST_THREADS=_cuda.FAST_THREADS),
+                  copy_bandwidth_gb_s=bandwidth / 1e9, frames=args.frames, rounds=args.rounds,
+                  extras=args.extras, rows=rows, fast_stage_seconds_per_frame=stages,
+                  fast_by_crop_edge=edges, streaming=streaming,
+                  gpucorr=gpucorr.__version__, date=time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+                  commit=os.environ.get("GPUCORR_COMMIT")
+                  or os.popen("git rev-parse --short HEAD 2>/dev/null").read().strip())
+    if args.out:
+        with open(args.out, "w") as f:
+            json.dump(result, f, indent=2)
+
+
+def streaming_extras(stream_host, peaks_host, pattern, pinned_bw, refine_streamed):
+    """The slower streaming studies (``--extras``): staging fill rates, non-temporal
+    stores against ``numpy.copyto`` interleaved, page-locked input, staging settings."""
+    nbytes = stream_host.nbytes
+    fill_bw = {w: host_fill_bandwidth(stream_host, w, copy=_hostcopy.copy_into)
+               for w in (4, 8, 16)}
+    fill_bw_numpy = {w: host_fill_bandwidth(stream_host, w) for w in (4, 8, 16)}
 
     # non-temporal staging stores (the default) against NumPy's copy, interleaved
     best = {True: np.inf, False: np.inf}
@@ -315,20 +372,14 @@ def main(argv=None):
     pinned_frames[...] = stream_host
     t_pinned = host_seconds(lambda: refine_streamed(pinned_frames), 3)
     pinned_frames = None
-    streaming = dict(frames=args.stream_frames, dtype="uint16", bytes=nbytes,
-                     seconds=t_stream, frames_per_s=args.stream_frames / t_stream,
-                     bytes_per_s=nbytes / t_stream, pinned_h2d_bytes_per_s=pinned_bw,
-                     pageable_h2d_bytes_per_s=pageable_bw,
-                     host_to_pinned_fill_bytes_per_s=fill_bw,
-                     host_to_pinned_fill_numpy_copyto_bytes_per_s=fill_bw_numpy,
-                     fraction_of_pinned_h2d=nbytes / t_stream / pinned_bw,
-                     numpy_copyto_fill_bytes_per_s=nbytes / t_numpy_fill,
-                     numpy_copyto_fill_fraction_of_pinned_h2d=nbytes / t_numpy_fill / pinned_bw,
-                     pinned_input_bytes_per_s=nbytes / t_pinned,
-                     pinned_input_fraction_of_pinned_h2d=nbytes / t_pinned / pinned_bw,
-                     host_cpus=os.cpu_count(), staging_bytes=api.STAGING_BYTES,
-                     staging_piece_bytes=api.STAGING_PIECE_BYTES)
-    print(json.dumps(streaming))
+    extras = dict(host_to_pinned_fill_bytes_per_s=fill_bw,
+                  host_to_pinned_fill_numpy_copyto_bytes_per_s=fill_bw_numpy,
+                  interleaved_streaming_stores_bytes_per_s=nbytes / t_stream,
+                  numpy_copyto_fill_bytes_per_s=nbytes / t_numpy_fill,
+                  numpy_copyto_fill_fraction_of_pinned_h2d=nbytes / t_numpy_fill / pinned_bw,
+                  pinned_input_bytes_per_s=nbytes / t_pinned,
+                  pinned_input_fraction_of_pinned_h2d=nbytes / t_pinned / pinned_bw)
+    print(json.dumps(extras))
     # the staging settings side by side (one copy per chunk = the piece as big as the chunk)
     saved = api.STAGING_BYTES, api.STAGING_PIECE_BYTES
     variants = []
@@ -344,20 +395,8 @@ def main(argv=None):
             print(json.dumps(variants[-1]))
     finally:
         api.STAGING_BYTES, api.STAGING_PIECE_BYTES = saved
-    streaming["variants"] = variants
-
-    result = dict(device=device, cupy=cupy.__version__,
-                  cuda_runtime=cupy.cuda.runtime.runtimeGetVersion(),
-                  driver=cupy.cuda.runtime.driverGetVersion(), python=platform.python_version(),
-                  copy_bandwidth_gb_s=bandwidth / 1e9, frames=args.frames, rows=rows,
-                  fast_stage_seconds_per_frame=stages, fast_by_crop_edge=edges,
-                  streaming=streaming,
-                  gpucorr=gpucorr.__version__, date=time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-                  commit=os.environ.get("GPUCORR_COMMIT")
-                  or os.popen("git rev-parse --short HEAD 2>/dev/null").read().strip())
-    if args.out:
-        with open(args.out, "w") as f:
-            json.dump(result, f, indent=2)
+    extras["variants"] = variants
+    return extras
 
 
 if __name__ == "__main__":

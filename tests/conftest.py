@@ -49,6 +49,14 @@ def pytest_configure(config):
             raise pytest.UsageError(f"--gpu was given but no GPU is usable: {reason}")
 
 
+def pytest_report_header(config):
+    """The launch sizes the GPU tests run at (the stand-in's are reduced)."""
+    from gpucorr import _cuda
+    how = ("reduced for the CPU stand-in: emulated, not a GPU run"
+           if config.getoption("--fake-gpu") else "as shipped")
+    return f"gpucorr launch sizes: BLOCK={_cuda.BLOCK}, FAST_THREADS={_cuda.FAST_THREADS} ({how})"
+
+
 def pytest_collection_modifyitems(config, items):
     reason = gpu_unusable_reason()
     if reason is None:

@@ -39,8 +39,9 @@ Not emulated: warp-level behaviour, FMA contraction (the host build uses
 ``-ffp-contract=off``), the device's math library accuracy (host ``logf``
 etc. are used), and true concurrency between blocks.
 
-:func:`fake_cupy` is a tiny stand-in for ``cupy`` under which the launchers of
-:mod:`gpucorr._cuda` run unchanged on NumPy arrays and launch through here.
+The kernel emulator only: the stand-in for CuPy that launches through it, and
+under which the launchers of :mod:`gpucorr._cuda` run unchanged, is
+``tests/fake_cupy.py`` (there is one stand-in).
 """
 import contextlib
 import ctypes
@@ -53,11 +54,10 @@ import subprocess
 import sys
 import tempfile
 import threading
-import types
 
 import numpy as np
 
-__all__ = ["unavailable_reason", "launch", "launch_source", "kernel_signature", "fake_cupy",
+__all__ = ["unavailable_reason", "launch", "launch_source", "check_launch", "kernel_signature",
            "EmulatorError", "LaunchRecord"]
 
 #: C type (as written in kernel signatures and name expressions) -> NumPy dtype
@@ -79,9 +79,6 @@ C_DTYPES = {
 
 _CXX_FLAGS = ("-std=c++20", "-O1", "-fPIC", "-shared", "-pthread", "-ffp-contract=off",
               "-fno-fast-math", "-Werror=return-type")
-
-#: device attribute the stand-in reports (a GPU's usual static limit per block)
-MAX_SHARED_PER_BLOCK = 48 * 1024
 
 # exit codes of the child (mirrored in the runtime below)
 _OK, _KERNEL_ERROR, _FAULT, _TIMEOUT, _CRASH, _FORK_FAILED = 0, 1, 2, 3, 4, 5
@@ -708,12 +705,13 @@ def _check_args(label, expression, params, args):
                                 f"({arg!r})")
 
 
-def launch_source(source, expression, grid, block, args, shared_mem=0, expressions=None,
-                  label="kernel.cu", timeout=120.0):
-    """:func:`launch` for the text of a kernel source."""
-    expressions = list(expressions or [])
-    if expression not in expressions:
-        expressions.append(expression)
+def check_launch(source, expression, grid, block, args, shared_mem=0, label="kernel.cu"):
+    """What a launch is checked for before it runs (the launch configuration, and each
+    argument against the kernel's parameters): ``(grid, block, shared_mem, params)``.
+
+    The CuPy stand-in (tests/fake_cupy.py) calls it when a kernel is queued, so that a
+    launcher's mistake raises where the launch is, as CuPy's would, though the kernel
+    itself runs later (when its stream is run)."""
     grid = _dim1(grid, "grid")
     block = _dim1(block, "block")
     shared_mem = int(shared_mem)
@@ -721,6 +719,17 @@ def launch_source(source, expression, grid, block, args, shared_mem=0, expressio
         raise ValueError(f"shared_mem must be >= 0; got {shared_mem}")
     params = kernel_signature(source, expression)
     _check_args(label, expression, params, args)
+    return grid, block, shared_mem, params
+
+
+def launch_source(source, expression, grid, block, args, shared_mem=0, expressions=None,
+                  label="kernel.cu", timeout=120.0):
+    """:func:`launch` for the text of a kernel source."""
+    expressions = list(expressions or [])
+    if expression not in expressions:
+        expressions.append(expression)
+    grid, block, shared_mem, params = check_launch(source, expression, grid, block, args,
+                                                   shared_mem, label)
     launches.append(LaunchRecord(label, expression, grid, block, args, shared_mem))
     if grid == 0:
         return
@@ -799,93 +808,3 @@ def _describe_fault(report, regions):
             return (f"out-of-bounds access to argument {prm!r}: byte {addr - data} (before its "
                     f"start) [{sig}]")
     return f"invalid memory access at {addr:#x} [{sig}]"
-
-
-# --------------------------------------------------------------------------------------
-# a stand-in for cupy, enough for the launchers of gpucorr._cuda
-# --------------------------------------------------------------------------------------
-
-class _RawKernel:
-    def __init__(self, module, expression):
-        self.module, self.expression = module, expression
-
-    def __call__(self, grid, block, args, *, shared_mem=0, stream=None):
-        launch_source(self.module.code, self.expression, grid, block, args, shared_mem,
-                      expressions=self.module.name_expressions, label=self.module.label)
-
-
-class _RawModule:
-    def __init__(self, code, options=(), name_expressions=None, **kwargs):
-        self.code = code
-        self.options = tuple(options)
-        self.name_expressions = list(name_expressions or [])
-        from gpucorr import _cuda
-        self.label = next((n for n in _cuda.kernel_expressions()
-                           if _cuda.kernel_source(n) == code), "kernel.cu")
-
-    def get_function(self, expression):
-        if expression not in self.name_expressions:
-            raise KeyError(f"{expression!r} is not among the module's name_expressions "
-                           f"{self.name_expressions} (NVRTC would not have instantiated it)")
-        return _RawKernel(self, expression)
-
-
-class _Device:
-    id = "cuda-emulator"    # never equal to a real device id: keeps lru caches apart
-    attributes = {"MaxSharedMemoryPerBlock": MAX_SHARED_PER_BLOCK}
-
-    def __init__(self, device=None):
-        pass
-
-
-def _fake_ascontiguousarray(a, dtype=None):
-    if not isinstance(a, np.ndarray):
-        raise TypeError(f"the cupy stand-in takes NumPy arrays as device arrays; got "
-                        f"{type(a).__name__}")
-    return np.ascontiguousarray(a, dtype=dtype)
-
-
-def _make_fake_cupy():
-    cupy = types.ModuleType("cupy")
-    cupy.__doc__ = "CPU stand-in for cupy (tests/cuda_emulator.py)"
-    cupy.RawModule = _RawModule
-    cupy.ascontiguousarray = _fake_ascontiguousarray
-    cupy.ndarray = np.ndarray
-    # array functions of the non-kernel launchers (log_scale_frames, roll_to_origin,
-    # fast_correlate's filter and constants)
-    cupy.isfinite = np.isfinite
-    cupy.log = np.log
-    cupy.arange = np.arange
-    cupy.zeros = np.zeros
-    cupy.empty = np.empty
-    cupy.roll = np.roll
-    cupy.conj = np.conj
-    cupy.asarray = np.asarray
-    cuda = types.ModuleType("cupy.cuda")
-    cuda.Device = _Device
-    cuda.get_current_stream = lambda: types.SimpleNamespace(synchronize=lambda: None)
-    cupy.cuda = cuda
-    return cupy
-
-
-@contextlib.contextmanager
-def fake_cupy():
-    """Within this context ``import cupy`` gives a stand-in that emulates kernel launches.
-
-    Only what :mod:`gpucorr._cuda`'s kernel launchers use is there:
-    ``RawModule(code=, options=, name_expressions=).get_function(expr)(grid, block,
-    args, shared_mem=)``, ``ascontiguousarray``, ``cuda.Device().id`` and
-    ``.attributes["MaxSharedMemoryPerBlock"]``, ``cuda.get_current_stream()``, and
-    the few array functions of ``log_scale_frames``, ``roll_to_origin`` and
-    ``fast_correlate`` (NumPy's). Device arrays are NumPy arrays.
-    """
-    saved = {k: sys.modules[k] for k in ("cupy", "cupy.cuda") if k in sys.modules}
-    fake = _make_fake_cupy()
-    sys.modules["cupy"] = fake
-    sys.modules["cupy.cuda"] = fake.cuda
-    try:
-        yield fake
-    finally:
-        for k in ("cupy", "cupy.cuda"):
-            sys.modules.pop(k, None)
-        sys.modules.update(saved)

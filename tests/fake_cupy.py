@@ -12,13 +12,33 @@ What it mimics, to catch the mistakes that matter on a real GPU:
   CuPy's (no silent device-to-host copies), and CuPy functions, ufuncs and
   kernels given a NumPy array raise ``TypeError`` (no silent host-to-device
   copies, no kernel reading host memory).
-- ``RawModule`` kernels run in the CPU emulator of the real ``kernels/*.cu``.
-- Streams: copies enqueued on a stream other than the current one are
-  *deferred* until someone waits for them (``Stream.wait_event``,
-  ``Event.synchronize``, ``Stream.synchronize``); work on the current stream
-  runs at once. A missing wait then reads stale data, and a host buffer
-  overwritten before its pending copy ran sends the new data: both show up
-  as wrong results.
+- ``RawModule`` kernels run in the CPU emulator of the real ``kernels/*.cu``
+  (``tests/cuda_emulator.py``; this module is the one CuPy stand-in, for the
+  kernel tests as for ``pytest --fake-gpu``).
+- Streams: kernel launches and asynchronous copies are *queued* on their
+  stream, the current one included, and run only when something orders them:
+
+  * an operation on device arrays (a ufunc, a CuPy function, indexing, a
+    copy to the device) runs the current stream's queue first, as the GPU
+    would run it after the work queued before it;
+  * ``Stream.wait_event`` queues a wait: when the waiting stream runs it,
+    the event's stream runs up to the event;
+  * a host synchronisation runs a stream up to a point: ``Stream.synchronize``,
+    ``Event.synchronize``, ``Device.synchronize``, ``runtime.deviceSynchronize``
+    and what synchronises on a GPU (``ndarray.get``, ``asnumpy``, ``item``,
+    ``bool``, ``int``, ``float``, ``tolist``, the blocking ``copy_to_host``).
+
+  A copy *to the host* reads the device when it runs, but its bytes reach host
+  memory only at a host synchronisation that covers it (of its stream, or of
+  a stream that waited for it): host code that reads a pinned buffer without
+  waiting for the download reads what was there before. A copy *from the
+  host* reads host memory only when it runs: a buffer overwritten before
+  then sends the new data. A missing wait or synchronisation thus shows up
+  as wrong results, on the current stream as on any other.
+- Event times are taken when the stream runs the event, so
+  ``get_elapsed_time`` spans the emulated work between two events (an event
+  that has not run yet raises, as CUDA's ``cudaErrorNotReady``); they are CPU
+  times of the emulation, never GPU timings.
 - ``cupyx.allow_synchronize(False)`` makes every synchronising call raise
   (``get``, ``item``, ``bool``, stream and event synchronisation, ...).
 - Only what the real CuPy has: every function, ufunc and ``ndarray`` method
@@ -26,9 +46,17 @@ What it mimics, to catch the mistakes that matter on a real GPU:
   call must bind to CuPy's signature (``tests/cupy_api.py``, recorded from
   CuPy 14.2); NumPy-only names and keywords raise as they would on a GPU.
 
+The order is deterministic: queued work runs as late as the program lets it,
+which shows a missing wait or synchronisation, not every race a GPU could have
+(compute-sanitizer on a GPU looks for those).
+
 Install with :func:`install` (returns the module); :func:`uninstall` restores
-``sys.modules``. ``python tests/fake_cupy.py SCRIPT [ARGS]`` runs a script on it.
+``sys.modules``; :func:`installed` is both as a context manager, and
+:func:`run_on_device` calls a launcher with host arrays moved to the device
+and back (the kernel tests). ``python tests/fake_cupy.py SCRIPT [ARGS]`` runs a
+script on it.
 """
+import collections
 import contextlib
 import ctypes
 import functools
@@ -100,19 +128,28 @@ class _Pointer:
 
     def copy_from_host_async(self, mem, size, stream=None):
         dst, src = self.ptr, _address(mem)
-        _enqueue(stream, lambda: ctypes.memmove(dst, src, size))
+        # host memory is read when the stream runs the copy, not now
+        _enqueue(stream, lambda s, i: ctypes.memmove(dst, src, size))
 
     def copy_to_host_async(self, mem, size, stream=None):
-        src, dst = self.ptr, _address(mem)
-        _enqueue(stream, lambda: ctypes.memmove(dst, src, size))
+        _enqueue(stream, _download(self.ptr, _address(mem), size))
 
     def copy_from_host(self, mem, size):
-        _sync_point("copy_from_host")
+        _sync_current("copy_from_host")
         ctypes.memmove(self.ptr, _address(mem), size)
 
     def copy_to_host(self, mem, size):
-        _sync_point("copy_to_host")
+        _sync_current("copy_to_host")
         ctypes.memmove(_address(mem), self.ptr, size)
+
+
+def _download(src, dst, size):
+    """A queued device-to-host copy: reads the device when the stream runs it; its bytes
+    reach ``dst`` at the first host synchronisation that covers it."""
+    def op(stream, index):
+        data = ctypes.string_at(src, size)
+        stream._host.append((index, lambda: ctypes.memmove(dst, data, size)))
+    return op
 
 
 def _address(mem):
@@ -136,6 +173,7 @@ class ndarray(np.lib.mixins.NDArrayOperatorsMixin):
 
     def __array_ufunc__(self, ufunc, method, *inputs, **kwargs):
         cupy_api.check_ufunc(ufunc.__name__, method, inputs, kwargs)
+        _flush()
         inputs = _unwrap(inputs, what=f"ufunc {ufunc.__name__} input")
         outs = kwargs.get("out")
         if outs is not None:
@@ -153,6 +191,7 @@ class ndarray(np.lib.mixins.NDArrayOperatorsMixin):
                             f"on types that implement __array_function__: {where} has no "
                             f"{func.__name__} in CuPy {cupy_api.load()['cupy_version']}")
         cupy_api.check_call(where, func.__name__, args, kwargs)
+        _flush()
         return _wrap(func(*_unwrap(args, what=func.__name__), **_unwrap(kwargs, what=func.__name__)))
 
     # --- attributes
@@ -175,6 +214,7 @@ class ndarray(np.lib.mixins.NDArrayOperatorsMixin):
 
     # --- interop: reported as CUDA memory (DLPack device type 2)
     def __dlpack__(self, stream=None, **kwargs):
+        _flush()
         return self._a.__dlpack__()
 
     def __dlpack_device__(self):
@@ -182,6 +222,7 @@ class ndarray(np.lib.mixins.NDArrayOperatorsMixin):
 
     @property
     def __cuda_array_interface__(self):
+        _flush()
         interface = dict(self._a.__array_interface__)
         interface["version"] = 3
         interface["stream"] = None
@@ -195,62 +236,75 @@ class ndarray(np.lib.mixins.NDArrayOperatorsMixin):
         if callable(attr):
             def method(*args, **kwargs):
                 cupy_api.check_call("cupy.ndarray", name, args, kwargs)
+                _flush()
                 return _wrap(attr(*_unwrap(args, allow_host=True), **_unwrap(kwargs, True)))
             return method
         return _wrap(attr)
 
     def __getitem__(self, index):
+        _flush()
         return _wrap(self._a[_unwrap(index, allow_host=True)])
 
     def __setitem__(self, index, value):
+        _flush()
         self._a[_unwrap(index, allow_host=True)] = _unwrap(value, what="__setitem__ value")
 
     def __len__(self):
         return len(self._a)
 
     def __iter__(self):
+        _flush()
         return (ndarray(row) if isinstance(row, np.ndarray) else row for row in self._a)
 
     # --- synchronising conversions
     def get(self, stream=None, order="C", out=None, blocking=True):
-        if blocking:
-            _sync_point("ndarray.get")
+        if not blocking:
+            # queued on the stream like copy_to_host_async: ``out`` is written at a later
+            # synchronisation (CuPy requires it to be pinned then)
+            if out is None or not self.flags.c_contiguous or not out.flags.c_contiguous:
+                raise ValueError("fake_cupy: get(blocking=False) needs C-contiguous self "
+                                 "and out")
+            _enqueue(stream, _download(self._a.ctypes.data, out.ctypes.data, self.nbytes))
+            return out
+        _sync_current("ndarray.get", stream)
         if out is not None:
             out[...] = self._a
             return out
         return self._a.copy()
 
     def item(self):
-        _sync_point("ndarray.item")
+        _sync_current("ndarray.item")
         return self._a.item()
 
     def tolist(self):
-        _sync_point("ndarray.tolist")
+        _sync_current("ndarray.tolist")
         return self._a.tolist()
 
     def __bool__(self):
-        _sync_point("ndarray.__bool__")
+        _sync_current("ndarray.__bool__")
         return bool(self._a)
 
     def __int__(self):
-        _sync_point("ndarray.__int__")
+        _sync_current("ndarray.__int__")
         return int(self._a)
 
     def __float__(self):
-        _sync_point("ndarray.__float__")
+        _sync_current("ndarray.__float__")
         return float(self._a)
 
     def __index__(self):
-        _sync_point("ndarray.__index__")
+        _sync_current("ndarray.__index__")
         return self._a.__index__()
 
     def __repr__(self):
+        _flush()
         return "fake_cupy." + repr(self._a)
 
 
 # ------------------------------------------------------------------ creation functions
 
 def asarray(a, dtype=None, order=None):
+    _flush()
     if isinstance(a, ndarray):
         if dtype is None or np.dtype(dtype) == a.dtype:
             return a
@@ -281,6 +335,7 @@ class _Capsule:
 
 
 def array(obj, dtype=None, copy=True, order="K"):
+    _flush()
     if not copy:
         return asarray(obj, dtype=dtype)
     if isinstance(obj, ndarray):
@@ -289,6 +344,7 @@ def array(obj, dtype=None, copy=True, order="K"):
 
 
 def ascontiguousarray(a, dtype=None):
+    _flush()
     if isinstance(a, ndarray):
         if a.flags.c_contiguous and (dtype is None or np.dtype(dtype) == a.dtype):
             return a
@@ -298,7 +354,7 @@ def ascontiguousarray(a, dtype=None):
 
 def asnumpy(a, stream=None):
     if isinstance(a, ndarray):
-        return a.get()
+        return a.get(stream=stream)
     return np.asarray(a)
 
 
@@ -314,6 +370,7 @@ def _function(where, name, func):
 
     def call(*args, **kwargs):
         cupy_api.check_call(where, name, args, kwargs)
+        _flush()
         return _wrap(func(*_unwrap(args, what=name), **_unwrap(kwargs, what=name)))
     call.__name__ = name
     return call
@@ -321,30 +378,76 @@ def _function(where, name, func):
 
 # ------------------------------------------------------------------ streams and events
 
+#: one lock for running queued work: a kernel or copy runs once, whichever thread runs it
+_run_lock = threading.RLock()
+#: every stream made (weakly), for device-wide synchronisation
+_streams = weakref.WeakSet()
+
+
 class Stream:
-    """A CUDA stream whose work is deferred while it is not the current stream."""
+    """A CUDA stream: its kernels and copies wait in a queue until something orders them
+    (see the module's docstring); the current stream's as well as any other's."""
 
     null = None
 
     def __init__(self, null=False, non_blocking=False, ptds=False, priority=None):
-        self._queue = []      # pending callables
-        self._enqueued = 0    # callables ever enqueued
-        self._done = 0        # callables ever run
+        self._queue = collections.deque()  # pending work: callables op(stream, index)
+        self._enqueued = 0    # work ever queued (the index of the next)
+        self._done = 0        # work ever run
+        # what run work still owes the host until a host synchronisation covers it:
+        # (index, write) for a download's bytes, (index, (stream, position)) for a wait
+        self._host = []
         self.ptr = 0 if null else id(self)
+        _streams.add(self)
+
+    def _push(self, op):
+        with _run_lock:
+            self._queue.append(op)
+            self._enqueued += 1
 
     def _run_until(self, position):
-        while self._done < position:
-            op = self._queue.pop(0)
-            self._done += 1
-            op()
+        """Run the queued work before ``position`` (work queued earlier runs first)."""
+        with _run_lock:
+            while self._done < position:
+                op = self._queue.popleft()
+                index = self._done
+                self._done += 1
+                op(self, index)
+
+    def _deliver(self, position):
+        """A host synchronisation covering this stream's work before ``position`` (run
+        already): the downloads among it reach host memory, and so, through the waits
+        among it, does what the streams it waited for had done by then."""
+        with _run_lock:
+            owed, self._host = self._host, []
+            for index, what in owed:
+                if index >= position:
+                    self._host.append((index, what))
+                elif callable(what):
+                    what()
+                else:
+                    stream, until = what
+                    stream._deliver(until)
+
+    def _host_sync(self, position=None):
+        position = self._enqueued if position is None else position
+        self._run_until(position)
+        self._deliver(position)
 
     def synchronize(self):
         _sync_point("Stream.synchronize")
-        self._run_until(self._enqueued)
+        self._host_sync()
 
     def wait_event(self, event):
-        if event.stream is not None:
-            event.stream._run_until(event.position)
+        """Work queued here after this runs after the event's stream reached the event."""
+        source, until = event.stream, event.position
+        if source is None:  # never recorded: nothing to wait for (as in CUDA)
+            return
+
+        def wait(stream, index):
+            source._run_until(until)
+            stream._host.append((index, (source, until)))
+        self._push(wait)
 
     def record(self, event=None):
         event = event or Event()
@@ -380,15 +483,31 @@ def get_current_stream(device_id=-1):
 
 
 def _enqueue(stream, op):
-    stream = stream or get_current_stream()
-    if stream is get_current_stream():
+    (stream or get_current_stream())._push(op)
+
+
+def _flush():
+    """Before an operation on device arrays: the current stream's queued work runs first
+    (the GPU would run the operation after it). Not a host synchronisation: downloads
+    stay invisible to the host."""
+    stream = get_current_stream()
+    if stream._done < stream._enqueued:
         stream._run_until(stream._enqueued)
-        stream._enqueued += 1
-        stream._done += 1
-        op()
-    else:
-        stream._queue.append(op)
-        stream._enqueued += 1
+
+
+def _sync_current(what, stream=None):
+    """What synchronises the (current) stream on a GPU, e.g. a copy to the host."""
+    _sync_point(what)
+    (stream or get_current_stream())._host_sync()
+
+
+def _synchronize_device():
+    with _run_lock:
+        streams = list(_streams)
+        for stream in streams:
+            stream._run_until(stream._enqueued)
+        for stream in streams:
+            stream._deliver(stream._enqueued)
 
 
 class Event:
@@ -396,20 +515,32 @@ class Event:
         self.stream = None
         self.position = 0
         self.time = None
+        self._record = None
 
     def record(self, stream=None):
-        self.stream = stream or get_current_stream()
-        self.position = self.stream._enqueued
-        self.time = time.perf_counter()  # host time: work on the current stream is done
+        """Queued on ``stream``: the event's time is taken when the stream runs it."""
+        stream = stream or get_current_stream()
+        token = self._record = object()
+        self.time = None
+
+        def mark(s, index):
+            if self._record is token:
+                self.time = time.perf_counter()
+        stream._push(mark)
+        self.stream, self.position = stream, stream._enqueued
 
     def synchronize(self):
         _sync_point("Event.synchronize")
         if self.stream is not None:
-            self.stream._run_until(self.position)
+            self.stream._host_sync(self.position)
 
 
 def get_elapsed_time(start_event, end_event):
-    """Milliseconds between two recorded events (host time; not a GPU timing)."""
+    """Milliseconds between two events that have run (CPU time of the emulation, not a
+    GPU timing)."""
+    if start_event.time is None or end_event.time is None:
+        raise CUDARuntimeError("cudaErrorNotReady: device not ready (fake_cupy: an event "
+                               "has not run yet; synchronize on it first)")
     return (end_event.time - start_event.time) * 1e3
 
 
@@ -433,8 +564,7 @@ class Device:
 
     def synchronize(self):
         _sync_point("Device.synchronize")
-        for stream in _all_streams():
-            stream._run_until(stream._enqueued)
+        _synchronize_device()
 
     def __eq__(self, other):
         return isinstance(other, Device) and other.id == self.id
@@ -444,10 +574,6 @@ class Device:
 
     def __repr__(self):
         return f"<CUDA Device {self.id}>"
-
-
-def _all_streams():
-    return [s for s in _stack() if s is not None]
 
 
 class OutOfMemoryError(MemoryError):
@@ -470,6 +596,14 @@ _POOL = _MemoryPool()
 _PINNED_POOL = _MemoryPool()
 
 
+def set_allocator(allocator=None):
+    """The stand-in has no memory pool to switch off: every array is its own allocation."""
+
+
+def set_pinned_memory_allocator(allocator=None):
+    """As :func:`set_allocator`, for pinned host memory."""
+
+
 def _runtime():
     runtime = types.ModuleType("cupy.cuda.runtime")
     runtime.memGetInfo = lambda: (MEMORY["free"], MEMORY["total"])
@@ -480,7 +614,8 @@ def _runtime():
     runtime.driverGetVersion = lambda: 0
 
     def device_synchronize():
-        Device(0).synchronize()
+        _sync_point("runtime.deviceSynchronize")
+        _synchronize_device()
     runtime.deviceSynchronize = device_synchronize
     runtime.CUDARuntimeError = CUDARuntimeError
     (runtime.memoryTypeUnregistered, runtime.memoryTypeHost, runtime.memoryTypeDevice,
@@ -492,6 +627,17 @@ def _runtime():
             return runtime.memoryTypeHost
         return runtime.memoryTypeUnregistered
     runtime.pointerGetMemoryType = pointer_get_memory_type
+
+    def host_register(ptr, size, flags):
+        """Page-lock host memory (cudaHostRegister): it counts as pinned until unregistered."""
+        if any(a == ptr for a, _ in _PINNED.values()):
+            raise CUDARuntimeError("cudaErrorHostMemoryAlreadyRegistered (fake_cupy)")
+        _PINNED[("registered", ptr)] = (ptr, ptr + max(int(size), 1))
+
+    def host_unregister(ptr):
+        if _PINNED.pop(("registered", ptr), None) is None:
+            raise CUDARuntimeError("cudaErrorHostMemoryNotRegistered (fake_cupy)")
+    runtime.hostRegister, runtime.hostUnregister = host_register, host_unregister
     return runtime
 
 
@@ -517,14 +663,37 @@ def _pinned(make):
 
 # ------------------------------------------------------------------ kernels
 
-class _DeviceKernel:
-    """A kernel of the CPU emulator that takes device (fake) arrays only."""
+class _RawModule:
+    """``cupy.RawModule``: its kernels run in the CPU emulator of tests/cuda_emulator.py."""
 
-    def __init__(self, kernel):
-        self.kernel = kernel
-        self.expression = kernel.expression
+    def __init__(self, code, options=(), name_expressions=None, **kwargs):
+        self.code = code
+        self.options = tuple(options)
+        self.name_expressions = list(name_expressions or [])
+        from gpucorr import _cuda
+        self.label = next((n for n in _cuda.kernel_expressions()
+                           if _cuda.kernel_source(n) == code), "kernel.cu")
+
+    def get_function(self, expression):
+        if expression not in self.name_expressions:
+            raise KeyError(f"{expression!r} is not among the module's name_expressions "
+                           f"{self.name_expressions} (NVRTC would not have instantiated it)")
+        return _DeviceKernel(self, expression)
+
+
+class _DeviceKernel:
+    """A kernel of the CPU emulator that takes device (fake) arrays only.
+
+    A launch is checked at once (arguments against the kernel's parameters, launch
+    configuration) and queued on its stream; the kernel runs when the stream does.
+    """
+
+    def __init__(self, module, expression):
+        self.module = module
+        self.expression = expression
 
     def __call__(self, grid, block, args, **kwargs):
+        import cuda_emulator
         cupy_api.check_call("cupy.RawKernel", "__call__", (grid, block, args), kwargs)
         shared_mem, stream = kwargs.get("shared_mem", 0), kwargs.get("stream")
         host = []
@@ -536,18 +705,20 @@ class _DeviceKernel:
                                 "GPU kernel cannot read host memory")
             else:
                 host.append(a)
-        s = stream or get_current_stream()
-        s._run_until(s._enqueued)
-        self.kernel(grid, block, tuple(host), shared_mem=shared_mem)
+        host = tuple(host)
+        module = self.module
+        cuda_emulator.check_launch(module.code, self.expression, grid, block, host, shared_mem,
+                                   module.label)
+
+        def run(s, index):
+            cuda_emulator.launch_source(module.code, self.expression, grid, block, host,
+                                        shared_mem, expressions=module.name_expressions,
+                                        label=module.label)
+        _enqueue(stream, run)
 
 
 def _raw_module(code=None, *, options=(), name_expressions=None, **kwargs):
-    import cuda_emulator
-
-    class RawModule(cuda_emulator._RawModule):
-        def get_function(self, expression):
-            return _DeviceKernel(super().get_function(expression))
-    return RawModule(code, options, name_expressions, **kwargs)
+    return _RawModule(code, options, name_expressions, **kwargs)
 
 
 # ------------------------------------------------------------------ the modules
@@ -583,7 +754,10 @@ def _make_modules():
     testing = types.ModuleType("cupy.testing")
 
     def _host(a):
-        return a._a if isinstance(a, ndarray) else np.asarray(a)
+        if isinstance(a, ndarray):
+            _sync_current("cupy.testing")
+            return a._a
+        return np.asarray(a)
     testing.assert_array_equal = lambda actual, desired, **kw: np.testing.assert_array_equal(
         _host(actual), _host(desired), **kw)
     testing.assert_allclose = lambda actual, desired, **kw: np.testing.assert_allclose(
@@ -601,7 +775,8 @@ def _make_modules():
     cuda = types.ModuleType("cupy.cuda")
     for name, value in (("Device", Device), ("Stream", Stream), ("ExternalStream", ExternalStream),
                         ("Event", Event), ("get_current_stream", get_current_stream),
-                        ("get_elapsed_time", get_elapsed_time)):
+                        ("get_elapsed_time", get_elapsed_time), ("set_allocator", set_allocator),
+                        ("set_pinned_memory_allocator", set_pinned_memory_allocator)):
         setattr(cuda, name, value)
     cuda.runtime = _runtime()
     memory = types.ModuleType("cupy.cuda.memory")
@@ -630,9 +805,11 @@ def _make_modules():
     cupyx_fft = types.ModuleType("cupyx.scipy.fft")
 
     def rfft2(x, s=None, axes=(-2, -1), norm=None, overwrite_x=False, plan=None):
+        _flush()
         return ndarray(np.fft.rfft2(_unwrap(x, what="rfft2"), s=s, axes=axes, norm=norm))
 
     def irfft2(x, s=None, axes=(-2, -1), norm=None, overwrite_x=False, plan=None):
+        _flush()
         result = ndarray(np.fft.irfft2(_unwrap(x, what="irfft2"), s=s, axes=axes, norm=norm))
         if overwrite_x:
             x._a[...] = np.nan  # cuFFT's complex-to-real transform destroys its input
@@ -670,11 +847,18 @@ def _checked(where, name, func):
 
 Stream.null = Stream(null=True)
 _saved = {}
+#: gpucorr._pipeline's cached device constants from before install() (real CuPy arrays,
+#: say): kept apart from the stand-in's, which have the same device id 0
+_saved_constants = {}
 
 
 def install():
     """Put the fake modules into ``sys.modules``; returns the fake ``cupy``."""
-    from gpucorr import _backend, _cuda
+    from gpucorr import _backend, _cuda, _pipeline
+    if not _saved:
+        _saved_constants.clear()
+        _saved_constants.update(_pipeline._device_arrays)
+        _pipeline._device_arrays.clear()
     modules = _make_modules()
     for name, module in modules.items():
         _saved.setdefault(name, sys.modules.get(name))
@@ -685,25 +869,68 @@ def install():
 
 
 def uninstall():
-    from gpucorr import _backend, _cuda
+    from gpucorr import _backend, _cuda, _pipeline
     for name, module in _saved.items():
         if module is None:
             sys.modules.pop(name, None)
         else:
             sys.modules[name] = module
     _saved.clear()
+    _pipeline._device_arrays.clear()
+    _pipeline._device_arrays.update(_saved_constants)
+    _saved_constants.clear()
     _backend._CUDA = None
     _cuda._module.cache_clear()
+
+
+def is_installed():
+    """Whether ``import cupy`` gives this stand-in now."""
+    return getattr(sys.modules.get("cupy"), "__file__", None) == __file__
+
+
+@contextlib.contextmanager
+def installed():
+    """The stand-in as ``cupy`` within the block; one installed already (``pytest
+    --fake-gpu``) stays installed after it."""
+    if is_installed():
+        yield sys.modules["cupy"]
+        return
+    cupy = install()
+    try:
+        yield cupy
+    finally:
+        uninstall()
+
+
+def run_on_device(func, *args, **kwargs):
+    """``func(*args, **kwargs)`` on the stand-in with NumPy array arguments on its device.
+
+    For the kernel tests, which give the launchers of :mod:`gpucorr._cuda` host arrays in
+    and out: each NumPy array argument (ndim >= 1) is copied to the device, ``func`` runs,
+    the current stream is synchronised, and each writeable array argument receives its
+    device copy's values (the kernels' outputs). Returns what ``func`` returned.
+    """
+    with installed() as cupy:
+        moved = [cupy.asarray(a) if _is_host_array(a) else a for a in args]
+        result = func(*moved, **kwargs)
+        cupy.cuda.get_current_stream().synchronize()
+        for a, d in zip(args, moved):
+            if d is not a and a.flags.writeable:
+                a[...] = d.get()
+    return result
 
 
 if __name__ == "__main__":
     # python tests/fake_cupy.py SCRIPT [ARGS]: run a script (e.g. bench/gpu_smoke.py) on the
     # stand-in, to check its code paths without a GPU; its timings mean nothing
     sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-    install()
+    import fake_cupy  # the stand-in is that module, not this __main__ copy of it
+    fake_cupy.install()
     from gpucorr import _cuda
     _cuda.BLOCK = 32
     _cuda.FAST_THREADS = 32
     script = sys.argv[1]
     sys.argv = sys.argv[1:]
+    print(f"[fake_cupy] {script} runs on the CPU stand-in for CuPy (BLOCK = FAST_THREADS = 32):"
+          " emulated, not a GPU run; its timings mean nothing", file=sys.stderr, flush=True)
     runpy.run_path(script, run_name="__main__")

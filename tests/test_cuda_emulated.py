@@ -3,9 +3,11 @@
 ``tests/cuda_emulator.py`` compiles the real kernel sources as host C++ (one
 ``std::thread`` per CUDA thread, ``std::barrier`` for ``__syncthreads``, guard
 pages around every array and the dynamic shared memory). The launchers of
-:mod:`gpucorr._cuda` run unchanged under a stand-in for ``cupy``, so argument
-order, dtypes, grid, block and ``shared_mem`` are the launchers' own; results
-are compared with :mod:`gpucorr._numba`, which defines them.
+:mod:`gpucorr._cuda` run unchanged under the stand-in for ``cupy``
+(tests/fake_cupy.py, through :func:`fake_cupy.run_on_device`: inputs copied to
+its device, outputs back after a synchronisation), so argument order, dtypes,
+grid, block and ``shared_mem`` are the launchers' own; results are compared with
+:mod:`gpucorr._numba`, which defines them.
 
 What this cannot show: the device's math library (``logf`` is the host's),
 FMA contraction by NVRTC, and timing. ``pytest --gpu`` (tests/test_gpu.py)
@@ -33,6 +35,8 @@ import numpy as np
 import pytest
 
 import cuda_emulator
+import fake_cupy
+from fake_cupy import run_on_device
 from gpucorr import _cuda, _numba
 
 EPS32 = 2.0 ** -23
@@ -66,8 +70,7 @@ def run_crop(frames, peaks, crop_size, do_log, fill, shape_hw, rtype):
     ref_out = np.zeros_like(out)
     ref_bad = np.zeros_like(bad)
     fill = np.asarray(fill, dtype=rtype)
-    with cuda_emulator.fake_cupy():
-        _cuda.crop_log(frames, peaks, crop_size, do_log, fill, out, bad)
+    run_on_device(_cuda.crop_log, frames, peaks, crop_size, do_log, fill, out, bad)
     _numba.crop_log(frames, peaks, crop_size, do_log, fill, ref_out, ref_bad)
     return out, bad, ref_out, ref_bad
 
@@ -169,16 +172,19 @@ def test_crop_nonfinite(dtype, rtype, rng):
 
 
 def test_crop_launcher_converts_inputs(rng):
-    # strided frames, int32 peaks and float64 fill: the launcher makes them contiguous and
-    # of the kernel's types (the emulator rejects anything else)
+    # strided frames (a device view), int32 peaks and float64 fill: the launcher makes them
+    # contiguous and of the kernel's types (the emulator rejects anything else)
     base = frames_for(np.uint16, (3, 9, 14), rng)
     frames = base[::2, :, ::-2]
     peaks = np.asfortranarray(edge_peaks(9, 7).astype(np.int32))
     out = np.zeros((2, peaks.shape[0], 4, 4), np.float32)
     bad = np.zeros(out.shape[0] * out.shape[1], np.bool_)
     ref, ref_bad = np.zeros_like(out), np.zeros_like(bad)
-    with cuda_emulator.fake_cupy():
-        _cuda.crop_log(frames, peaks, 2, True, np.array([1.0, 2.0]), out, bad)
+    with fake_cupy.installed() as cupy:
+        view = cupy.asarray(base)[::2, :, ::-2]
+        assert not view.flags.c_contiguous
+        run_on_device(lambda *args: _cuda.crop_log(view, *args), peaks, 2, True,
+                      np.array([1.0, 2.0]), out, bad)
     _numba.crop_log(frames, peaks.astype(np.int64), 2, True, np.array([1, 2], np.float32), ref,
                     ref_bad)
     np.testing.assert_allclose(out, ref, rtol=4 * EPS32, atol=2 * EPS32)
@@ -187,13 +193,12 @@ def test_crop_launcher_converts_inputs(rng):
 
 def test_crop_empty_batch_launches_nothing():
     cuda_emulator.launches.clear()
-    with cuda_emulator.fake_cupy():
-        _cuda.crop_log(np.zeros((0, 4, 4), np.uint8), np.zeros((3, 2), np.int64), 1, True,
-                       np.zeros(0, np.float32), np.zeros((0, 3, 2, 2), np.float32),
-                       np.zeros(0, np.bool_))
-        _cuda.crop_log(np.zeros((2, 4, 4), np.uint8), np.zeros((0, 2), np.int64), 1, True,
-                       np.zeros(2, np.float32), np.zeros((2, 0, 2, 2), np.float32),
-                       np.zeros(0, np.bool_))
+    run_on_device(_cuda.crop_log, np.zeros((0, 4, 4), np.uint8), np.zeros((3, 2), np.int64), 1,
+                  True, np.zeros(0, np.float32), np.zeros((0, 3, 2, 2), np.float32),
+                  np.zeros(0, np.bool_))
+    run_on_device(_cuda.crop_log, np.zeros((2, 4, 4), np.uint8), np.zeros((0, 2), np.int64), 1,
+                  True, np.zeros(2, np.float32), np.zeros((2, 0, 2, 2), np.float32),
+                  np.zeros(0, np.bool_))
     assert cuda_emulator.launches == []
 
 
@@ -213,8 +218,8 @@ def test_log_scale_frames_large_values():
     frames = (3.3e7 + 4 * np.arange(2 * 6 * 6).reshape(2, 6, 6)).astype(np.float32)
     out, bad = np.zeros_like(frames), np.zeros(2, np.bool_)
     ref, ref_bad = np.zeros_like(frames), np.zeros(2, np.bool_)
-    with cuda_emulator.fake_cupy(), np.errstate(divide="ignore"):
-        _cuda.log_scale_frames(frames, out, bad)
+    with np.errstate(divide="ignore"):
+        run_on_device(_cuda.log_scale_frames, frames, out, bad)
     _numba.log_scale_frames(frames, ref, ref_bad)
     np.testing.assert_allclose(out, ref, rtol=4 * EPS32, atol=2 * EPS32)
 
@@ -226,8 +231,7 @@ def test_log_scale_frames(dtype, rng):
     frames[1, 2, 3] = np.nan
     out, bad = np.zeros_like(frames), np.zeros(3, np.bool_)
     ref, ref_bad = np.zeros_like(frames), np.zeros(3, np.bool_)
-    with cuda_emulator.fake_cupy():
-        _cuda.log_scale_frames(frames, out, bad)
+    run_on_device(_cuda.log_scale_frames, frames, out, bad)
     _numba.log_scale_frames(frames, ref, ref_bad)
     np.testing.assert_array_equal(bad, ref_bad)
     eps = EPS32 if np.dtype(dtype) == np.float32 else EPS64
@@ -272,8 +276,7 @@ def test_upsample(dtype, max_grid, shape, scratch, rng, monkeypatch):
     out = np.full((3, 2, 2), np.nan, np.float32)
     ref = np.zeros((3, 2, 2), np.float32)
     monkeypatch.setattr(_cuda, "MAX_GRID", max_grid)
-    with cuda_emulator.fake_cupy():
-        _cuda.upsample(maps, positions, *args, out)
+    run_on_device(_cuda.upsample, maps, positions, *args, out)
     _numba.upsample(maps, positions, *args, ref)
     np.testing.assert_allclose(out, ref, rtol=0, atol=4 * EPS32 * np.abs(ref).max())
     # the search found the peaks (not just the same wrong answer on both sides)
@@ -304,17 +307,17 @@ def test_upsample_several_maxima(seed, rng):
             _pipeline.NEWTON_TOLERANCE)
     out = np.full((4, 2, 2), np.nan, np.float32)
     ref = np.zeros((4, 2, 2), np.float32)
-    with cuda_emulator.fake_cupy():
-        _cuda.upsample(maps, positions, *args, out)
+    run_on_device(_cuda.upsample, maps, positions, *args, out)
     _numba.upsample(maps, positions, *args, ref)
     np.testing.assert_allclose(out, ref, rtol=0, atol=4 * EPS32 * np.abs(ref).max())
 
 
 def test_upsample_refuses_too_many_candidates():
-    with cuda_emulator.fake_cupy(), pytest.raises(ValueError, match="1 to 16 candidates; got 17"):
-        _cuda.upsample(np.zeros((1, 4, 4), np.float32), np.zeros((1, 1, 2), np.int64), 2,
-                       np.zeros((3, 4)), np.zeros((3, 4)), np.zeros((6, 4)), np.zeros((6, 4)),
-                       17, 1, 0.0, np.zeros((1, 1, 2), np.float32))
+    with pytest.raises(ValueError, match="1 to 16 candidates; got 17"):
+        run_on_device(_cuda.upsample, np.zeros((1, 4, 4), np.float32),
+                      np.zeros((1, 1, 2), np.int64), 2, np.zeros((3, 4)), np.zeros((3, 4)),
+                      np.zeros((6, 4)), np.zeros((6, 4)), 17, 1, 0.0,
+                      np.zeros((1, 1, 2), np.float32))
 
 
 # --------------------------------------------------------------------------------------
@@ -326,8 +329,7 @@ def run_evaluate(corrs, peaks, crop_size, offsets):
     outs = [np.full((m, 2), -777, np.int32), np.full((m, 2), 777, np.float32),
             np.full(m, 777, np.float32), np.full(m, 777, np.float32)]
     refs = [np.zeros_like(o) for o in outs]
-    with cuda_emulator.fake_cupy():
-        _cuda.evaluate(corrs, peaks, crop_size, offsets, *outs)
+    run_on_device(_cuda.evaluate, corrs, peaks, crop_size, np.asarray(offsets), *outs)
     _numba.evaluate(corrs, peaks, crop_size, np.asarray(offsets, np.float64), *refs)
     return outs, refs
 

@@ -2,8 +2,8 @@
 
 The reference is the CPU pipeline (:func:`gpucorr._pipeline.run_fast` with the
 numba kernels and pocketfft), which defines fast mode; the launcher
-:func:`gpucorr._cuda.fast_correlate` runs unchanged under the emulator's
-stand-in for ``cupy`` (see tests/cuda_emulator.py).
+:func:`gpucorr._cuda.fast_correlate` runs unchanged under the stand-in for
+``cupy`` (tests/fake_cupy.py, whose kernels run in tests/cuda_emulator.py).
 
 Tolerances: the kernel's radix-2 FFTs round differently from pocketfft's, so
 maps agree to a few float32 ulps of their largest value, not bit for bit.
@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 
 import cuda_emulator
+from fake_cupy import run_on_device
 from gpucorr import _backend, _cuda, _numba, _pipeline, patterns
 
 FRAME_DTYPES = list(_cuda.FAST_FRAME_DTYPES)
@@ -74,8 +75,7 @@ def run_fused(frames, peaks, crop_size, filt, with_maps=False):
     out = results(n_crops)
     bad = np.ones(n_crops, np.bool_)
     maps = np.full((n_crops, n, n), np.nan, np.float32) if with_maps else None
-    with cuda_emulator.fake_cupy():
-        _cuda.fast_correlate(frames, peaks, crop_size, filt, maps, *out, bad)
+    run_on_device(_cuda.fast_correlate, frames, peaks, crop_size, filt, maps, *out, bad)
     return out, bad, maps
 
 
@@ -184,12 +184,19 @@ def test_fast_nonfinite_crops_are_flagged(rng):
 
 
 def test_fast_launcher_converts_inputs(rng):
-    # a strided view and int32 peaks: made contiguous and int64 by the launcher
+    # a strided device view and int32 peaks: made contiguous and int64 by the launcher
+    import fake_cupy
     frames, peaks, crop_size, filt = case(8, np.uint16, rng, n_frames=4)
-    view = frames[::2, :, :]
-    got, bad, _ = run_fused(view, np.asfortranarray(peaks.astype(np.int32)), crop_size, filt)
-    want, _, well_posed = run_reference(np.ascontiguousarray(view), peaks, crop_size, filt)
-    assert_results_match(got, want, well_posed)
+    out, bad = results(2 * len(peaks)), np.ones(2 * len(peaks), np.bool_)
+    with fake_cupy.installed() as cupy:
+        view = cupy.asarray(frames)[::2, :, :]
+        assert not view.flags.c_contiguous
+        run_on_device(lambda *args: _cuda.fast_correlate(view, *args),
+                      np.asfortranarray(peaks.astype(np.int32)), crop_size, filt, None, *out, bad)
+    want, _, well_posed = run_reference(np.ascontiguousarray(frames[::2]), peaks, crop_size,
+                                        filt)
+    assert not bad.any()
+    assert_results_match(out, want, well_posed)
 
 
 def test_fast_launcher_rejects_bad_arguments(rng):
@@ -197,24 +204,22 @@ def test_fast_launcher_rejects_bad_arguments(rng):
     n_crops = len(peaks)
     out = results(n_crops)
     bad = np.zeros(n_crops, np.bool_)
-    with cuda_emulator.fake_cupy():
-        with pytest.raises(ValueError, match=r"crop edges 4, 6, 8, .*, 32, 64; got "
-                                             r"2 \* crop_size = 34"):
-            _cuda.fast_correlate(frames, peaks, 17, filt, None, *out, bad)
-        with pytest.raises(TypeError, match="fast.cu reads frames of dtype uint8, .*; got "
-                                            "float64"):
-            _cuda.fast_correlate(frames.astype(np.float64), peaks, crop_size, filt, None, *out,
-                                 bad)
-        with pytest.raises(ValueError, match="maps must hold 7 maps of 8x8"):
-            _cuda.fast_correlate(frames, peaks, crop_size, filt, np.zeros((7, 4, 4), np.float32),
-                                 *out, bad)
-        with pytest.raises(TypeError, match="out_heights must be a C-contiguous"):
-            _cuda.fast_correlate(frames, peaks, crop_size, filt, None, out[0], out[1],
-                                 out[2].astype(np.float64), out[3], bad)
+    with pytest.raises(ValueError, match=r"crop edges 4, 6, 8, .*, 32, 64; got "
+                                         r"2 \* crop_size = 34"):
+        run_on_device(_cuda.fast_correlate, frames, peaks, 17, filt, None, *out, bad)
+    with pytest.raises(TypeError, match="fast.cu reads frames of dtype uint8, .*; got "
+                                        "float64"):
+        run_on_device(_cuda.fast_correlate, frames.astype(np.float64), peaks, crop_size, filt,
+                      None, *out, bad)
+    with pytest.raises(ValueError, match="maps must hold 7 maps of 8x8"):
+        run_on_device(_cuda.fast_correlate, frames, peaks, crop_size, filt,
+                      np.zeros((7, 4, 4), np.float32), *out, bad)
+    with pytest.raises(TypeError, match="out_heights must be a C-contiguous"):
+        run_on_device(_cuda.fast_correlate, frames, peaks, crop_size, filt, None, out[0], out[1],
+                      out[2].astype(np.float64), out[3], bad)
     cuda_emulator.launches.clear()
-    with cuda_emulator.fake_cupy():
-        _cuda.fast_correlate(frames[:0], peaks, crop_size, filt, None, *results(0),
-                             np.zeros(0, np.bool_))
+    run_on_device(_cuda.fast_correlate, frames[:0], peaks, crop_size, filt, None, *results(0),
+                  np.zeros(0, np.bool_))
     assert cuda_emulator.launches == []
 
 

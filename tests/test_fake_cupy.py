@@ -3,8 +3,8 @@
 ``pytest --fake-gpu`` runs the gpu tests on it; these tests check, without a
 GPU, that it would fail where a real GPU run would: implicit host copies,
 host arrays given to device code, synchronisation inside
-``allow_synchronize(False)``, and copies on another stream used before
-anyone waited for them.
+``allow_synchronize(False)``, and work queued on a stream (the current one
+included) used before anyone waited for it.
 """
 import warnings
 
@@ -16,12 +16,8 @@ import fake_cupy
 
 @pytest.fixture
 def cupy():
-    if "cupy" in __import__("sys").modules and not getattr(
-            __import__("sys").modules["cupy"], "__file__", "").endswith("fake_cupy.py"):
-        pytest.skip("the real CuPy is loaded in this process")
-    module = fake_cupy.install()
-    yield module
-    fake_cupy.uninstall()
+    with fake_cupy.installed() as module:
+        yield module
 
 
 def test_no_implicit_host_copies(cupy):
@@ -56,6 +52,55 @@ def test_other_streams_run_only_when_waited_for(cupy):
     assert float(dev.sum().item()) == 0.0
     cupy.cuda.get_current_stream().wait_event(done)
     np.testing.assert_array_equal(dev.get(), -1)
+
+
+def test_current_stream_work_waits_like_any_other(cupy):
+    """Copies queued on the current stream run only when something orders them: a copy
+    from the host reads the host buffer then; a copy to the host lands in host memory
+    only at a host synchronisation that covers it (an event's, the stream's, or one of a
+    stream that waited for it), not when a later operation runs it on the device."""
+    stream = cupy.cuda.get_current_stream()
+    host = np.arange(4, dtype=np.float32)
+    dev = cupy.zeros(4, dtype=np.float32)
+    dev.data.copy_from_host_async(host.ctypes.data, host.nbytes)    # current stream
+    host[:] = 7                      # before the copy ran: the copy sends 7
+    np.testing.assert_array_equal(dev.get(), 7)
+
+    back = np.full(4, -1, dtype=np.float32)
+    dev.data.copy_to_host_async(back.ctypes.data, back.nbytes)
+    done = stream.record()
+    dev *= 2                         # runs the download on the device first ...
+    np.testing.assert_array_equal(back, -1)   # ... but the host has not waited for it
+    done.synchronize()
+    np.testing.assert_array_equal(back, 7)    # the value when the download ran, not 14
+
+    # a host synchronisation of another stream that waited for it delivers it too
+    dev.data.copy_to_host_async(back.ctypes.data, back.nbytes)
+    other = cupy.cuda.Stream(non_blocking=True)
+    other.wait_event(stream.record())
+    np.testing.assert_array_equal(back, 7)
+    other.synchronize()
+    np.testing.assert_array_equal(back, 14)
+
+    # every way CuPy synchronises the stream delivers it
+    for sync in (lambda: dev.get(), lambda: cupy.asnumpy(dev), lambda: dev[0].item(),
+                 lambda: bool(dev[0]), stream.synchronize,
+                 cupy.cuda.runtime.deviceSynchronize, lambda: cupy.cuda.Device().synchronize()):
+        back[:] = -1
+        dev.data.copy_to_host_async(back.ctypes.data, back.nbytes)
+        assert back[0] == -1
+        sync()
+        np.testing.assert_array_equal(back, 14)
+
+
+def test_event_times_come_from_the_run_work(cupy):
+    start, stop = cupy.cuda.Event(), cupy.cuda.Event()
+    start.record()
+    stop.record()
+    with pytest.raises(cupy.cuda.runtime.CUDARuntimeError, match="NotReady"):
+        cupy.cuda.get_elapsed_time(start, stop)
+    stop.synchronize()
+    assert cupy.cuda.get_elapsed_time(start, stop) >= 0
 
 
 def test_allow_synchronize_false_raises_on_every_sync(cupy):
@@ -102,6 +147,84 @@ def test_streaming_needs_its_waits(cupy, small_blocks, monkeypatch):
         warnings.simplefilter("ignore")  # the unwaited buffers hold garbage, NaN included
         bad = gpucorr.refine(frames, peaks, pattern, device="cuda")
     assert not np.allclose(bad.heights, expected.heights, rtol=1e-4)
+
+
+def test_kernels_on_the_current_stream_wait_too(cupy, small_blocks):
+    """A kernel launch is checked at once but runs when its stream does: after the
+    launch, the output is unchanged until an operation or a synchronisation orders it."""
+    import cuda_emulator
+    from gpucorr import _cuda
+    maps = cupy.asarray(np.arange(2 * 5 * 5, dtype=np.float32).reshape(2, 5, 5))
+    outs = [cupy.zeros((2, 2), np.int32), cupy.zeros((2, 2), np.float32),
+            cupy.zeros(2, np.float32), cupy.zeros(2, np.float32)]
+    launched = len(cuda_emulator.launches)
+    _cuda.evaluate(maps, cupy.zeros((1, 2), np.int64), 0, cupy.zeros(2), *outs)
+    assert len(cuda_emulator.launches) == launched       # queued, not run
+    with pytest.raises(TypeError, match="host NumPy array"):   # checked at the launch
+        _cuda.evaluate(maps, cupy.zeros((1, 2), np.int64), 0, cupy.zeros(2),
+                       np.zeros((2, 2), np.int32), *outs[1:])
+    np.testing.assert_array_equal(outs[0].get(), [[4, 4], [4, 4]])   # the argmax, (4, 4)
+    assert len(cuda_emulator.launches) == launched + 1
+
+
+def _streaming_case(monkeypatch):
+    """Frames, peaks, pattern and the CPU's results of a streamed call of 4 chunks."""
+    import gpucorr
+    from gpucorr import api, patterns
+    frames, _, true = gpucorr.cbed_frame(48, 48, radius=3, zero=(24.2, 23.7), a=(11.3, 0.4),
+                                         b=(-0.4, 11.3))
+    rng = np.random.default_rng(5)  # noise: no exact ties for float rounding to decide
+    frames = rng.poisson(np.concatenate([frames * 50 * (1 + k) + 3 for k in range(8)]))
+    frames = frames.astype(np.float32)
+    peaks = np.rint(true).astype(np.int64)
+    pattern = patterns.Circular(radius=3)
+    monkeypatch.setattr(api, "STAGING_BYTES", 2 * frames[0].nbytes)  # 4 chunks of 2 frames
+    return frames, peaks, pattern, gpucorr.refine(frames, peaks, pattern)
+
+
+class _NoWaitEvent(fake_cupy.Event):
+    """An event whose ``synchronize`` does not wait: a removed synchronisation."""
+
+    def synchronize(self):
+        pass
+
+
+@pytest.mark.parametrize("stand_in", ["deferred", "current stream at once"])
+def test_streaming_needs_its_download_wait(cupy, small_blocks, monkeypatch, stand_in):
+    """Issue 15, item 3: the streaming loop (``gpucorr.api._Job.stream``) waits for each
+    slot's download (``_Slot.downloaded``, on the caller's stream) before it reads the
+    pinned results. Without that wait the streamed results are wrong on the stand-in,
+    because it defers work on the current stream too; the stand-in that ran the current
+    stream's work at once (the "current stream at once" case, restored here) did not
+    notice the missing wait."""
+    import gpucorr
+    from gpucorr import api
+    frames, peaks, pattern, expected = _streaming_case(monkeypatch)
+    if stand_in == "current stream at once":
+        def at_once(stream, op):
+            stream = stream or fake_cupy.get_current_stream()
+            stream._push(op)
+            if stream is fake_cupy.get_current_stream():
+                stream._host_sync()
+        monkeypatch.setattr(fake_cupy, "_enqueue", at_once)
+    good = gpucorr.refine(frames, peaks, pattern, device="cuda")
+    np.testing.assert_array_equal(good.centers, expected.centers)
+    np.testing.assert_allclose(good.heights, expected.heights, rtol=1e-4)
+
+    real_init = api._Slot.__init__
+
+    def without_the_wait(self, *args, **kwargs):
+        real_init(self, *args, **kwargs)
+        self.downloaded = _NoWaitEvent()   # recorded as before; synchronize() returns at once
+    monkeypatch.setattr(api._Slot, "__init__", without_the_wait)
+    with warnings.catch_warnings(), np.errstate(all="ignore"):
+        warnings.simplefilter("ignore")  # the unwaited buffers hold garbage, NaN included
+        bad = gpucorr.refine(frames, peaks, pattern, device="cuda")
+    wrong = ~np.isclose(bad.heights, expected.heights, rtol=1e-4).all(axis=1)
+    if stand_in == "deferred":
+        assert wrong.all(), f"frames with right results without the wait: {np.flatnonzero(~wrong)}"
+    else:
+        assert not wrong.any()   # blind to it
 
 
 def test_streaming_copies_come_after_the_callers_queued_work(cupy, monkeypatch):
@@ -301,15 +424,21 @@ def test_gpucorr_names_only_what_cupy_has():
     assert not unknown, "not in CuPy " + data["cupy_version"] + ":\n" + "\n".join(unknown)
 
 
-def test_emulator_stand_in_offers_only_cupy_names():
-    """cuda_emulator.fake_cupy (the lighter stand-in of the emulator tests) serves only names
-    that the real CuPy has, in the same place."""
-    import types
+def test_there_is_one_stand_in():
+    """The kernel tests (tests/test_cuda_*.py) and ``pytest --fake-gpu`` use this stand-in;
+    no other test module makes a ``cupy`` of its own (tests/cuda_emulator.py is the
+    kernel emulator only)."""
+    import glob
+    import os
+    here = os.path.dirname(os.path.abspath(__file__))
+    others = []
+    for path in sorted(glob.glob(os.path.join(here, "*.py"))):
+        if os.path.basename(path) in ("fake_cupy.py", "test_fake_cupy.py"):
+            continue
+        with open(path) as f:
+            text = f.read()
+        if 'sys.modules["cupy"] =' in text or "ModuleType(\"cupy\")" in text:
+            others.append(os.path.basename(path))
+    assert others == []
     import cuda_emulator
-    import cupy_api
-    fake = cuda_emulator._make_fake_cupy()
-    served = [("cupy", n) for n, v in vars(fake).items()
-              if not n.startswith("_") and not isinstance(v, types.ModuleType)]
-    served += [("cupy.cuda", n) for n in vars(fake.cuda) if not n.startswith("_")]
-    assert len(served) > 10
-    assert [s for s in served if not cupy_api.has(*s)] == []
+    assert not hasattr(cuda_emulator, "fake_cupy")

@@ -198,8 +198,8 @@ def test_gpu_returns_before_its_work_is_done(cupy, rng, request, mode):
     two seconds queued first on the caller's stream, ``refine`` returns while the stream
     is still busy (a synchronisation would have waited for the spin)."""
     if request.config.getoption("--fake-gpu"):
-        pytest.skip("the CPU stand-in runs current-stream work at once (it checks syncs "
-                    "through allow_synchronize instead)")
+        pytest.skip("the CPU stand-in cannot run the spin kernel (inline PTX); it checks "
+                    "syncs through allow_synchronize instead")
     frames, true = random_lattice_frames(rng, 8, shape=(128, 128), radius=4)
     frames_gpu = cupy.asarray(frames)
     peaks_gpu = cupy.asarray(np.rint(true).astype(np.int64))
