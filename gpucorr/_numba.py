@@ -11,8 +11,9 @@ Conventions shared by both kernel sets
 * crops are ``2 * crop_size`` square; crop ``(n, p)`` starts at
   ``peaks[p] - crop_size`` in frame ``n``; pixels outside the frame are 0.
 * log scaling of a crop (or a whole frame in full mode) is
-  ``log(x - (min(x) - 1))`` in the compute dtype, min taken over the crop
-  including its zero fill (as libertem-blobfinder does).
+  ``log((x - min(x)) + 1)``, the shift in float64 rounded once to the compute
+  dtype, min taken over the crop including its zero fill (as libertem-blobfinder
+  does).
 * evaluate works on a stack of ``M = N * P`` correlation maps; map ``m``
   belongs to peak ``m % P``. The argmax is the first maximum in C order.
 """
@@ -27,12 +28,14 @@ __all__ = ["crop_log", "log_scale_frames", "evaluate", "upsample", "center_of_ma
 
 @njit(cache=True, nogil=True)
 def _shift_for_log(img, shift):
-    """Whether ``img`` (2-D) is finite; if so and ``shift``, subtract ``min(img) - 1``.
+    """Whether ``img`` (2-D) is finite; if so and ``shift``, replace ``x`` by ``(x - min) + 1``.
 
     Afterwards ``log(img)`` is the log scaling ``log(x - min + 1)``. The shift
-    ``min - 1`` is a float64 (``mn`` is), so it is exact even where ``min - 1``
-    would round to ``min`` in float32 (|min| >= 2**24), and ``x - (min - 1)``
-    rounds once to the image's dtype; kernels/crop.cu does the same.
+    is computed in float64 (``mn`` is a float64) and rounded once to the
+    image's dtype: the minimum becomes exactly 1 however large it is (``min -
+    1`` would round to ``min`` beyond 2**53 in float64, 2**24 in float32, and
+    the minimum to log(0)); only a span ``max - min + 1`` beyond the image's
+    dtype overflows. kernels/crop.cu and kernels/fast.cu do the same.
     """
     mn = np.inf
     for y in range(img.shape[0]):
@@ -43,10 +46,9 @@ def _shift_for_log(img, shift):
             if v < mn:
                 mn = v
     if shift:
-        m = mn - 1.0  # float64
         for y in range(img.shape[0]):
             for x in range(img.shape[1]):
-                img[y, x] -= m
+                img[y, x] = (img[y, x] - mn) + 1.0  # float64, rounded once
     return True
 
 
@@ -82,7 +84,7 @@ def crop_log(frames, peaks, crop_size, do_log, fill, out, bad):
     crop_size : int
         Crop ``(n, p)`` starts at ``peaks[p] - crop_size``.
     do_log : bool
-        Log-scale each crop after cropping: ``log(x - (min(x) - 1))``.
+        Log-scale each crop after cropping: ``log((x - min(x)) + 1)``.
     fill : float array (N,)
         Value of the pixels outside frame ``n`` (before log scaling).
     out : float array (N, P, h, w)

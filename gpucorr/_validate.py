@@ -239,61 +239,31 @@ def check_crop_buffer(arr, name):
     return arr
 
 
-def log_scale_fails(dtype, lo, hi, shift_dtype=np.float64):
-    """Where the log scaling ``log(x - min + 1)`` in floating ``dtype`` of finite values
-    ``lo`` .. ``hi`` (per item: the minimum and maximum of a crop or frame) is not finite:
-    ``(span, precision)``, boolean arrays. ``span``: ``x - min`` overflows ``dtype``;
-    ``precision``: the shift ``min - 1``, computed in ``shift_dtype``, rounds to ``min``,
-    so the minimum becomes log(0). ``shift_dtype=None``: the shift is ``(x - min) + 1``,
-    exact at the minimum (only the span can break it). Non-finite items are False."""
+def log_scale_fails(dtype, lo, hi):
+    """Where the log scaling ``log((x - min) + 1)`` of finite values ``lo`` .. ``hi`` (per
+    item: the minimum and maximum of a crop or frame), the shift computed in float64 and
+    rounded to floating ``dtype`` as the kernels do, is not finite: the span ``max - min +
+    1`` beyond the largest ``dtype``. A boolean array; non-finite items are False."""
     dtype = np.dtype(dtype)
     lo, hi = np.asarray(lo, np.float64), np.asarray(hi, np.float64)
     with np.errstate(over="ignore", invalid="ignore"):
         finite = np.isfinite(lo) & np.isfinite(hi)
-        lo_d, hi_d = lo.astype(dtype), hi.astype(dtype)
-        if shift_dtype is None:
-            top = (hi_d - lo_d) + dtype.type(1)
-            bottom = np.ones_like(lo_d)
-        else:
-            m = lo_d.astype(shift_dtype) - np.dtype(shift_dtype).type(1)
-            top = (hi_d.astype(np.float64) - m.astype(np.float64)).astype(dtype)
-            bottom = (lo_d.astype(np.float64) - m.astype(np.float64)).astype(dtype)
-    span = finite & ~np.isfinite(top)
-    return span, finite & ~span & ~(bottom > 0)
+        top = ((hi.astype(dtype).astype(np.float64) - lo.astype(dtype).astype(np.float64))
+               + 1.0).astype(dtype)
+    return finite & ~np.isfinite(top)
 
 
-def log_scale_error(name, extent, dtype, lo, hi, where, shift_dtype=np.float64):
+def log_scale_error(name, extent, dtype, lo, hi, where):
     """The ValueError for finite values ``lo`` .. ``hi`` within one ``extent`` (crop, frame,
-    array) whose log scaling ``log(x - min + 1)`` in floating ``dtype`` is not finite, or
-    None where it is finite.
-
-    Two things break it: a span ``max - min + 1`` beyond the largest ``dtype`` (float32
-    frames from -2e38 to 2e38, say: ``x - min`` overflows), and a minimum so large in
-    magnitude that ``min - 1``, computed in ``shift_dtype`` (float64 in the kernels),
-    rounds back to ``min`` (beyond 2**53 in float64, 2**24 in float32): the smallest value
-    then becomes log(0). ``shift_dtype=None``: the shift is ``(x - min) + 1``, which only
-    the span can break (:func:`gpucorr.log_scale`).
-    """
+    array) whose log scaling ``log((x - min) + 1)`` in floating ``dtype`` is not finite
+    (a span ``max - min + 1`` beyond the largest ``dtype``: float32 frames from -2e38 to
+    2e38, say), or None where it is finite."""
     dtype = np.dtype(dtype)
-    shift_dtype = None if shift_dtype is None else np.dtype(shift_dtype)
-    wide = np.dtype(np.float64)
-    span, precision = log_scale_fails(dtype, lo, hi, shift_dtype)
-    if not (span or precision):
+    if not log_scale_fails(dtype, lo, hi):
         return None
     got = f"got values from {float(lo):.8g} to {float(hi):.8g}" + (f" {where}" if where else "")
-    if precision:
-        bits = np.finfo(shift_dtype).nmant + 1
-        hint = "; subtract an offset (the log scaling only depends on x - min) or scale them down"
-        if shift_dtype.itemsize < 8 and not any(log_scale_fails(wide, lo, hi, wide)):
-            hint += ", or pass float64 buffers"
-        return ValueError(
-            f"{name} must have a minimum of magnitude below 2**{bits} ({2.0**bits:.8g}) within "
-            f"each {extent} for the log scaling log(x - min + 1) to stay finite (beyond it "
-            f"min - 1 rounds to min in {shift_dtype} and the minimum becomes log(0)); "
-            f"{got}{hint}")
     hint = "; scale them down"
-    if dtype.itemsize < 8 and not any(
-            log_scale_fails(wide, lo, hi, None if shift_dtype is None else wide)):
+    if dtype.itemsize < 8 and not log_scale_fails(np.float64, lo, hi):
         hint += ", or pass them as float64"
     return ValueError(
         f"{name} must span at most {float(np.finfo(dtype).max):.8g} (max - min + 1, the "

@@ -288,9 +288,8 @@ def _check_log_overflow(xp, frames, peaks, crop_size, mode, rdtype, out, first=0
     and templates are checked to be finite, so a non-finite height from finite input
     means the log scaling of that crop (fast mode: 0 counts for pixels outside the
     frame) or frame (full mode) failed: its values span more than ``rdtype`` holds
-    (float32 frames of about +-1.7e38 and more), or its minimum is so large in
-    magnitude (2**53 and more) that the kernels' shift ``min - 1`` (float64) rounds to
-    ``min``. The criterion is per crop, so a frame's result does not depend on the chunk
+    (float32 frames of about +-1.7e38 and more; the kernels shift by ``(x - min) + 1``
+    in float64, so nothing else breaks it). The criterion is per crop, so a frame's result does not depend on the chunk
     it is in, and the check costs one pass over the heights: on the CPU a ValueError
     that names the frame, its values and what is allowed; on a GPU (no host sync) NaN
     refineds, heights and elevations for those rows, as for non-finite input.

@@ -548,19 +548,16 @@ def _log_scale_sparse(data, out):
     return np.log(data - low + 1).astype(result_dtype)
 
 
-def _check_log_span(dtype, lo, hi, name, extent, where, shift_dtype=None):
-    """Raise where the log scaling of the values ``lo`` .. ``hi`` (per item) is not finite
-    in floating ``dtype``: ``hi - lo + 1`` overflows it, or (``shift_dtype``: the dtype
-    the shift ``min - 1`` is computed in; None: it is ``(x - min) + 1``) ``min - 1``
-    rounds to ``min``. ``where(i)`` says where item ``i`` is. Non-finite items are left to
-    the finiteness checks. (On the CPU only: it reads values.)"""
+def _check_log_span(dtype, lo, hi, name, extent, where):
+    """Raise where the log scaling ``log((x - min) + 1)`` of the values ``lo`` .. ``hi``
+    (per item) is not finite in floating ``dtype`` (``hi - lo + 1`` overflows it).
+    ``where(i)`` says where item ``i`` is. Non-finite items are left to the finiteness
+    checks. (On the CPU only: it reads values.)"""
     lo, hi = np.asarray(lo, np.float64), np.asarray(hi, np.float64)
-    span, precision = _validate.log_scale_fails(dtype, lo, hi, shift_dtype)
-    over = span | precision
+    over = _validate.log_scale_fails(dtype, lo, hi)
     if over.any():
         i = int(np.argmax(over))
-        raise _validate.log_scale_error(name, extent, dtype, lo[i], hi[i], where(i),
-                                        shift_dtype)
+        raise _validate.log_scale_error(name, extent, dtype, lo[i], hi[i], where(i))
 
 
 @_on_data_device
@@ -587,11 +584,13 @@ def log_scale_cropbufs_inplace(crop_bufs):
     _pipeline._check_finite(xp, ~xp.isfinite(crop_bufs), "crop_bufs")
     low = xp.min(crop_bufs, axis=(-1, -2))
     if xp is np and crop_bufs.size:
-        # the shift min - 1 is computed in the crops' dtype (as libertem-blobfinder does)
         _check_log_span(crop_bufs.dtype, low, np.max(crop_bufs, axis=(-1, -2)), "crop_bufs",
-                        "crop", lambda i: f"in crop_bufs[{i}]", shift_dtype=crop_bufs.dtype)
-    m = low - 1
-    xp.log(crop_bufs - m[:, np.newaxis, np.newaxis], out=crop_bufs)
+                        "crop", lambda i: f"in crop_bufs[{i}]")
+    # (x - min) + 1: the minimum becomes exactly 1 however large it is (min - 1 would
+    # round to min beyond 2**24 in float32, and the minimum to log(0))
+    crop_bufs -= low[:, np.newaxis, np.newaxis]
+    crop_bufs += crop_bufs.dtype.type(1)
+    xp.log(crop_bufs, out=crop_bufs)
 
 
 def _check_crop_args(xp, peaks, crop_size, out_crop_bufs):
@@ -768,8 +767,7 @@ def process_frame_fast(template, crop_size, frame, peaks,
             if xp is np:
                 _check_log_span(rdtype, crops.min(axis=(1, 2)), crops.max(axis=(1, 2)),
                                 "frame", "crop", lambda i: "in the crop around peak "
-                                f"{tuple(block[i].tolist())} (cut by crop_function)",
-                                shift_dtype=rdtype)
+                                f"{tuple(block[i].tolist())} (cut by crop_function)")
             log_scale_cropbufs_inplace(crops)
             _pipeline.finish_fast(backend, crops, block, crop_size, filt, factor, scratch)
             _pipeline._mark_bad(xp, ~xp.isfinite(crops).all(axis=(1, 2)), scratch)

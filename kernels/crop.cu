@@ -6,7 +6,8 @@
 //   included), writes `fill[n]` where the square leaves the frame, converts to
 //   the compute type R (float or double), flags the crop in `bad` when it holds
 //   a NaN or an infinity, and, with do_log, replaces every value x by
-//   log(x - (min(crop) - 1)), the shift computed in double and rounded to R.
+//   log((x - min(crop)) + 1), the shift computed in double and rounded to R (the
+//   minimum becomes exactly 1, however large it is).
 //   Output: C-contiguous (N, P, h, w). A whole frame is the crop of size
 //   (fy, fx) at peak (0, 0) with crop_size 0.
 //   This is the CPU kernel set's crop_log (gpucorr/_numba.py) for the GPU.
@@ -77,11 +78,11 @@ __global__ void crop_log(const T* __restrict__ frames, int fy, int fx,
         bad[job] = any_bad;
     }
     if (do_log && !any_bad) {
-        // shift in double, as the CPU kernel does: in float32, min - 1 == min for
-        // |min| >= 2^24, and log(0) would be -inf at the minimum
-        const double m = (double)shared_min[0] - 1.0;
+        // (x - min) + 1 in double, as the CPU kernel does: min - 1 would round to min
+        // for |min| >= 2^24 in float (2^53 in double), and log(0) be -inf at the minimum
+        const double lowest = (double)shared_min[0];
         for (int i = threadIdx.x; i < size; i += blockDim.x) {
-            crop[i] = log_value((R)((double)crop[i] - m));
+            crop[i] = log_value((R)(((double)crop[i] - lowest) + 1.0));
         }
     }
 }

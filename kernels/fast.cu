@@ -13,7 +13,7 @@
 //     C-contiguous (n_frames, fy, fx) of the frames' own dtype T, uint16
 //     included), 0 outside the frame, as float; `bad[job]` flags a NaN or an
 //     infinity, and unless it is set every value x becomes
-//     log(x - (min(crop) - 1)), the shift computed in double;
+//     log((x - min(crop)) + 1), the shift computed in double;
 //   * its correlation map: irfft2(rfft2(crop) * filt), where filt (N x (N/2 + 1)
 //     complex, interleaved re/im) is the correlation filter with the inverse
 //     transform's 1 / N^2 folded in; the DC term is split off first (the map
@@ -251,7 +251,7 @@ __global__ void fast_correlate(const T* __restrict__ frames, int fy, int fx,
     fast_reduce<P, 0>(red_value, red_index, lane);
     const bool do_log = active && red_index[0] == 0;
     const bool any_bad = red_index[0] != 0;
-    const double shift = (double)red_value[0] - 1.0;
+    const double lowest = (double)red_value[0];
 
     // 2. rows ya and yb, log-scaled, as one complex row a + i b; its DFT Z splits
     //    into A[k] = (Z[k] + conj Z[-k]) / 2 and B[k] = (Z[k] - conj Z[-k]) / 2i
@@ -262,8 +262,8 @@ __global__ void fast_correlate(const T* __restrict__ frames, int fy, int fx,
         for (int x = 0; x < N; ++x) {
             const float a = map[ya * SM + x];
             const float b = map[yb * SM + x];
-            r[x] = do_log ? logf((float)((double)a - shift)) : a;
-            q[x] = do_log ? logf((float)((double)b - shift)) : b;
+            r[x] = do_log ? logf((float)(((double)a - lowest) + 1.0)) : a;
+            q[x] = do_log ? logf((float)(((double)b - lowest) + 1.0)) : b;
         }
         fast_fft<N, false>(r, q, tw_re, tw_im);
         __syncthreads();            // all rows read: the half spectra overwrite them

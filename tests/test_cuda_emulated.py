@@ -17,11 +17,9 @@ Tolerances (eps32 = 2**-23, eps64 = 2**-52):
 
 * crops without log, bad flags, integer centres: exact. Both sides convert
   each pixel once, with correct rounding.
-* log-scaled crops: ``rtol = 4 eps, atol = 2 eps`` of the compute dtype. The
-  CPU kernel shifts by ``min - 1`` in float64 and rounds ``x - (min - 1)`` once;
-  the CUDA kernel rounds ``min - 1`` and then ``x - m`` in the compute dtype
-  (at most 1 ulp of the log's argument apart, i.e. ~1 eps absolute after the
-  log), and each side's log is within 1 ulp.
+* log-scaled crops: ``rtol = 4 eps, atol = 2 eps`` of the compute dtype. Both
+  kernels compute ``(x - min) + 1`` in float64 and round it once to the compute
+  dtype (the same argument of the log), and each side's log is within 1 ulp.
 * refined positions: ``rtol = atol = 2**-22`` (2 float32 ulps). The CUDA kernel
   subtracts the window minimum in the map dtype, the CPU kernel in float64;
   the centre of mass moves by far less than a pixel ulp, and the float32
@@ -203,8 +201,8 @@ def test_crop_empty_batch_launches_nothing():
 
 
 # Regression: the kernel once shifted by m = min - 1 rounded in the compute dtype; for
-# float32 and |min| >= 2**24, m == min and log(x - m) was log(0) = -inf at the minimum. The
-# CPU kernel shifts in float64, and so does the kernel now.
+# float32 and |min| >= 2**24, m == min and log(x - m) was log(0) = -inf at the minimum. Both
+# kernels now compute (x - min) + 1 in float64.
 
 
 @pytest.mark.parametrize("dtype, base", [(np.float32, 3.3e7), (np.uint32, 3.3e7),
@@ -539,3 +537,15 @@ def test_kernel_signatures_parse():
                                             "crop_log<unsigned short, double>")
     assert [repr(p) for p in params[:1] + params[-3:]] == [
         "const unsigned short* frames", "const double* fill", "double* out", "bool* bad"]
+
+
+def test_crop_log_huge_minimum_float64():
+    """Float64 crops from -3e38 to 3e38 (min - 1 == min in float64): (x - min) + 1 keeps
+    the minimum at log(1) = 0 on both kernel sets."""
+    frames = np.linspace(-3e38, 3e38, 2 * 6 * 6).reshape(2, 6, 6)
+    out, bad = np.zeros_like(frames), np.zeros(2, np.bool_)
+    ref, ref_bad = np.zeros_like(frames), np.zeros(2, np.bool_)
+    run_on_device(_cuda.log_scale_frames, frames, out, bad)
+    _numba.log_scale_frames(frames, ref, ref_bad)
+    assert np.isfinite(ref).all() and ref.min() == 0
+    np.testing.assert_allclose(out, ref, rtol=4 * EPS64, atol=2 * EPS64)
