@@ -586,10 +586,11 @@ def log_scale_cropbufs_inplace(crop_bufs):
     if xp is np and crop_bufs.size:
         _check_log_span(crop_bufs.dtype, low, np.max(crop_bufs, axis=(-1, -2)), "crop_bufs",
                         "crop", lambda i: f"in crop_bufs[{i}]")
-    # (x - min) + 1: the minimum becomes exactly 1 however large it is (min - 1 would
-    # round to min beyond 2**24 in float32, and the minimum to log(0))
-    crop_bufs -= low[:, np.newaxis, np.newaxis]
-    crop_bufs += crop_bufs.dtype.type(1)
+    # (x - min) + 1 in float64, rounded once to the crops' dtype, as the kernels do: the
+    # minimum becomes exactly 1 however large it is (min - 1 would round to min beyond
+    # 2**24 in float32, and the minimum to log(0))
+    shifted = (crop_bufs - low.astype(np.float64)[:, np.newaxis, np.newaxis]) + 1.0
+    crop_bufs[...] = shifted
     xp.log(crop_bufs, out=crop_bufs)
 
 
