@@ -129,16 +129,7 @@ def test_streaming_needs_its_waits(cupy, small_blocks, monkeypatch):
     """With the copy stream's events ignored, streamed results go wrong on the stand-in:
     so the streaming tests would catch a missing wait in gpucorr.api."""
     import gpucorr
-    from gpucorr import api, patterns
-    frames, _, true = gpucorr.cbed_frame(48, 48, radius=3, zero=(24.2, 23.7), a=(11.3, 0.4),
-                                         b=(-0.4, 11.3))
-    rng = np.random.default_rng(5)  # noise: no exact ties for float rounding to decide
-    frames = rng.poisson(np.concatenate([frames * 50 * (1 + k) + 3 for k in range(8)]))
-    frames = frames.astype(np.float32)
-    peaks = np.rint(true).astype(np.int64)
-    pattern = patterns.Circular(radius=3)
-    monkeypatch.setattr(api, "STAGING_BYTES", 2 * frames[0].nbytes)  # 4 chunks of 2 frames
-    expected = gpucorr.refine(frames, peaks, pattern)
+    frames, peaks, pattern, expected = _streaming_case(monkeypatch)
     good = gpucorr.refine(frames, peaks, pattern, device="cuda")
     np.testing.assert_array_equal(good.centers, expected.centers)
     np.testing.assert_allclose(good.heights, expected.heights, rtol=1e-4)
