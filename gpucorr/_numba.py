@@ -111,7 +111,7 @@ def _shift_frames(frames, out, bad):
 
 
 def log_scale_frames(frames, out, bad):
-    """``out[n] = log(frames[n] - (min(frames[n]) - 1))`` for every frame (N, H, W).
+    """``out[n] = log((frames[n] - min(frames[n])) + 1)`` for every frame (N, H, W).
 
     ``bad[n]`` is set where frame ``n`` holds a NaN or infinity.
     """

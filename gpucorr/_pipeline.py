@@ -16,8 +16,8 @@ one ``irfft2`` gives the final map, with no separate shift.
 
 Scratch memory
 --------------
-The large scratch arrays of a chunk (crops, spectra, maps, upsampling
-products) come from a :class:`Workspace`. :func:`run_fast` and
+The large scratch arrays of a chunk (crops, spectra, maps, logged
+frames) come from a :class:`Workspace`. :func:`run_fast` and
 :func:`run_full` use the calling thread's workspace, which on the CPU keeps
 its buffers from one chunk (and one ``refine`` call) to the next, so that a
 steady stream of chunks allocates nothing large: fresh large allocations are
@@ -275,7 +275,7 @@ def _harmonics(n):
     return table
 
 
-def upsample_positions(backend, maps, positions, factor, ws=None):
+def upsample_positions(backend, maps, positions, factor):
     """Refine integer peak positions to the maximum of the maps' DFT interpolant.
 
     The rule, the same on every backend and for every batch:
@@ -317,8 +317,6 @@ def upsample_positions(backend, maps, positions, factor, ws=None):
         Integer (y, x) positions in map coordinates; ``Q`` positions per map.
     factor : int
         Upsampling factor (> 1).
-    ws : Workspace, optional
-        Unused; kept for the pipeline's uniform signature.
 
     Returns
     -------
@@ -400,15 +398,15 @@ def finish_fast(backend, crops, peaks, crop_size, filt, factor, out, ws=None):
     corrs, _, offsets = correlate(backend, crops, filt, ws=ws)
     backend.evaluate(corrs, peaks, crop_size, offsets, *out)
     if factor > 1:
-        _upsample_crops(backend, corrs, peaks, crop_size, factor, out, ws)
+        _upsample_crops(backend, corrs, peaks, crop_size, factor, out)
 
 
-def _upsample_crops(backend, maps, peaks, crop_size, factor, out, ws):
+def _upsample_crops(backend, maps, peaks, crop_size, factor, out):
     """Upsampled refinement of fast mode: ``out[1]`` from the crops' maps and ``out[0]``."""
     xp = backend.xp
     origin = xp.tile(peaks - crop_size, (maps.shape[0] // peaks.shape[0], 1))
     rel = out[0] - origin
-    pos = upsample_positions(backend, maps, rel[:, None, :], factor, ws=ws)
+    pos = upsample_positions(backend, maps, rel[:, None, :], factor)
     out[1][...] = pos[:, 0] + origin
 
 
@@ -440,7 +438,7 @@ def run_fast(backend, frames, peaks, crop_size, filt, factor, out, ws=None):
         maps = ws.empty("maps", (n, h, h), rdtype) if factor > 1 else None
         backend.fast_correlate(frames, peaks, crop_size, filt, maps, *out, bad)
         if factor > 1:
-            _upsample_crops(backend, maps, peaks, crop_size, factor, out, ws)
+            _upsample_crops(backend, maps, peaks, crop_size, factor, out)
         _mark_bad(xp, bad, out)
         return
     bad = xp.zeros(n, dtype=np.bool_)
@@ -466,7 +464,7 @@ def full_maps(backend, frames, filt, bad=None, ws=None):
     return correlate(backend, logged, filt, ws=ws)
 
 
-def finish_full(backend, crops, maps, offsets, peaks, crop_size, factor, out, ws=None):
+def finish_full(backend, crops, maps, offsets, peaks, crop_size, factor, out):
     """Evaluate crops (N * P, h, h) of the full-frame maps (N, H, W).
 
     ``offsets`` (N,) are the maps' means (see :func:`correlate`). Upsampling
@@ -476,7 +474,7 @@ def finish_full(backend, crops, maps, offsets, peaks, crop_size, factor, out, ws
     backend.evaluate(crops, peaks, crop_size, backend.xp.repeat(offsets, n_peaks), *out)
     if factor > 1:
         centers = out[0].reshape(maps.shape[0], -1, 2)
-        pos = upsample_positions(backend, maps, centers, factor, ws=ws)
+        pos = upsample_positions(backend, maps, centers, factor)
         out[1][...] = pos.reshape(-1, 2)
 
 
@@ -494,7 +492,7 @@ def run_full(backend, frames, peaks, crop_size, filt, factor, out, ws=None):
     # outside the frame the map counts as 0, i.e. -mean in zero-mean terms
     crops = crop_frames(backend, maps, peaks, crop_size, maps.dtype, log=False, fill=-offsets,
                         ws=ws)
-    finish_full(backend, crops, maps, offsets, peaks, crop_size, factor, out, ws=ws)
+    finish_full(backend, crops, maps, offsets, peaks, crop_size, factor, out)
     _mark_bad(xp, xp.repeat(bad, peaks.shape[0]), out)
 
 

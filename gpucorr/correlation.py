@@ -297,7 +297,13 @@ def do_correlations(template, crop_parts, with_specs: bool = False):
 
 def _uncentre_phase(xp, shape, dtype):
     """Spectrum factor that rolls a map back by ``ceil(shape / 2)``: the spectrum of the
-    uncentred map (libertem-blobfinder's convention) from that of the centred one."""
+    uncentred map (libertem-blobfinder's convention) from that of the centred one; built
+    once per shape and dtype, copied to a device once."""
+    return _pipeline._on_device(xp, _uncentre_phase_host(tuple(shape), np.dtype(dtype).str))
+
+
+@functools.lru_cache(maxsize=64)
+def _uncentre_phase_host(shape, dtype):
     h, w = shape
 
     def axis(n, half):
@@ -306,8 +312,9 @@ def _uncentre_phase(xp, shape, dtype):
             return 1.0 - 2.0 * (k % 2)  # exact: exp(i pi k) = (-1)^k
         return np.exp(2j * np.pi * k * (-(-n // 2)) / n)
 
-    phase = axis(h, False)[:, None] * axis(w, True)[None, :]
-    return xp.asarray(phase.astype(dtype))
+    phase = (axis(h, False)[:, None] * axis(w, True)[None, :]).astype(dtype)
+    phase.flags.writeable = False
+    return phase
 
 
 def _centred_maps(xp, corrspecs, shape):

@@ -45,7 +45,7 @@ except ImportError as exc:  # pragma: no cover - exercised by a subprocess test
     ) from exc
 
 from gpucorr import _backend, _validate
-from gpucorr.api import refine
+from gpucorr.api import _dense_chunk, refine
 from gpucorr.patterns import MatchPattern  # noqa: F401  (the peer's module has both names)
 from gpucorr.peaks import get_peaks  # noqa: F401
 
@@ -409,10 +409,6 @@ class SparseCorrelationUDF(CorrelationUDF):
                                       dtype=np.float32)
         return buffers
 
-    def get_backends(self):
-        """NumPy and pydata-sparse (COO, GCXS); CuPy where a GPU is usable."""
-        return super().get_backends()
-
     def _mask_matrix(self, sig_shape):
         """The stack as a CSR matrix (P (2 steps + 1)^2, H W) on the partition's device."""
         import scipy.sparse
@@ -428,11 +424,7 @@ class SparseCorrelationUDF(CorrelationUDF):
         offset_x = (peaks[:, 1, None, None] + dx - crop_size).ravel()
         stack = masks.sparse_template_multi_stack(
             np.arange(len(offset_y)), offset_x, offset_y, template, sig_shape[1], sig_shape[0])
-        n = len(offset_y)
-        if stack.shape[0] < n:  # trailing empty layers
-            import sparse
-            stack = sparse.pad(stack, ((0, n - stack.shape[0]), (0, 0), (0, 0)))
-        matrix = scipy.sparse.csr_matrix(stack.reshape((n, -1)).to_scipy_sparse())
+        matrix = scipy.sparse.csr_matrix(stack.reshape((len(offset_y), -1)).to_scipy_sparse())
         if self.xp is np:
             return matrix
         import cupyx.scipy.sparse
@@ -455,19 +447,15 @@ class SparseCorrelationUDF(CorrelationUDF):
         chunk = max(1, min(n_frames, (64 * 2**20) // (4 * max(1, int(np.prod(sig_shape))))))
         for start in range(0, n_frames, chunk):
             stop = min(start + chunk, n_frames)
-            frames = partition[start:stop]
-            if backend_module.is_sparse(frames):
-                frames = frames.todense()
-            frames = xp.asarray(frames)
+            # dense, native byte order, no float16: what the kernels read (as refine does)
+            frames = xp.ascontiguousarray(_dense_chunk(partition, start, stop))
             n = stop - start
-            flat = frames.reshape(n, -1)
-            bad = ~xp.isfinite(flat).all(axis=1)
+            # the pipeline's per-frame log scaling (the kernels of gpucorr.refine's full mode)
+            logged = xp.empty(frames.shape, _pipeline.compute_dtype(frames.dtype))
+            bad = xp.zeros(n, dtype=np.bool_)
+            kernels.log_scale_frames(frames, logged, bad)
             _pipeline._check_finite(xp, bad, "frames")
-            rdtype = _pipeline.compute_dtype(flat.dtype)
-            # log(x - min + 1) per frame, the shift in float64 (it cannot overflow)
-            low = flat.min(axis=1, keepdims=True).astype(np.float64)
-            logged = xp.log(flat.astype(np.float64) - (low - 1)).astype(rdtype)
-            corr = (matrix @ logged.T).T.astype(np.float32)               # (n, P k k)
+            corr = (matrix @ logged.reshape(n, -1).T).T.astype(np.float32)  # (n, P k k)
             corr = xp.ascontiguousarray(corr)
             out = (xp.empty((n * n_peaks, 2), np.int32), xp.empty((n * n_peaks, 2), np.float32),
                    xp.empty(n * n_peaks, np.float32), xp.empty(n * n_peaks, np.float32))

@@ -847,10 +847,7 @@ def gradient_x(imageSizeX, imageSizeY, dtype=np.float32):
     array([[0., 1., 2.],
            [0., 1., 2.]], dtype=float32)
     """
-    imageSizeX = _check_size("imageSizeX", imageSizeX)
-    imageSizeY = _check_size("imageSizeY", imageSizeY)
-    return np.broadcast_to(np.arange(imageSizeX, dtype=dtype),
-                           (imageSizeY, imageSizeX)).copy()
+    return _index_map(imageSizeX, imageSizeY, dtype, axis=1)
 
 
 def gradient_y(imageSizeX, imageSizeY, dtype=np.float32):
@@ -862,10 +859,13 @@ def gradient_y(imageSizeX, imageSizeY, dtype=np.float32):
     array([[0., 0., 0.],
            [1., 1., 1.]], dtype=float32)
     """
-    imageSizeX = _check_size("imageSizeX", imageSizeX)
-    imageSizeY = _check_size("imageSizeY", imageSizeY)
-    return np.broadcast_to(np.arange(imageSizeY, dtype=dtype)[:, np.newaxis],
-                           (imageSizeY, imageSizeX)).copy()
+    return _index_map(imageSizeX, imageSizeY, dtype, axis=0)
+
+
+def _index_map(imageSizeX, imageSizeY, dtype, axis):
+    """Each pixel's index along ``axis`` (0: rows, 1: columns) in ``dtype``."""
+    shape = (_check_size("imageSizeY", imageSizeY), _check_size("imageSizeX", imageSizeX))
+    return np.indices(shape, dtype=dtype)[axis]
 
 
 def sparse_circular_multi_stack(mask_index, centerX, centerY, imageSizeX, imageSizeY,
