@@ -4,11 +4,12 @@ Usage::
 
     python bench/compare.py [--rounds 7] [--frames 64] [--out bench/results]
 
-Times each case of :mod:`workload` with ``time.perf_counter``, best of
-``--rounds`` rounds, interleaving the implementations round by round so that
-both see the same machine load. Prints a markdown table of frames/s and the
-gpucorr/reference throughput ratios and writes the numbers, the device, the
-commit and the library versions as JSON under ``--out``.
+Times each case of :mod:`workload` (``gpucorr bench``'s workload) with
+``time.perf_counter``, best of ``--rounds`` rounds, interleaving the
+implementations round by round so that both see the same machine load. Prints
+a markdown table of frames/s and the gpucorr/reference throughput ratios and
+writes the numbers, the device, the commit and the library versions as JSON
+under ``--out``.
 
 gpucorr runs with its default thread count (one per core) and, for a
 per-core comparison, with ``workers=1``; libertem-blobfinder's
@@ -84,8 +85,7 @@ def main(argv=None):
         "commit": workload.commit(),
         "device": workload.device(),
         "versions": workload.versions(),
-        "workload": (f"{args.frames} frames 256x256 float32, 49 peaks, "
-                     f"RadialGradient(radius={workload.RADIUS}), 32x32 crops"),
+        "workload": w.description,
         "frames_per_call": args.frames,
         "rounds": args.rounds,
         "cases": {

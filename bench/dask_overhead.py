@@ -21,7 +21,7 @@ The cluster runs twice, with two worker environments (``--malloc``):
   ``MALLOC_TRIM_THRESHOLD_=65536`` (``distributed.nanny.pre-spawn-environ``), which
   switches off glibc's dynamic mmap threshold: every allocation above 128 KiB is a
   fresh mmap, paid for in page faults. ``refine`` keeps its scratch buffers per
-  thread from one chunk to the next (``gpucorr._pipeline.Workspace``), so its own
+  thread from one chunk to the next (``gpucorr.pipeline.Workspace``), so its own
   chunks fault only once; what still faults is the reading of the frames (zarr's
   decompressed chunks, the Dask block), measured separately by a read-only pass.
 - ``tuned``: ``gpucorr.dask.worker_config()``, i.e. the environment
@@ -72,8 +72,8 @@ ZARR_CHUNK = 64
 def write_store(path, n_frames=N_FRAMES, zarr_chunk=ZARR_CHUNK, seed=workload.SEED):
     """Write the workload (uint16, tiled to ``n_frames``) to a zarr store; return the peaks."""
     import zarr
-    w = workload.make_workload(n_frames=min(64, n_frames), seed=seed)
-    frames = np.clip(np.rint(w.frames), 0, np.iinfo(np.uint16).max).astype(np.uint16)
+    w = workload.make_workload(n_frames=min(64, n_frames), seed=seed, dtype=np.uint16)
+    frames = w.frames
     z = zarr.open_array(str(path), mode="w", shape=(n_frames,) + workload.FRAME_SHAPE,
                         chunks=(zarr_chunk,) + workload.FRAME_SHAPE, dtype=np.uint16)
     for start in range(0, n_frames, len(frames)):
@@ -82,16 +82,11 @@ def write_store(path, n_frames=N_FRAMES, zarr_chunk=ZARR_CHUNK, seed=workload.SE
     return w.peaks
 
 
-def pattern():
-    from gpucorr.patterns import RadialGradient
-    return RadialGradient(radius=workload.RADIUS)
-
-
 def direct_call(store, peaks, mode="fast", upsample=False, workers=None):
     """A no-argument callable: ``gpucorr.refine`` on the zarr array."""
     import zarr
     import gpucorr
-    pat = pattern()
+    pat = workload.pattern()
 
     def call():
         return gpucorr.refine(zarr.open_array(str(store), mode="r"), peaks, pat, mode=mode,
@@ -104,7 +99,7 @@ def dask_call(store, peaks, client, chunk=CHUNK, mode="fast", upsample=False):
     on ``client`` (graph construction included in the time)."""
     import dask.array as da
     import gpucorr.dask
-    pat = pattern()
+    pat = workload.pattern()
 
     def call():
         darr = da.from_zarr(str(store), chunks=(chunk, -1, -1))
@@ -258,7 +253,8 @@ def main(argv=None):
            "direct_threads": os.cpu_count(), "mode": args.mode, "upsample": args.upsample,
            "device": workload.device(), "commit": workload.commit(),
            "load_average": os.getloadavg(), "variants": {}}
-    print(f"{args.frames} frames 256x256 uint16, 49 peaks, RadialGradient(radius=8), "
+    print(f"{args.frames} frames 256x256 uint16, {workload.PEAKS} peaks, "
+          f"RadialGradient(radius={workload.RADIUS}), "
           f"mode={args.mode}, upsample={args.upsample}; zarr chunks of {args.zarr_chunk}, "
           f"Dask chunks of {args.chunk}; {workload.device()}, load average "
           f"{os.getloadavg()[0]:.2f}")

@@ -2,8 +2,10 @@
 
 Issue targets, all measured side by side in one run:
 
-- GPU-resident float32 input, 256x256 frames, 49 peaks, RadialGradient(radius=8)
-  (32-px crops): fast, fast with upsample=20, and full mode, in frames/s;
+- GPU-resident float32 input, the benchmark workload of ``gpucorr bench``
+  (:mod:`gpucorr.cli.workload`: 256x256 frames, 49 peaks, RadialGradient(radius=8),
+  32-px crops; 64 distinct noisy frames, repeated): fast, fast with upsample=20,
+  and full mode, in frames/s;
   against libertem-blobfinder 0.6.1's CuPy path (its ``process_frame_*`` per
   frame on CuPy frames, as its UDFs call them on the CuPy backend) and its
   NumPy path, and gpucorr on the CPU.
@@ -44,11 +46,14 @@ import cupy
 import cupyx
 
 import gpucorr
-from gpucorr import _backend, _cuda, _hostcopy, _pipeline, api
+from gpucorr.execution import streaming as staging
+from gpucorr import backends as _backend
+from gpucorr.backends import _cuda
+from gpucorr import pipeline as _pipeline
+from gpucorr.cli import workload
 from gpucorr.patterns import RadialGradient
-from gpucorr.synthetic import cbed_frame
 
-SHAPE = (256, 256)
+SHAPE = workload.FRAME_SHAPE
 
 
 def gpu_seconds(fn, rounds):
@@ -86,8 +91,7 @@ def device_copy_bandwidth(nbytes=2**30):
 
 def host_fill_bandwidth(frames, workers, nbytes=128 * 2**20, copy=np.copyto):
     """Bytes/s of ``workers`` threads copying ``frames`` into a pinned buffer of ``nbytes``
-    with ``copy`` (what streaming does on the host before each host-to-device copy:
-    ``_hostcopy.copy_into``, non-temporal stores; ``numpy.copyto`` before)."""
+    with ``copy`` (what streaming does on the host before each host-to-device copy)."""
     from concurrent.futures import ThreadPoolExecutor
     per = max(1, nbytes // frames[0].nbytes)
     host = cupyx.empty_pinned((per,) + frames.shape[1:], dtype=frames.dtype)
@@ -119,22 +123,11 @@ def h2d_bandwidth(nbytes, pinned):
                                               stream=stream), 5)
 
 
-def make_frames(n, dtype):
-    rng = np.random.default_rng(0)
-    clean, _, true = cbed_frame(*SHAPE, zero=(128.3, 127.6), a=(36.6, 2.1), b=(-2.1, 36.6),
-                                radius=8, margin=16)
-    distinct = rng.poisson(clean[0] / clean.sum() * 2e6, size=(64,) + SHAPE).astype(dtype)
-    frames = np.empty((n,) + SHAPE, dtype=dtype)
-    for start in range(0, n, 64):
-        frames[start:start + 64] = distinct[: min(64, n - start)]
-    return frames, np.rint(true).astype(np.int64)[:49]
-
-
 def reference_cupy(mode, up, frames_gpu, peaks, n):
     """libertem-blobfinder's CuPy path: its per-frame functions on CuPy frames (seconds/frame)."""
     from libertem_blobfinder.base import correlation as lbc
     from libertem_blobfinder.common import patterns as lbf_patterns
-    pattern = lbf_patterns.RadialGradient(radius=8)
+    pattern = lbf_patterns.RadialGradient(radius=workload.RADIUS)
     cs = pattern.get_crop_size()
     peaks32 = peaks.astype(np.int32)
     out = (np.zeros((len(peaks), 2), np.uint16), np.zeros((len(peaks), 2), np.float32),
@@ -166,7 +159,7 @@ def reference_numpy(mode, up, frames, peaks):
     from libertem_blobfinder.common import correlation as lbf
     from libertem_blobfinder.common import patterns as lbf_patterns
     fn = lbf.process_frames_fast if mode == "fast" else lbf.process_frames_full
-    pattern = lbf_patterns.RadialGradient(radius=8)
+    pattern = lbf_patterns.RadialGradient(radius=workload.RADIUS)
     fn(pattern, frames[:2], peaks, upsample=up)
     t0 = time.perf_counter()
     fn(pattern, frames, peaks, upsample=up)
@@ -256,8 +249,9 @@ def main(argv=None):
     parser.add_argument("--out", default=None)
     args = parser.parse_args(argv)
     emulated = cupy.__file__.endswith("fake_cupy.py")
-    pattern = RadialGradient(radius=8)
-    host, peaks_host = make_frames(args.frames, np.float32)
+    pattern = workload.pattern()
+    resident = workload.make_workload(args.frames)
+    host, peaks_host = resident.frames, resident.peaks.astype(np.int64)
     frames = cupy.asarray(host)
     peaks = cupy.asarray(peaks_host)
     props = cupy.cuda.runtime.getDeviceProperties(cupy.cuda.Device().id)
@@ -265,8 +259,7 @@ def main(argv=None):
     bandwidth = device_copy_bandwidth(args.copy_mib * 2**20)
     print(f"{device}: device copy {bandwidth / 1e9:.0f} GB/s")
     rows = []
-    for name, mode, up in (("fast", "fast", False), ("fast-upsample20", "fast", 20),
-                           ("full", "full", False)):
+    for name, (mode, up) in workload.CASES.items():
         t_gpu = gpu_seconds(lambda: gpucorr.refine(frames, peaks, pattern, mode=mode,
                                                    upsample=up), args.rounds) / args.frames
         cpu_frames = host[: args.cpu_frames]
@@ -310,7 +303,7 @@ def main(argv=None):
     # host-resident uint16 frames streamed to the GPU
     frames = chunk = None  # free the resident frames before streaming
     cupy.get_default_memory_pool().free_all_blocks()
-    stream_host, _ = make_frames(args.stream_frames, np.uint16)
+    stream_host = workload.make_workload(args.stream_frames, dtype=np.uint16).frames
     nbytes = stream_host.nbytes
     pinned_bw = h2d_bandwidth(min(nbytes, 2**31), pinned=True)
     pageable_bw = h2d_bandwidth(min(nbytes, 2**31), pinned=False)
@@ -324,8 +317,8 @@ def main(argv=None):
                      bytes_per_s=nbytes / t_stream, pinned_h2d_bytes_per_s=pinned_bw,
                      pageable_h2d_bytes_per_s=pageable_bw,
                      fraction_of_pinned_h2d=nbytes / t_stream / pinned_bw,
-                     host_cpus=os.cpu_count(), staging_bytes=api.STAGING_BYTES,
-                     staging_piece_bytes=api.STAGING_PIECE_BYTES)
+                     host_cpus=os.cpu_count(), staging_bytes=staging.STAGING_BYTES,
+                     staging_piece_bytes=staging.STAGING_PIECE_BYTES)
     print(json.dumps(streaming))
     if args.extras:
         streaming.update(streaming_extras(stream_host, peaks_host, pattern, pinned_bw,
@@ -333,6 +326,7 @@ def main(argv=None):
     stream_host = None
 
     result = dict(device=device, emulated=emulated, cupy=cupy.__version__,
+                  workload=resident.description,
                   cuda_runtime=cupy.cuda.runtime.runtimeGetVersion(),
                   driver=cupy.cuda.runtime.driverGetVersion(), python=platform.python_version(),
                   numpy=np.__version__, launch_sizes=dict(BLOCK=_cuda.BLOCK,
@@ -349,52 +343,37 @@ def main(argv=None):
 
 
 def streaming_extras(stream_host, peaks_host, pattern, pinned_bw, refine_streamed):
-    """The slower streaming studies (``--extras``): staging fill rates, non-temporal
-    stores against ``numpy.copyto`` interleaved, page-locked input, staging settings."""
+    """The slower streaming studies (``--extras``): staging fill rates, page-locked input,
+    staging settings."""
     nbytes = stream_host.nbytes
-    fill_bw = {w: host_fill_bandwidth(stream_host, w, copy=_hostcopy.copy_into)
-               for w in (4, 8, 16)}
-    fill_bw_numpy = {w: host_fill_bandwidth(stream_host, w) for w in (4, 8, 16)}
-
-    # non-temporal staging stores (the default) against NumPy's copy, interleaved
-    best = {True: np.inf, False: np.inf}
-    try:
-        for _ in range(3):
-            for streaming_stores in best:
-                _hostcopy.USE_STREAMING_STORES = streaming_stores
-                best[streaming_stores] = min(best[streaming_stores],
-                                             host_seconds(refine_streamed, 1))
-    finally:
-        _hostcopy.USE_STREAMING_STORES = True
-    t_stream, t_numpy_fill = best[True], best[False]
+    fill_bw = {w: host_fill_bandwidth(stream_host, w) for w in (4, 8, 16)}
+    t_fill = host_seconds(refine_streamed, 3)
     # the caller's frames already page-locked (cupyx.empty_pinned): no staging at all
     pinned_frames = cupyx.empty_pinned(stream_host.shape, dtype=stream_host.dtype)
     pinned_frames[...] = stream_host
     t_pinned = host_seconds(lambda: refine_streamed(pinned_frames), 3)
     pinned_frames = None
     extras = dict(host_to_pinned_fill_bytes_per_s=fill_bw,
-                  host_to_pinned_fill_numpy_copyto_bytes_per_s=fill_bw_numpy,
-                  interleaved_streaming_stores_bytes_per_s=nbytes / t_stream,
-                  numpy_copyto_fill_bytes_per_s=nbytes / t_numpy_fill,
-                  numpy_copyto_fill_fraction_of_pinned_h2d=nbytes / t_numpy_fill / pinned_bw,
+                  staged_bytes_per_s=nbytes / t_fill,
+                  staged_fraction_of_pinned_h2d=nbytes / t_fill / pinned_bw,
                   pinned_input_bytes_per_s=nbytes / t_pinned,
                   pinned_input_fraction_of_pinned_h2d=nbytes / t_pinned / pinned_bw)
     print(json.dumps(extras))
     # the staging settings side by side (one copy per chunk = the piece as big as the chunk)
-    saved = api.STAGING_BYTES, api.STAGING_PIECE_BYTES
+    saved = staging.STAGING_BYTES, staging.STAGING_PIECE_BYTES
     variants = []
     try:
         for workers, staging_mib, piece_mib in ((4, 128, 128), (8, 128, 128), (16, 128, 128),
                                                 (8, 128, 32), (8, 256, 64), (16, 256, 64),
                                                 (8, 64, 64)):
-            api.STAGING_BYTES, api.STAGING_PIECE_BYTES = staging_mib * 2**20, piece_mib * 2**20
+            staging.STAGING_BYTES, staging.STAGING_PIECE_BYTES = staging_mib * 2**20, piece_mib * 2**20
             t = host_seconds(lambda: refine_streamed(workers=workers), 3)
             variants.append(dict(workers=workers, staging_mib=staging_mib, piece_mib=piece_mib,
                                  bytes_per_s=nbytes / t,
                                  fraction_of_pinned_h2d=nbytes / t / pinned_bw))
             print(json.dumps(variants[-1]))
     finally:
-        api.STAGING_BYTES, api.STAGING_PIECE_BYTES = saved
+        staging.STAGING_BYTES, staging.STAGING_PIECE_BYTES = saved
     extras["variants"] = variants
     return extras
 

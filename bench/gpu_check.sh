@@ -16,7 +16,7 @@
 #   bench      bench/gpu_bench.py (GPU-resident fast / fast+upsample 20 / full, the reference's
 #              CuPy path, host uint16 streaming against the pinned copy rate of the same run)
 # Optional stages (slower; run only when named): extras (gpu_bench.py --extras: stages, crop
-# edges, staging variants), streaming (bench/h2d_paths.py, bench/host_fill.py), initcheck,
+# edges, staging variants), streaming (bench/h2d_paths.py), initcheck,
 # synccheck (compute-sanitizer over the quick smoke), profile (Nsight Compute).
 #
 # Consecutive correctness stages (tests, memcheck, racecheck, initcheck, synccheck) run side
@@ -159,17 +159,11 @@ stage_bench() {  # bench | extras
 }
 
 stage_streaming() {
-    local rc=0 workers=(--workers 1 4 8 16) size=()
-    [ "$FAKE" = 1 ] && { workers=(--workers 1 2); size=(--gib 0.25); }
+    local rc=0 size=()
+    [ "$FAKE" = 1 ] && size=(--gib 0.25)
     py_gpu bench/h2d_paths.py ${size[@]+"${size[@]}"} --out "$logs/h2d-paths.json" \
         > "$logs/h2d-paths.log" 2>&1 || rc=1
     tail -n 12 "$logs/h2d-paths.log"
-    [ "$FAKE" = 1 ] && size+=(--rounds 1)
-    "$PY" bench/host_fill.py "${workers[@]}" ${size[@]+"${size[@]}"} \
-        --out "$logs/host-fill.json" > "$logs/host-fill.log" 2>&1 || rc=1
-    "$PY" bench/host_fill.py --scan "${workers[@]}" ${size[@]+"${size[@]}"} \
-        --out "$logs/host-fill-scan.json" >> "$logs/host-fill.log" 2>&1 || rc=1
-    tail -n 8 "$logs/host-fill.log"
     return $rc
 }
 

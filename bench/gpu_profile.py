@@ -1,5 +1,8 @@
 """One refine call per mode on GPU-resident frames, inside NVTX ranges, for Nsight Compute.
 
+The frames are the benchmark workload of ``gpucorr bench`` and bench/gpu_bench.py
+(:mod:`gpucorr.cli.workload`: 256x256 float32, 49 peaks, RadialGradient(radius=8)).
+
 ``bench/gpu_check.sh profile`` runs it under ``ncu`` with ``--nvtx-include`` so
 that only the kernels of the measured calls are profiled (after a warm-up
 call), and writes each kernel's memory and compute throughput (speed of
@@ -13,9 +16,8 @@ import cupy
 from cupy.cuda import nvtx
 
 import gpucorr
-from gpucorr import _cuda
-from gpucorr.patterns import RadialGradient
-from gpucorr.synthetic import cbed_frame
+from gpucorr.backends import _cuda
+from gpucorr.cli import workload
 
 
 def main(argv=None):
@@ -24,13 +26,10 @@ def main(argv=None):
     parser.add_argument("--modes", default="fast,fast-unfused,fast-upsample20,full",
                         help="comma-separated cases to measure")
     args = parser.parse_args(argv)
-    rng = np.random.default_rng(0)
-    clean, _, true = cbed_frame(256, 256, zero=(128.3, 127.6), a=(36.6, 2.1), b=(-2.1, 36.6),
-                                radius=8, margin=16)
-    distinct = rng.poisson(clean[0] / clean.sum() * 2e6, size=(64, 256, 256)).astype(np.float32)
-    frames = cupy.asarray(np.resize(distinct, (args.frames, 256, 256)))
-    peaks = cupy.asarray(np.rint(true).astype(np.int64)[:49])
-    pattern = RadialGradient(radius=8)
+    w = workload.make_workload(args.frames)
+    frames = cupy.asarray(w.frames)
+    peaks = cupy.asarray(w.peaks.astype(np.int64))
+    pattern = workload.pattern()
     for name, mode, up, fused in (("fast", "fast", False, True),
                                   ("fast-unfused", "fast", False, False),
                                   ("fast-upsample20", "fast", 20, True),

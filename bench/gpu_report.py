@@ -78,7 +78,7 @@ def env(args):
     except Exception as exc:  # no driver, no device: say so (the tests stage then fails)
         info["gpu_usable"] = False
         info["gpu_error"] = f"{type(exc).__name__}: {exc}"[:300]
-    from gpucorr import _cuda
+    from gpucorr.backends import _cuda
     info["launch_sizes"] = dict(BLOCK=_cuda.BLOCK, FAST_THREADS=_cuda.FAST_THREADS)
     info["launch_sizes_as_shipped"] = not info["emulated"]
     if shutil.which("nvidia-smi") and not info["emulated"]:

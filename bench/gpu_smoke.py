@@ -7,7 +7,7 @@ input and host input streamed to the GPU; fast mode both as the fused kernel
 pipeline (crop.cu, cuFFT, evaluate.cu); the upsampling (upsample.cu, used by
 both modes whenever ``upsample > 1``) with its blocks' scratch in shared memory
 and in device memory. It checks that every kernel source of
-``gpucorr._cuda.kernel_expressions()`` was launched, and fails naming any that
+``gpucorr.backends._cuda.kernel_expressions()`` was launched, and fails naming any that
 was not.
 
 Values are the parity suite's job (tests/test_gpu.py); here the results need
@@ -32,7 +32,10 @@ import numpy as np
 import cupy
 
 import gpucorr
-from gpucorr import _backend, _cuda, _pipeline, patterns
+from gpucorr import patterns
+from gpucorr import backends as _backend
+from gpucorr.backends import _cuda
+from gpucorr import pipeline as _pipeline
 
 
 def _record_launches():

@@ -12,6 +12,6 @@ python3 -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 \
     --implementation cp $platforms -d .whl \
     array-api-compat sparseconverter sparse "libertem-blobfinder==0.6.1" \
     "dask[array]" distributed partd locket tblib zict tornado \
-    zarr numcodecs donfig google-crc32c msgspec
+    zarr numcodecs donfig google-crc32c msgspec tqdm
 ls .whl
 du -sh .whl

@@ -4,7 +4,7 @@
 - pageable: one copy from ordinary NumPy memory (the driver stages it);
 - fill: ``workers`` threads copying NumPy frames into a pinned buffer, by thread count
   (what streaming through staging buffers must do on the host first), with
-  ``numpy.copyto`` and with gpucorr's non-temporal stores (``fill-streaming-stores``);
+  ``numpy.copyto``;
 - registered: page-locking the caller's own array with ``cudaHostRegister`` in
   pieces, a copy from each piece straight to the device, and unlocking, so no host
   copy at all: the time to register, to copy and the whole; then with the pieces
@@ -29,7 +29,7 @@ import cupyx
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # bench/, also under runpy
 from gpu_bench import host_seconds  # noqa: E402
 
-from gpucorr import _hostcopy  # noqa: E402
+
 
 
 def main(argv=None):
@@ -74,10 +74,8 @@ def main(argv=None):
                                           host[a + b:a + min(b + step, n)])
                               for b in range(0, n, step)]:
                         f.result()
-            # numpy.copyto (glibc memcpy) and gpucorr's non-temporal stores
+            # numpy.copyto (glibc memcpy), as the staging reads do
             row(path="fill", workers=workers, seconds=host_seconds(lambda: fill(np.copyto), 3))
-            row(path="fill-streaming-stores", workers=workers,
-                seconds=host_seconds(lambda: fill(_hostcopy.copy_into), 3))
 
     for piece_mib in (64, 256, 1024):
         piece = piece_mib * 2**20

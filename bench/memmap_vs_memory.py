@@ -2,8 +2,10 @@
 
 The issue's target on a 2-core machine: a memmap of 20,000 frames (256x256
 uint16, 49 peaks, fast mode) within 1.2x of the time for the same frames in
-memory. Before each memmap run the file's pages are dropped from the page
-cache (``posix_fadvise(DONTNEED)``), so the frames really come from disk.
+memory. The frames are the benchmark workload (:mod:`gpucorr.cli.workload`,
+RadialGradient(radius=8)) as uint16, its 64 distinct frames repeated. Before
+each memmap run the file's pages are dropped from the page cache
+(``posix_fadvise(DONTNEED)``), so the frames really come from disk.
 
 Usage: ``python bench/memmap_vs_memory.py [--frames 20000] [--rounds 2] [--dir DIR]``
 """
@@ -16,23 +18,20 @@ import time
 import numpy as np
 
 import gpucorr
-from gpucorr.patterns import RadialGradient
-from gpucorr.synthetic import cbed_frame
+from gpucorr.cli import workload
 
 
-def make_file(path, n_frames, seed=0):
-    rng = np.random.default_rng(seed)
-    clean, _, true = cbed_frame(256, 256, zero=(128.3, 127.6), a=(36.6, 2.1), b=(-2.1, 36.6),
-                                radius=8, margin=16)
-    distinct = rng.poisson(clean[0] / clean.sum() * 2e6, size=(64, 256, 256)).astype(np.uint16)
+def make_file(path, n_frames, seed=workload.SEED):
+    """Write ``n_frames`` of the workload (uint16) to an .npy file; return the peaks."""
+    w = workload.make_workload(min(n_frames, workload.DISTINCT), seed=seed, dtype=np.uint16)
     mm = np.lib.format.open_memmap(path, mode="w+", dtype=np.uint16,
-                                   shape=(n_frames, 256, 256))
-    for start in range(0, n_frames, 64):
-        stop = min(start + 64, n_frames)
-        mm[start:stop] = distinct[: stop - start]
+                                   shape=(n_frames,) + workload.FRAME_SHAPE)
+    for start in range(0, n_frames, len(w.frames)):
+        stop = min(start + len(w.frames), n_frames)
+        mm[start:stop] = w.frames[: stop - start]
     mm.flush()
     del mm
-    return np.rint(true).astype(np.int64)
+    return w.peaks
 
 
 def drop_cache(path):
@@ -48,7 +47,7 @@ def main(argv=None):
     parser.add_argument("--dir", default=None, help="folder for the data file")
     parser.add_argument("--out", default=None, help="write the JSON result here")
     args = parser.parse_args(argv)
-    pattern = RadialGradient(radius=8)
+    pattern = workload.pattern()
     with tempfile.TemporaryDirectory(dir=args.dir) as tmp:
         path = os.path.join(tmp, "frames.npy")
         peaks = make_file(path, args.frames)
@@ -69,7 +68,7 @@ def main(argv=None):
                   in_memory_s=min(t_mem), memmap_from_disk_s=min(t_map),
                   ratio=min(t_map) / min(t_mem), cpus=os.cpu_count(),
                   gpucorr=gpucorr.__version__)
-    print(f"{args.frames} frames ({size_gb:.2f} GB uint16), fast mode, 49 peaks: "
+    print(f"{args.frames} frames ({size_gb:.2f} GB uint16), fast mode, {len(peaks)} peaks: "
           f"in memory {result['in_memory_s']:.2f} s ({args.frames / result['in_memory_s']:.0f} "
           f"frames/s), memmap from disk {result['memmap_from_disk_s']:.2f} s "
           f"({args.frames / result['memmap_from_disk_s']:.0f} frames/s): "

@@ -6,10 +6,10 @@ Run explicitly, with benchmarking switched on (pyproject's addopts disable it)::
     python -m pytest bench/ --benchmark-enable
 
 Each group ("fast", "fast-upsample20", "full") times one call on the same 64
-frames (256x256 float32, 49 peaks, RadialGradient radius 8) for both
-libraries. Compare throughputs within one run only: this is a ratio
-benchmark, absolute times on a shared VM mean little. ``bench/compare.py``
-prints the same comparison as a table.
+frames (256x256 float32, 49 peaks, RadialGradient radius 8: bench/workload.py,
+which is ``gpucorr bench``'s workload) for both libraries. Compare throughputs
+within one run only: this is a ratio benchmark, absolute times on a shared VM
+mean little. ``bench/compare.py`` prints the same comparison as a table.
 """
 import numpy as np
 import pytest
@@ -29,11 +29,13 @@ def device():
     return workload.device()
 
 
-def _run(benchmark, call, group, backend, device, n_frames):
+def _run(benchmark, call, group, backend, device, work):
     call()  # JIT compilation, FFT plans, page faults: not timed
+    n_frames = len(work.frames)
     benchmark.group = group
     benchmark.extra_info.update(backend=backend, device=device, frames_per_call=n_frames,
-                                frame_shape="256x256", dtype="float32", n_peaks=49,
+                                frame_shape="x".join(map(str, workload.FRAME_SHAPE)),
+                                dtype=str(work.frames.dtype), n_peaks=len(work.peaks),
                                 pattern=f"RadialGradient(radius={workload.RADIUS})")
     result = benchmark.pedantic(call, rounds=ROUNDS, iterations=1, warmup_rounds=1)
     if benchmark.stats is not None:  # None with --benchmark-disable
@@ -45,16 +47,16 @@ def _run(benchmark, call, group, backend, device, n_frames):
 def test_gpucorr(benchmark, work, device, group):
     mode, upsample = workload.CASES[group]
     res = _run(benchmark, workload.gpucorr_call(work, mode, upsample), group,
-               "gpucorr (numba CPU, default workers)", device, len(work.frames))
-    assert res.refineds.shape == (len(work.frames), 49, 2)
+               "gpucorr (numba CPU, default workers)", device, work)
+    assert res.refineds.shape == (len(work.frames), workload.PEAKS, 2)
 
 
 @pytest.mark.parametrize("group", list(workload.CASES))
 def test_reference(benchmark, work, device, group):
     mode, upsample = workload.CASES[group]
     res = _run(benchmark, workload.reference_call(work, mode, upsample), group,
-               workload.REFERENCE, device, len(work.frames))
-    assert res[1].shape == (len(work.frames), 49, 2)
+               workload.REFERENCE, device, work)
+    assert res[1].shape == (len(work.frames), workload.PEAKS, 2)
 
 
 @pytest.mark.parametrize("group", list(workload.CASES))

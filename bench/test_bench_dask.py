@@ -58,8 +58,9 @@ def _run(benchmark, call, backend, **info):
     call()  # JIT compilation / numba cache loading in every worker, page faults: not timed
     benchmark.group = GROUP
     benchmark.extra_info.update(backend=backend, device=workload.device(),
-                                frames_per_call=dask_overhead.N_FRAMES, frame_shape="256x256",
-                                dtype="uint16", n_peaks=49,
+                                frames_per_call=dask_overhead.N_FRAMES,
+                                frame_shape="x".join(map(str, workload.FRAME_SHAPE)),
+                                dtype="uint16", n_peaks=workload.PEAKS,
                                 pattern=f"RadialGradient(radius={workload.RADIUS})",
                                 zarr_chunk=dask_overhead.ZARR_CHUNK, **info)
     result = benchmark.pedantic(call, rounds=ROUNDS, iterations=1, warmup_rounds=1)

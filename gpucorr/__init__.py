@@ -14,10 +14,11 @@ from gpucorr.correlation import (  # noqa: F401
     crop_disks_from_frame, crop_disks_from_frame_slicing, zeros, fft,
 )
 from gpucorr.api import refine, RefineResult  # noqa: F401
-from gpucorr._backend import devices, Device  # noqa: F401
-from gpucorr._device import use_device, get_device  # noqa: F401
+from gpucorr.backends.devices import devices, Device, use_device, get_device  # noqa: F401
 from gpucorr.peaks import get_correlation, get_peaks  # noqa: F401
 from gpucorr.synthetic import cbed_frame  # noqa: F401
+from gpucorr.radius import estimate_radius  # noqa: F401
+from gpucorr.calibration import Calibration  # noqa: F401
 from gpucorr import patterns  # noqa: F401
 from gpucorr.patterns import MatchPattern  # noqa: F401
 

@@ -4,11 +4,13 @@ Every check raises ``TypeError`` (wrong kind of thing) or ``ValueError``
 (right kind, wrong value) with a message that names what was given and what
 is allowed.
 """
+import math
 import numbers
 import operator
 
-import array_api_compat
 import numpy as np
+
+from gpucorr.backends import is_cupy
 
 #: the largest accepted upsampling factor (the search grid is ``1.5 * factor`` square)
 MAX_UPSAMPLE = 1000
@@ -18,6 +20,16 @@ DEFAULT_UPSAMPLE = 20
 
 def _shape(arr):
     return tuple(getattr(arr, "shape", np.shape(arr)))
+
+
+def is_real_number(value):
+    """True for Python and NumPy real scalars, False for bool and the rest."""
+    return isinstance(value, numbers.Real) and not isinstance(value, (bool, np.bool_))
+
+
+def is_int(value):
+    """True for Python and NumPy integers, False for bool and the rest."""
+    return isinstance(value, numbers.Integral) and not isinstance(value, (bool, np.bool_))
 
 
 def real_dtype(dtype, name):
@@ -55,7 +67,7 @@ def check_count(value, name, allowed, allow_none=False):
     """
     if value is None and allow_none:
         return None
-    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Integral):
+    if not is_int(value):
         raise TypeError(f"{name} must be {allowed}; got {value!r} ({type(value).__name__})")
     value = operator.index(value)
     if value < 1:
@@ -118,7 +130,7 @@ def check_peaks(peaks, name="peaks", truncate=False):
 def far_peaks(xp, peaks):
     """Mask (P,) of int64 ``peaks`` beyond +-PEAK_LIMIT, computed where they are (no
     sync): integer CuPy peaks reach the GPU unchecked (:func:`peaks_in`), and their
-    rows get NaN results (:func:`gpucorr._pipeline._mark_bad`) instead of an error."""
+    rows get NaN results (:func:`gpucorr.pipeline.mark_bad`) instead of an error."""
     return xp.any((peaks > PEAK_LIMIT) | (peaks < -PEAK_LIMIT), axis=1)
 
 
@@ -149,7 +161,7 @@ def check_upsample(upsample):
 
 def check_crop_size(crop_size, frame_shape=None):
     """``crop_size`` as a positive int whose crop (2 * crop_size) fits in the frame."""
-    if isinstance(crop_size, (bool, np.bool_)) or not isinstance(crop_size, numbers.Integral):
+    if not is_int(crop_size):
         raise TypeError(f"crop_size must be a positive int; got {crop_size!r}")
     crop_size = operator.index(crop_size)
     if crop_size < 1:
@@ -293,10 +305,89 @@ def peaks_in(xp, peaks):
     host sync); others are validated on the host (:func:`check_peaks`) and
     moved once.
     """
-    if (xp is not np and array_api_compat.is_cupy_array(peaks)
+    if (xp is not np and is_cupy(peaks)
             and np.dtype(peaks.dtype).kind in "iu"):
         if peaks.ndim != 2 or peaks.shape[1] != 2 or peaks.shape[0] == 0:
             check_peaks(np.empty(peaks.shape, np.int64))  # raises the usual error
         return xp.ascontiguousarray(peaks, dtype=np.int64)
-    host = peaks.get() if array_api_compat.is_cupy_array(peaks) else peaks
+    host = peaks.get() if is_cupy(peaks) else peaks
     return xp.asarray(check_peaks(host))
+
+
+# --- scalars, sizes and arrays of the template builders (masks, patterns, synthetic, peaks)
+
+def check_real(name, value, *, minimum=None, strict=False):
+    """Return ``value`` after checking that it is a finite real number.
+
+    ``minimum`` adds a lower bound, exclusive when ``strict`` is true.
+    """
+    if not is_real_number(value):
+        raise TypeError(
+            f"{name} must be a real number; got {value!r} of type {type(value).__name__}"
+        )
+    if not math.isfinite(value):
+        raise ValueError(f"{name} must be finite; got {value!r}")
+    if minimum is not None:
+        if strict and not value > minimum:
+            raise ValueError(f"{name} must be > {minimum}; got {value!r}")
+        if not strict and not value >= minimum:
+            raise ValueError(f"{name} must be >= {minimum}; got {value!r}")
+    return value
+
+
+def check_size(name, value):
+    """Return ``int(value)`` after checking that it is a positive integer."""
+    if not is_int(value):
+        raise TypeError(
+            f"{name} must be a positive int; got {value!r} of type {type(value).__name__}"
+        )
+    if value <= 0:
+        raise ValueError(f"{name} must be a positive int; got {value!r}")
+    return int(value)
+
+
+def check_shape(sig_shape, name="sig_shape"):
+    """Return ``sig_shape`` as a tuple of two positive Python ints."""
+    try:
+        items = tuple(sig_shape)
+    except TypeError:
+        raise TypeError(
+            f"{name} must be a sequence of two positive ints; got {sig_shape!r}"
+        ) from None
+    if len(items) != 2:
+        raise ValueError(
+            f"{name} must have two entries (height, width); got {sig_shape!r}"
+        )
+    for item in items:
+        if not is_int(item):
+            raise TypeError(f"{name} must contain two positive ints; got {sig_shape!r}")
+        if item <= 0:
+            raise ValueError(f"{name} must contain two positive ints; got {sig_shape!r}")
+    return tuple(int(item) for item in items)
+
+
+def check_real_array(name, value, *, ndim=None):
+    """Return ``value`` as an ndarray after checking dtype, ndim and finiteness.
+
+    Boolean, integer and floating dtypes are accepted; complex and
+    non-numeric ones raise :class:`TypeError`.  The array is not copied.
+    """
+    try:
+        arr = np.asarray(value)
+    except Exception as exc:  # e.g. ragged nested lists
+        raise TypeError(f"{name} must be a real-valued array; got {value!r}") from exc
+    if arr.dtype.kind not in "biuf":
+        kind = "complex" if arr.dtype.kind == "c" else "non-numeric"
+        raise TypeError(
+            f"{name} must be a real-valued array (bool, int or float); "
+            f"got {kind} dtype {arr.dtype}"
+        )
+    if ndim is not None and arr.ndim != ndim:
+        raise ValueError(
+            f"{name} must be a {ndim}-D array; got {arr.ndim}-D array of shape {arr.shape}"
+        )
+    if arr.size == 0:
+        raise ValueError(f"{name} must not be empty; got shape {arr.shape}")
+    if arr.dtype.kind == "f" and not np.all(np.isfinite(arr)):
+        raise ValueError(f"{name} must contain only finite values; got NaN or Inf")
+    return arr

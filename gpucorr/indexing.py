@@ -8,8 +8,9 @@ coordinates in that basis to integers.
 """
 import numpy as np
 
-from gpucorr._backend import array_namespace
-from gpucorr._device import as_native
+from gpucorr.backends import is_cupy
+from gpucorr.backends.devices import as_native
+from gpucorr.backends.host import like, to_host
 
 __all__ = ["index_peaks"]
 
@@ -92,11 +93,9 @@ def index_peaks(peaks, *, zero=None, tolerance=0.25, min_angle=20.0):
     True
     """
     peaks = as_native(peaks, "peaks")
-    xp = array_namespace(peaks)
-    if xp is not np:
-        with xp.cuda.Device(peaks.device.id):
-            return tuple(xp.asarray(a) for a in index_peaks(
-                peaks.get(), zero=zero, tolerance=tolerance, min_angle=min_angle))
+    if is_cupy(peaks):
+        return like(index_peaks(to_host(peaks), zero=zero, tolerance=tolerance,
+                                min_angle=min_angle), peaks)
     p = np.asarray(peaks, dtype=np.float64)
     if p.ndim != 2 or p.shape[1] != 2:
         raise ValueError(f"peaks must have shape (P, 2); got {p.shape}")

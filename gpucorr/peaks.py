@@ -13,32 +13,16 @@ Computed on the CPU with NumPy and SciPy: it is one (sum) frame. CuPy and
 other DLPack frames are read to the host once; CuPy frames give CuPy results
 on their device.
 """
-import functools
 import numbers
 
-import array_api_compat
 import numpy as np
 from scipy import ndimage
 
-from gpucorr import _device, _pipeline
-from gpucorr.masks import _check_shape
+from gpucorr import pipeline
+from gpucorr._validate import check_shape, is_int
+from gpucorr.backends.host import on_host
 
 __all__ = ["get_correlation", "get_peaks"]
-
-
-def _on_host(func):
-    """Run ``func(sum_result, ...)`` on the host; a CuPy ``sum_result`` (one frame, read
-    once) gives its result back as CuPy on the frame's device."""
-    @functools.wraps(func)
-    def wrapper(sum_result, *args, **kwargs):
-        sum_result = _device.as_native(sum_result, "sum_result")
-        if not array_api_compat.is_cupy_array(sum_result):
-            return func(sum_result, *args, **kwargs)
-        import cupy
-        result = func(sum_result.get(), *args, **kwargs)
-        with sum_result.device:
-            return cupy.asarray(result)
-    return wrapper
 
 
 def _check_frame(sum_result):
@@ -58,7 +42,7 @@ def _check_frame(sum_result):
         raise ValueError(
             f"sum_result must be a 2-D array; got {frame.ndim}-D array of shape {frame.shape}"
         )
-    _check_shape(frame.shape, name="sum_result.shape")
+    check_shape(frame.shape, name="sum_result.shape")
     frame = np.ascontiguousarray(frame, dtype=np.float64)
     if not np.all(np.isfinite(frame)):
         raise ValueError("sum_result must contain only finite values; got NaN or Inf")
@@ -74,7 +58,7 @@ def _check_pattern(match_pattern):
         )
 
 
-@_on_host
+@on_host("sum_result")
 def get_correlation(sum_result, match_pattern):
     """Cross-correlation of a frame with a match pattern, centred.
 
@@ -140,7 +124,7 @@ def get_correlation(sum_result, match_pattern):
             f"match_pattern.get_mask must return a real-valued array; got dtype {mask.dtype}"
         )
     template = np.fft.rfft2(mask.astype(np.float64, copy=False))
-    filt = _pipeline.correlation_filter(np, template, frame.shape, np.float64)
+    filt = pipeline.correlation_filter(np, template, frame.shape, np.float64)
     return np.fft.irfft2(np.fft.rfft2(frame) * filt, s=frame.shape)
 
 
@@ -174,7 +158,7 @@ def _local_maxima(image, num_peaks):
     return coords[order[:num_peaks]].astype(np.int64, copy=False)
 
 
-@_on_host
+@on_host("sum_result")
 def get_peaks(sum_result, match_pattern, num_peaks):
     """Positions of the strongest local maxima of the correlation with a pattern.
 
@@ -239,8 +223,7 @@ def get_peaks(sum_result, match_pattern, num_peaks):
             f"num_peaks must be a positive int; got {num_peaks!r} of type "
             f"{type(num_peaks).__name__}"
         )
-    if (not isinstance(num_peaks, numbers.Integral)
-            or isinstance(num_peaks, (bool, np.bool_)) or num_peaks < 1):
+    if not is_int(num_peaks) or num_peaks < 1:
         raise ValueError(
             f"num_peaks must be a positive int; got {num_peaks!r} of type "
             f"{type(num_peaks).__name__}"

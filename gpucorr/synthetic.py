@@ -14,7 +14,8 @@ NumPy only.
 """
 import numpy as np
 
-from gpucorr.masks import _check_real, _check_size, _ring_profile
+from gpucorr._validate import check_real, check_size
+from gpucorr.masks._geometry import ring_profile
 
 __all__ = [
     "cbed_frame",
@@ -249,7 +250,7 @@ def _add_disk(frame, center, radius, weight):
     dy = (np.arange(y0, y1) - cy)[:, np.newaxis].astype(np.float64)
     dx = (np.arange(x0, x1) - cx)[np.newaxis, :].astype(np.float64)
     r = np.sqrt(dy * dy + dx * dx)
-    disk = _ring_profile(r, radius, 0).astype(np.float64, copy=False)
+    disk = ring_profile(r, radius, 0).astype(np.float64, copy=False)
     # The pixel at the rounded centre always gets full weight (see masks.circular).
     # Round in frame coordinates: numpy rounds halves to even.
     yy = int(np.round(cy))
@@ -341,13 +342,13 @@ def cbed_frame(
     >>> bool(np.all(counts == np.round(counts)))
     True
     """
-    fy = _check_size("fy", fy)
-    fx = _check_size("fx", fx)
-    _check_real("radius", radius, minimum=0, strict=True)
+    fy = check_size("fy", fy)
+    fx = check_size("fx", fx)
+    check_real("radius", radius, minimum=0, strict=True)
     if margin is not None:
-        _check_real("margin", margin)
+        check_real("margin", margin)
     if dose is not None:
-        _check_real("dose", dose, minimum=0, strict=True)
+        check_real("dose", dose, minimum=0, strict=True)
 
     if zero is None:
         zero = (fy // 2, fx // 2)

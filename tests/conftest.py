@@ -1,4 +1,4 @@
-"""Shared fixtures: the ``xp`` backend fixture, the ``gpu`` marker and ``--gpu``.
+"""Shared fixtures (``xp``, ``any_cupy``, ``rng``), the ``gpu`` marker and ``--gpu``.
 
 Without a usable GPU the ``gpu`` tests skip with the reason shown; with
 ``pytest --gpu`` a missing GPU is a usage error, so a GPU run cannot pass by
@@ -38,7 +38,7 @@ def pytest_configure(config):
         import sys
         sys.path.insert(0, os.path.dirname(__file__))
         import fake_cupy
-        from gpucorr import _cuda
+        from gpucorr.backends import _cuda
         fake_cupy.install()
         # the emulator runs one OS thread per CUDA thread: small blocks keep it quick
         _cuda.BLOCK = 32
@@ -51,7 +51,7 @@ def pytest_configure(config):
 
 def pytest_report_header(config):
     """The launch sizes the GPU tests run at (the stand-in's are reduced)."""
-    from gpucorr import _cuda
+    from gpucorr.backends import _cuda
     how = ("reduced for the CPU stand-in: emulated, not a GPU run"
            if config.getoption("--fake-gpu") else "as shipped")
     return f"gpucorr launch sizes: BLOCK={_cuda.BLOCK}, FAST_THREADS={_cuda.FAST_THREADS} ({how})"
@@ -77,6 +77,20 @@ def xp(request):
         return np
     import cupy
     return cupy
+
+
+@pytest.fixture
+def any_cupy():
+    """CuPy where a GPU is usable, else the CPU stand-in (tests/fake_cupy.py) as ``cupy``
+    for the test: for what gpucorr does with CuPy arrays before any GPU work (dispatch,
+    argument checks), which is then tested everywhere."""
+    if gpu_unusable_reason() is None:
+        import cupy
+        yield cupy
+        return
+    import fake_cupy
+    with fake_cupy.installed() as cupy:
+        yield cupy
 
 
 @pytest.fixture

@@ -40,7 +40,7 @@ Not emulated: warp-level behaviour, FMA contraction (the host build uses
 etc. are used), and true concurrency between blocks.
 
 The kernel emulator only: the stand-in for CuPy that launches through it, and
-under which the launchers of :mod:`gpucorr._cuda` run unchanged, is
+under which the launchers of :mod:`gpucorr.backends._cuda` run unchanged, is
 ``tests/fake_cupy.py`` (there is one stand-in).
 """
 import contextlib
@@ -591,7 +591,7 @@ def _build(source, expressions, label):
 
 
 def _launcher_expressions(name):
-    from gpucorr import _cuda
+    from gpucorr.backends import _cuda
     return _cuda.kernel_expressions()[name]
 
 
@@ -610,7 +610,7 @@ def unavailable_reason():
         return f"the CUDA emulator needs fork and mprotect (Linux); this is {sys.platform}"
     if _compiler() is None:
         return "no C++ compiler: g++ is not on PATH"
-    from gpucorr import _cuda
+    from gpucorr.backends import _cuda
     jobs = [(_cuda.kernel_source(n), tuple(_launcher_expressions(n)), n)
             for n in _cuda.kernel_expressions()]
     # compile in parallel (g++ runs in subprocesses)
@@ -673,7 +673,7 @@ def launch(name, expression, grid, block, args, shared_mem=0, timeout=120.0):
     (passed by value); both are checked against the kernel's parameters.
     Arrays the kernel may write (non-const pointers) are updated in place.
     """
-    from gpucorr import _cuda
+    from gpucorr.backends import _cuda
     return launch_source(_cuda.kernel_source(name), expression, grid, block, args, shared_mem,
                          expressions=_launcher_expressions(name), label=name, timeout=timeout)
 

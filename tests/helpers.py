@@ -1,5 +1,8 @@
 """Test data and comparison helpers shared by the test modules."""
+import importlib
+
 import numpy as np
+import pytest
 
 from gpucorr.synthetic import cbed_frame
 
@@ -52,3 +55,25 @@ def assert_results_match(ours, ref, *, refined_atol=1e-3, rtol=1e-4):
     e_atol = 8 * EPS32 * np.abs(rh) / 1.5
     assert np.all(np.abs(e - re) <= rtol * np.abs(re) + e_atol), (
         f"elevations differ: max rel {np.max(np.abs(e - re) / np.maximum(np.abs(re), 1e-30))}")
+
+
+def optional_modules(*names):
+    """The modules ``names`` (``None`` for one that cannot be imported), and a mark that
+    skips a test, naming what is missing, unless all of them were imported.
+
+    For modules only some tests of a file need: those tests take the mark, the others run
+    without the modules (a module-level ``pytest.importorskip`` would skip them too)::
+
+        ref_patterns, needs_reference = optional_modules("libertem_blobfinder.common.patterns")
+    """
+    modules, missing, why = [], [], None
+    for name in names:
+        try:
+            modules.append(importlib.import_module(name))
+        except ImportError as exc:
+            modules.append(None)
+            missing.append(name)
+            why = why or f"{type(exc).__name__}: {exc}"
+    mark = pytest.mark.skipif(bool(missing),
+                              reason=f"cannot import {', '.join(missing)} ({why})")
+    return (*modules, mark)

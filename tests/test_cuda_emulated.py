@@ -3,11 +3,11 @@
 ``tests/cuda_emulator.py`` compiles the real kernel sources as host C++ (one
 ``std::thread`` per CUDA thread, ``std::barrier`` for ``__syncthreads``, guard
 pages around every array and the dynamic shared memory). The launchers of
-:mod:`gpucorr._cuda` run unchanged under the stand-in for ``cupy``
+:mod:`gpucorr.backends._cuda` run unchanged under the stand-in for ``cupy``
 (tests/fake_cupy.py, through :func:`fake_cupy.run_on_device`: inputs copied to
 its device, outputs back after a synchronisation), so argument order, dtypes,
 grid, block and ``shared_mem`` are the launchers' own; results are compared with
-:mod:`gpucorr._numba`, which defines them.
+:mod:`gpucorr.backends._numba`, which defines them.
 
 What this cannot show: the device's math library (``logf`` is the host's),
 FMA contraction by NVRTC, and timing. ``pytest --gpu`` (tests/test_gpu.py)
@@ -35,7 +35,8 @@ import pytest
 import cuda_emulator
 import fake_cupy
 from fake_cupy import run_on_device
-from gpucorr import _cuda, _numba
+from gpucorr.backends import _cuda
+from gpucorr.backends import _numba
 
 EPS32 = 2.0 ** -23
 EPS64 = 2.0 ** -52
@@ -259,16 +260,16 @@ def test_upsample(dtype, max_grid, shape, scratch, rng, monkeypatch):
     blocks' scratch in shared memory or (where it would not fit) in device memory."""
     if scratch == "global":
         monkeypatch.setattr(_cuda, "FAST_SHARED_BYTES", 0)
-    from gpucorr import _pipeline
+    from gpucorr import pipeline as _pipeline
     centres = [(5.3, 5.6), (6.2, 4.3), (5.5, 5.5)]
     maps = peaked_maps(dtype, shape, centres, rng)
     positions = np.array([[[5, 6], [5 - shape[1], 6 + shape[2]]],
                           [[6, 4], [5, 4]],
                           [[5, 5], [6, 6]]], np.int64)
     factor = 6
-    tables = [_pipeline._interpolation_kernel(shape[1], factor),
-              _pipeline._interpolation_kernel(shape[2], factor),
-              _pipeline._harmonics(shape[1]), _pipeline._harmonics(shape[2])]
+    tables = [_pipeline.upsample._interpolation_kernel(shape[1], factor),
+              _pipeline.upsample._interpolation_kernel(shape[2], factor),
+              _pipeline.upsample._harmonics(shape[1]), _pipeline.upsample._harmonics(shape[2])]
     args = (factor, *tables, _pipeline.UPSAMPLE_CANDIDATES, _pipeline.NEWTON_ITERATIONS,
             _pipeline.NEWTON_TOLERANCE)
     out = np.full((3, 2, 2), np.nan, np.float32)
@@ -286,7 +287,7 @@ def test_upsample_several_maxima(seed, rng):
     """Maps whose search regions hold several local maxima, some on the region's edge:
     upsample.cu ranks the same candidates, climbs the same way (edge-held axes
     included) and picks the same maximum as the numba kernel."""
-    from gpucorr import _pipeline
+    from gpucorr import pipeline as _pipeline
     r = np.random.default_rng(seed)
     h, w = 16, 15
     y, x = np.mgrid[:h, :w].astype(np.float64)
@@ -299,8 +300,8 @@ def test_upsample_several_maxima(seed, rng):
         maps[b] = m
     positions = r.integers(5, 11, size=(4, 2, 2)).astype(np.int64)
     factor = 8
-    tables = [_pipeline._interpolation_kernel(h, factor), _pipeline._interpolation_kernel(w, factor),
-              _pipeline._harmonics(h), _pipeline._harmonics(w)]
+    tables = [_pipeline.upsample._interpolation_kernel(h, factor), _pipeline.upsample._interpolation_kernel(w, factor),
+              _pipeline.upsample._harmonics(h), _pipeline.upsample._harmonics(w)]
     args = (factor, *tables, _pipeline.UPSAMPLE_CANDIDATES, _pipeline.NEWTON_ITERATIONS,
             _pipeline.NEWTON_TOLERANCE)
     out = np.full((4, 2, 2), np.nan, np.float32)

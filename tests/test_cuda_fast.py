@@ -1,8 +1,8 @@
 """kernels/fast.cu, fast mode fused into one launch, run on the CPU by the CUDA emulator.
 
-The reference is the CPU pipeline (:func:`gpucorr._pipeline.run_fast` with the
+The reference is the CPU pipeline (:func:`gpucorr.pipeline.run_fast` with the
 numba kernels and pocketfft), which defines fast mode; the launcher
-:func:`gpucorr._cuda.fast_correlate` runs unchanged under the stand-in for
+:func:`gpucorr.backends._cuda.fast_correlate` runs unchanged under the stand-in for
 ``cupy`` (tests/fake_cupy.py, whose kernels run in tests/cuda_emulator.py).
 
 Tolerances: the kernel's radix-2 FFTs round differently from pocketfft's, so
@@ -16,7 +16,11 @@ import pytest
 
 import cuda_emulator
 from fake_cupy import run_on_device
-from gpucorr import _backend, _cuda, _numba, _pipeline, patterns
+from gpucorr import patterns
+from gpucorr import backends as _backend
+from gpucorr.backends import _cuda
+from gpucorr.backends import _numba
+from gpucorr import pipeline as _pipeline
 
 FRAME_DTYPES = list(_cuda.FAST_FRAME_DTYPES)
 

@@ -10,8 +10,11 @@ import numpy as np
 import pytest
 
 import gpucorr
-from gpucorr import _device, api, patterns
-from gpucorr._backend import cuda_unusable_reason
+from gpucorr import patterns
+from gpucorr.backends import devices as _device
+from gpucorr.backends.devices import cuda_unusable_reason
+from gpucorr.execution import Job, as_source, streaming
+from gpucorr.execution.sources import ArraySource, ScanSource, Source
 
 from helpers import assert_results_match, jittered_peaks, random_lattice_frames
 
@@ -156,7 +159,7 @@ def test_torch_cpu_tensors(data):
 
 def test_staging_chunks_respect_the_budget_and_the_staging_size(data):
     frames, peaks = data
-    job = api._Job(np, frames, peaks, PATTERN, "fast", 1, PATTERN.get_crop_size(), None)
+    job = Job(np, as_source(frames)[0], peaks, PATTERN, "fast", 1, PATTERN.get_crop_size(), None)
     frame_nbytes = frames[0].nbytes
     per = job.per_frame + 2 * frame_nbytes
     assert job.chunk_frames(10 * per, 1, 1000, extra_per_frame=2 * frame_nbytes) == 6
@@ -168,24 +171,24 @@ def test_staging_chunks_respect_the_budget_and_the_staging_size(data):
 def test_read_into_converts_byte_order_and_float16(data):
     frames, _ = data
     out = np.empty((3,) + frames.shape[1:], np.uint16)
-    api._read_into(frames.astype(">u2")[::2], 0, 3, out)
+    as_source(frames.astype(">u2")[::2])[0].read_into(0, 3, out)
     np.testing.assert_array_equal(out, frames[::2][:3])
     out32 = np.empty((2,) + frames.shape[1:], np.float32)
-    api._read_into(api._FlatFrames(frames.astype(np.float16).reshape(2, 3, 96, 88)), 1, 3,
-                   out32)
+    ScanSource(frames.astype(np.float16).reshape(2, 3, 96, 88)).read_into(1, 3, out32)
     np.testing.assert_array_equal(out32, frames[1:3].astype(np.float16).astype(np.float32))
 
 
 def test_contiguous_4d_numpy_frames_are_a_view_not_read_by_runs(data, tmp_path):
     frames, _ = data
     four = frames.reshape(2, 3, 96, 88)
-    stack, lead = api._as_stack(four)
-    assert lead == (2, 3) and stack.shape == (6, 96, 88) and np.shares_memory(stack, four)
+    source, lead = as_source(four)
+    assert lead == (2, 3) and source.shape == (6, 96, 88)
+    assert isinstance(source, ArraySource) and np.shares_memory(source.stack, four)
     mm = np.lib.format.open_memmap(tmp_path / "f.npy", "w+", np.uint16, four.shape)
-    stack, _ = api._as_stack(mm)
-    assert isinstance(stack, np.memmap) and np.shares_memory(stack, mm)
-    stack, _ = api._as_stack(four[:, ::-1])  # not C-contiguous: read by runs, never whole
-    assert isinstance(stack, api._FlatFrames)
+    source, _ = as_source(mm)
+    assert isinstance(source.stack, np.memmap) and np.shares_memory(source.stack, mm)
+    source, _ = as_source(four[:, ::-1])  # not C-contiguous: read by runs, never whole
+    assert isinstance(source, ScanSource)
 
 
 @pytest.mark.parametrize("dtype", [np.uint16, ">u2"])
@@ -193,10 +196,10 @@ def test_read_into_copies_runs_of_strided_4d_numpy_frames_straight_into_the_buff
         data, monkeypatch, dtype):
     frames, _ = data
     four = frames.reshape(2, 3, 96, 88).astype(dtype)[:, ::-1]
-    flat = api._FlatFrames(four)
-    monkeypatch.setattr(api._FlatFrames, "__getitem__", lambda *a: pytest.fail("joined runs"))
+    flat = ScanSource(four)
+    monkeypatch.setattr(ScanSource, "read", lambda *a: pytest.fail("joined runs"))
     out = np.full((5,) + frames.shape[1:], 7, np.uint16)
-    api._read_into(flat, 1, 5, out[1:])  # frames 1..4 span both scan rows
+    flat.read_into(1, 5, out[1:])  # frames 1..4 span both scan rows
     np.testing.assert_array_equal(out[1:], np.asarray(four).reshape(6, 96, 88)[1:5])
     assert (out[0] == 7).all()
 
@@ -235,8 +238,8 @@ def test_streaming_many_chunks_in_their_order(cupy, rng, monkeypatch, tmp_path, 
     mm = np.load(path, mmap_mode="r")[::-1]
     peaks = jittered_peaks(rng, true, (64, 72))
     pattern = patterns.Circular(radius=3)
-    monkeypatch.setattr(api, "STAGING_BYTES", 4 * frames[0].nbytes)
-    monkeypatch.setattr(api, "STAGING_PIECE_BYTES", piece * frames[0].nbytes)
+    monkeypatch.setattr(streaming, "STAGING_BYTES", 4 * frames[0].nbytes)
+    monkeypatch.setattr(streaming, "STAGING_PIECE_BYTES", piece * frames[0].nbytes)
     calls = []
     got = gpucorr.refine(mm, peaks, pattern, device="cuda", workers=workers,
                          progress=lambda done, total: calls.append((done, total)))
@@ -267,11 +270,11 @@ def test_streaming_copies_pinned_frames_straight_from_the_callers_memory(cupy, r
         if case == "pinned-4d":
             given = given.reshape(1, 11, 64, 72)
     before = given.copy()
-    monkeypatch.setattr(api, "STAGING_BYTES", 4 * frames[0].nbytes)  # three chunks
+    monkeypatch.setattr(streaming, "STAGING_BYTES", 4 * frames[0].nbytes)  # three chunks
     used = []
     for name in ("load", "upload"):
-        real = getattr(api._Slot, name)
-        monkeypatch.setattr(api._Slot, name, lambda self, *a, _r=real, _n=name: (
+        real = getattr(streaming.Slot, name)
+        monkeypatch.setattr(streaming.Slot, name, lambda self, *a, _r=real, _n=name: (
             used.append(_n), _r(self, *a)))
     got = gpucorr.refine(given, peaks, pattern, device="cuda")
     expected = gpucorr.refine(np.asarray(before).reshape(frames.shape), peaks, pattern)
@@ -314,13 +317,13 @@ def test_staging_reads_hdf5_straight_into_the_buffer(rng, tmp_path, monkeypatch,
                              chunks=(1, 2, 12, 10) if layout == "4d-chunked" else None)
     direct = layout != "big-endian"
     if direct:  # the fallback is not used
-        monkeypatch.setattr(api, "_dense_chunk", lambda *a: pytest.fail("read a temporary"))
+        monkeypatch.setattr(Source, "chunk", lambda *a: pytest.fail("read a temporary"))
     with h5py.File(tmp_path / "f.h5", "r") as f:
-        stack, lead = api._as_stack(f["data"])
+        stack, lead = as_source(f["data"])
         assert lead == ((15,) if layout == "3d" else (3, 5))
         for start, stop in ((0, 15), (3, 12), (4, 6), (7, 8)):
             out = np.zeros((16, 12, 10), np.uint16)
-            api._read_into(stack, start, stop, out)
+            stack.read_into(start, stop, out)
             np.testing.assert_array_equal(out[:stop - start],
                                           frames.reshape(15, 12, 10)[start:stop])
             assert not out[stop - start:].any()
@@ -329,7 +332,7 @@ def test_staging_reads_hdf5_straight_into_the_buffer(rng, tmp_path, monkeypatch,
 @pytest.mark.gpu
 def test_streaming_recovers_from_out_of_memory(cupy, data, monkeypatch):
     frames, peaks = data
-    real = api._Job.compute
+    real = Job.compute
     failures = []
 
     def flaky(self, chunk, out, start, stop):
@@ -338,9 +341,9 @@ def test_streaming_recovers_from_out_of_memory(cupy, data, monkeypatch):
             raise cupy.cuda.memory.OutOfMemoryError(1 << 40, 0)
         return real(self, chunk, out, start, stop)
 
-    monkeypatch.setattr(api._Job, "compute", flaky)
+    monkeypatch.setattr(Job, "compute", flaky)
     got = gpucorr.refine(frames, peaks, PATTERN, device="cuda")
-    monkeypatch.setattr(api._Job, "compute", real)
+    monkeypatch.setattr(Job, "compute", real)
     assert failures == [6, 3]
     assert_results_match(got, gpucorr.refine(frames, peaks, PATTERN))
 
@@ -348,7 +351,7 @@ def test_streaming_recovers_from_out_of_memory(cupy, data, monkeypatch):
 @pytest.mark.gpu
 def test_streaming_slots_shrink_when_out_of_memory(cupy, data, monkeypatch):
     frames, peaks = data
-    real = api._Slot.__init__
+    real = streaming.Slot.__init__
     sizes = []
 
     def tight(self, cupy_, cupyx, job, chunk, dtype, **kwargs):
@@ -357,7 +360,7 @@ def test_streaming_slots_shrink_when_out_of_memory(cupy, data, monkeypatch):
             raise cupy.cuda.memory.OutOfMemoryError(1 << 40, 0)
         real(self, cupy_, cupyx, job, chunk, dtype, **kwargs)
 
-    monkeypatch.setattr(api._Slot, "__init__", tight)
+    monkeypatch.setattr(streaming.Slot, "__init__", tight)
     got = gpucorr.refine(frames, peaks, PATTERN, device="cuda")
     assert sizes == [6, 3, 1, 1]
     assert_results_match(got, gpucorr.refine(frames, peaks, PATTERN))

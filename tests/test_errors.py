@@ -200,7 +200,7 @@ def test_centres_that_out_centers_cannot_hold():
     uint16) is stored as the reference stores it (wrapped), with a RuntimeWarning that says
     so; the refineds are right, and dtypes that hold the centres give no warning."""
     import warnings
-    from gpucorr import correlation
+    from gpucorr.correlation import _buffers as correlation
     frame, peaks, template = _dark_corner()
     wide = _outs(np.int32)
     gpucorr.process_frame_fast(template, CS, frame, peaks, *wide,

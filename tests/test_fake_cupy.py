@@ -33,7 +33,7 @@ def test_no_implicit_host_copies(cupy):
 
 
 def test_kernels_refuse_host_arrays(cupy):
-    from gpucorr import _cuda
+    from gpucorr.backends import _cuda
     kernel = cupy.RawModule(code=_cuda.kernel_source("evaluate.cu"),
                             name_expressions=_cuda.evaluate_expressions()).get_function(
                                 "evaluate<float>")
@@ -118,7 +118,7 @@ def test_allow_synchronize_false_raises_on_every_sync(cupy):
 @pytest.fixture
 def small_blocks(monkeypatch):
     import cuda_emulator
-    from gpucorr import _cuda
+    from gpucorr.backends import _cuda
     reason = cuda_emulator.unavailable_reason()
     if reason is not None:
         pytest.skip(f"the CUDA emulator cannot run here: {reason}")
@@ -127,7 +127,7 @@ def small_blocks(monkeypatch):
 
 def test_streaming_needs_its_waits(cupy, small_blocks, monkeypatch):
     """With the copy stream's events ignored, streamed results go wrong on the stand-in:
-    so the streaming tests would catch a missing wait in gpucorr.api."""
+    so the streaming tests would catch a missing wait in gpucorr.execution.streaming."""
     import gpucorr
     frames, peaks, pattern, expected = _streaming_case(monkeypatch)
     good = gpucorr.refine(frames, peaks, pattern, device="cuda")
@@ -144,7 +144,7 @@ def test_kernels_on_the_current_stream_wait_too(cupy, small_blocks):
     """A kernel launch is checked at once but runs when its stream does: after the
     launch, the output is unchanged until an operation or a synchronisation orders it."""
     import cuda_emulator
-    from gpucorr import _cuda
+    from gpucorr.backends import _cuda
     maps = cupy.asarray(np.arange(2 * 5 * 5, dtype=np.float32).reshape(2, 5, 5))
     outs = [cupy.zeros((2, 2), np.int32), cupy.zeros((2, 2), np.float32),
             cupy.zeros(2, np.float32), cupy.zeros(2, np.float32)]
@@ -161,7 +161,8 @@ def test_kernels_on_the_current_stream_wait_too(cupy, small_blocks):
 def _streaming_case(monkeypatch):
     """Frames, peaks, pattern and the CPU's results of a streamed call of 4 chunks."""
     import gpucorr
-    from gpucorr import api, patterns
+    from gpucorr import patterns
+    from gpucorr.execution import streaming
     frames, _, true = gpucorr.cbed_frame(48, 48, radius=3, zero=(24.2, 23.7), a=(11.3, 0.4),
                                          b=(-0.4, 11.3))
     rng = np.random.default_rng(5)  # noise: no exact ties for float rounding to decide
@@ -169,7 +170,7 @@ def _streaming_case(monkeypatch):
     frames = frames.astype(np.float32)
     peaks = np.rint(true).astype(np.int64)
     pattern = patterns.Circular(radius=3)
-    monkeypatch.setattr(api, "STAGING_BYTES", 2 * frames[0].nbytes)  # 4 chunks of 2 frames
+    monkeypatch.setattr(streaming, "STAGING_BYTES", 2 * frames[0].nbytes)  # 4 chunks of 2 frames
     return frames, peaks, pattern, gpucorr.refine(frames, peaks, pattern)
 
 
@@ -182,14 +183,14 @@ class _NoWaitEvent(fake_cupy.Event):
 
 @pytest.mark.parametrize("stand_in", ["deferred", "current stream at once"])
 def test_streaming_needs_its_download_wait(cupy, small_blocks, monkeypatch, stand_in):
-    """Issue 15, item 3: the streaming loop (``gpucorr.api._Job.stream``) waits for each
-    slot's download (``_Slot.downloaded``, on the caller's stream) before it reads the
+    """Issue 15, item 3: the streaming loop (``gpucorr.execution.streaming``) waits for each
+    slot's download (``Slot.downloaded``, on the caller's stream) before it reads the
     pinned results. Without that wait the streamed results are wrong on the stand-in,
     because it defers work on the current stream too; the stand-in that ran the current
     stream's work at once (the "current stream at once" case, restored here) did not
     notice the missing wait."""
     import gpucorr
-    from gpucorr import api
+    from gpucorr.execution import streaming
     frames, peaks, pattern, expected = _streaming_case(monkeypatch)
     if stand_in == "current stream at once":
         def at_once(stream, op):
@@ -202,12 +203,12 @@ def test_streaming_needs_its_download_wait(cupy, small_blocks, monkeypatch, stan
     np.testing.assert_array_equal(good.centers, expected.centers)
     np.testing.assert_allclose(good.heights, expected.heights, rtol=1e-4)
 
-    real_init = api._Slot.__init__
+    real_init = streaming.Slot.__init__
 
     def without_the_wait(self, *args, **kwargs):
         real_init(self, *args, **kwargs)
         self.downloaded = _NoWaitEvent()   # recorded as before; synchronize() returns at once
-    monkeypatch.setattr(api._Slot, "__init__", without_the_wait)
+    monkeypatch.setattr(streaming.Slot, "__init__", without_the_wait)
     with warnings.catch_warnings(), np.errstate(all="ignore"):
         warnings.simplefilter("ignore")  # the unwaited buffers hold garbage, NaN included
         bad = gpucorr.refine(frames, peaks, pattern, device="cuda")
@@ -280,7 +281,7 @@ def test_refuses_what_the_real_cupy_lacks(cupy):
 
 def test_kernel_launch_as_cupy_takes_it(cupy):
     """CuPy's launcher takes grid and block as tuples, and RawModule's options as a tuple."""
-    from gpucorr import _cuda
+    from gpucorr.backends import _cuda
     source = _cuda.kernel_source("evaluate.cu")
     with pytest.raises(TypeError, match="options as a tuple"):
         cupy.RawModule(code=source, options=["-std=c++17"],
@@ -397,7 +398,7 @@ def test_gpucorr_names_only_what_cupy_has():
 
     package = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "gpucorr")
     unknown, seen = [], 0
-    for path in sorted(glob.glob(os.path.join(package, "*.py"))):
+    for path in sorted(glob.glob(os.path.join(package, "**", "*.py"), recursive=True)):
         with open(path) as f:
             tree = ast.parse(f.read())
         for node in ast.walk(tree):
@@ -410,7 +411,8 @@ def test_gpucorr_names_only_what_cupy_has():
                 chain.reverse()
                 seen += 1
                 if not known(chain):
-                    unknown.append(f"{os.path.basename(path)}:{node.lineno}: {'.'.join(chain)}")
+                    unknown.append(f"{os.path.relpath(path, package)}:{node.lineno}: "
+                                   f"{'.'.join(chain)}")
     assert seen > 50
     assert not unknown, "not in CuPy " + data["cupy_version"] + ":\n" + "\n".join(unknown)
 
@@ -418,7 +420,7 @@ def test_gpucorr_names_only_what_cupy_has():
 def test_there_is_one_stand_in():
     """The kernel tests (tests/test_cuda_*.py) and ``pytest --fake-gpu`` use this stand-in;
     no other test module makes a ``cupy`` of its own (tests/cuda_emulator.py is the
-    kernel emulator only)."""
+    kernel emulator only, tests/fake_cupy_cuda.py this stand-in's ``cupy.cuda``)."""
     import glob
     import os
     here = os.path.dirname(os.path.abspath(__file__))

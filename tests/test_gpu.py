@@ -39,7 +39,7 @@ HEADERS = sorted(glob.glob(os.path.join(ROOT, "kernels", "*.cuh")))
 
 
 def test_kernel_sources_exist_and_are_self_contained():
-    from gpucorr import _cuda
+    from gpucorr.backends import _cuda
     assert KERNELS, "no kernels/*.cu"
     for path in KERNELS + HEADERS:
         text = open(path).read()
@@ -83,7 +83,7 @@ def test_wheel_ships_the_kernel_sources(tmp_path):
     zipfile.ZipFile(wheel).extractall(target)
     code = ("import importlib.resources as r; "
             "print(sorted(p.name for p in (r.files('gpucorr') / 'kernels').iterdir())); "
-            "from gpucorr import _cuda; print(len(_cuda.kernel_source('fast.cu')))")
+            "from gpucorr.backends import _cuda; print(len(_cuda.kernel_source('fast.cu')))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          env=dict(os.environ, PYTHONPATH=str(target)), cwd=str(tmp_path))
     assert out.returncode == 0, out.stderr
@@ -158,19 +158,18 @@ class _DeviceTemplate(patterns.Circular):
 def test_gpu_filter_is_the_cpus_bit_for_bit(cupy, rng, mode, dtype):
     """The correlation filter is built on the host as on the CPU, then copied up; a
     pattern that gives its template on the GPU has it built there."""
-    from gpucorr import api
+    from gpucorr.execution import Job
     frames, true = random_lattice_frames(rng, 3, shape=(96, 80), radius=4, dtype=dtype)
     peaks = np.rint(true).astype(np.int64)
     pattern = patterns.RadialGradient(radius=4)
     size = pattern.get_crop_size()
-    cpu = api._Job(np, frames, peaks, pattern, mode, 1, size, None)
-    gpu = api._Job(cupy, cupy.asarray(frames), cupy.asarray(peaks), pattern, mode, 1, size, None)
+    cpu = Job(np, frames, peaks, pattern, mode, 1, size, None)
+    gpu = Job(cupy, cupy.asarray(frames), cupy.asarray(peaks), pattern, mode, 1, size, None)
     assert isinstance(gpu.filt, cupy.ndarray) and gpu.filt.dtype == cpu.filt.dtype
     np.testing.assert_array_equal(cupy.asnumpy(gpu.filt), cpu.filt)
     device = _DeviceTemplate(radius=4)
-    on_gpu = api._Job(cupy, cupy.asarray(frames), cupy.asarray(peaks), device, mode, 1, size,
-                      None)
-    host = api._Job(np, frames, peaks, patterns.Circular(radius=4), mode, 1, size, None).filt
+    on_gpu = Job(cupy, cupy.asarray(frames), cupy.asarray(peaks), device, mode, 1, size, None)
+    host = Job(np, frames, peaks, patterns.Circular(radius=4), mode, 1, size, None).filt
     np.testing.assert_allclose(cupy.asnumpy(on_gpu.filt), host, rtol=1e-6,
                                atol=1e-6 * np.abs(host).max())  # CuPy's exp, not NumPy's
     got = gpucorr.refine(cupy.asarray(frames), cupy.asarray(peaks), device, mode=mode)
@@ -223,7 +222,7 @@ def test_gpu_returns_before_its_work_is_done(cupy, rng, request, mode):
 @pytest.mark.parametrize("dtype", [np.uint16, np.float32], ids=str)
 def test_gpu_fused_and_unfused_fast_mode_match(cupy, rng, dtype, upsample, monkeypatch):
     """Fast mode as the one fused kernel (fast.cu) and as crop.cu -> cuFFT -> evaluate.cu."""
-    from gpucorr import _cuda
+    from gpucorr.backends import _cuda
     pattern = patterns.Circular(radius=4)
     assert _cuda.fast_correlate_applies(pattern.get_crop_size(), np.float32)
     frames, true = random_lattice_frames(rng, 6, shape=(96, 80), radius=4, dtype=dtype)
@@ -241,7 +240,7 @@ def test_gpu_fused_and_unfused_fast_mode_match(cupy, rng, dtype, upsample, monke
 @pytest.mark.parametrize("edge", [4, 6, 10, 18, 24, 30, 32, 64])
 def test_gpu_fused_fast_mode_every_kind_of_crop_edge(cupy, rng, edge, monkeypatch):
     """fast.cu for powers of two, odd parts alone (2 M) and mixed (M 2^A), up to 64 px."""
-    from gpucorr import _cuda
+    from gpucorr.backends import _cuda
     monkeypatch.setattr(_cuda, "FAST_MAX_SIZE", 64)
     pattern = patterns.Circular(radius=max(1.0, edge / 5), search=edge // 2)
     assert _cuda.fast_correlate_applies(pattern.get_crop_size(), np.float32)
@@ -364,7 +363,7 @@ def test_list_of_cupy_frames_is_stacked_on_the_gpu(cupy, rng):
 
 
 def _cuda_names():
-    from gpucorr import _cuda
+    from gpucorr.backends import _cuda
     return _cuda.kernel_expressions()
 
 
@@ -397,7 +396,7 @@ def _nvrtc_expressions(name):
     """The name expressions to compile for source ``name``: every one the launchers use,
     except for fast.cu (144, over a minute of NVRTC) every crop edge with uint16 frames
     and every frame dtype at edge 8: the frame dtype changes only the load's conversion."""
-    from gpucorr import _cuda
+    from gpucorr.backends import _cuda
     expressions = _cuda.kernel_expressions()[name]
     if name != "fast.cu":
         return expressions
@@ -411,7 +410,7 @@ def _nvrtc_expressions(name):
 def test_kernels_compile_with_nvrtc_for_every_instantiation(name):
     """NVRTC (what CuPy compiles with at run time) accepts the sources, no host headers."""
     import ctypes
-    from gpucorr import _cuda
+    from gpucorr.backends import _cuda
     lib = _find_nvrtc()
     if lib is None:
         pytest.skip("libnvrtc not found (pip install nvidia-cuda-nvrtc)")

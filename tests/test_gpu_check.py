@@ -131,7 +131,7 @@ def test_the_gpu_branch_on_the_stand_in(tmp_path):
         sys.path.insert(0, {HERE!r})
         import fake_cupy
         fake_cupy.install()
-        from gpucorr import _cuda
+        from gpucorr.backends import _cuda
         _cuda.BLOCK = _cuda.FAST_THREADS = 32
     """))
     sanitizer = tmp_path / "compute-sanitizer"

@@ -18,7 +18,6 @@ pytestmark = pytest.mark.filterwarnings("ignore:invalid value encountered:Runtim
                                         "ignore:overflow encountered:RuntimeWarning")
 
 import gpucorr
-import gpucorr.api
 from gpucorr import correlation, patterns
 
 PATTERN = patterns.Circular(radius=3)
@@ -193,8 +192,9 @@ def test_large_valid_values_give_finite_results_and_the_check_changes_nothing(
     for res in checked:
         for a in res:
             assert np.isfinite(a).all()
-    monkeypatch.setattr(gpucorr.api, "_check_log_overflow", lambda *args, **kwargs: None)
-    monkeypatch.setattr(correlation, "_check_log_overflow", lambda *args, **kwargs: None)
+    # the check where refine (Job) and the compatible functions call it
+    monkeypatch.setattr("gpucorr.execution.job.check_log_overflow", lambda *a, **k: None)
+    monkeypatch.setattr("gpucorr.correlation._frames.check_log_overflow", lambda *a, **k: None)
     unchecked = [gpucorr.refine(f, PEAKS, PATTERN, mode=mode, upsample=4)
                  for f in (moderate, large)]
     for got, expected in zip(checked, unchecked):

@@ -11,22 +11,27 @@ import sys
 import numpy as np
 import pytest
 
-pytest.importorskip("libertem")
+import gpucorr
+from gpucorr.backends import devices as _backend
+from gpucorr.patterns import Circular, RadialGradient, UserTemplate
 
-from libertem.api import Context  # noqa: E402
-from libertem.executor.inline import InlineJobExecutor  # noqa: E402
-from libertem.io.dataset.memory import MemoryDataSet  # noqa: E402
-from libertem.udf.base import UDF  # noqa: E402
+from helpers import assert_results_match, optional_modules
 
-import gpucorr  # noqa: E402
-from gpucorr import _backend  # noqa: E402
-from gpucorr.libertem import (  # noqa: E402
-    CorrelationUDF, FastCorrelationUDF, FullFrameCorrelationUDF, SparseCorrelationUDF,
-    run_blobfinder, run_fastcorrelation,
-)
-from gpucorr.patterns import Circular, RadialGradient, UserTemplate  # noqa: E402
+# the UDF tests take needs_libertem; the import checks (test_import_gpucorr_does_not_import_
+# libertem, test_missing_libertem_message) run without LiberTEM
+libertem, needs_libertem = optional_modules("libertem")
+if libertem is not None:
+    from libertem.api import Context
+    from libertem.executor.inline import InlineJobExecutor
+    from libertem.io.dataset.memory import MemoryDataSet
+    from libertem.udf.base import UDF
 
-from helpers import assert_results_match  # noqa: E402
+    from gpucorr.libertem import (  # noqa: F401
+        CorrelationUDF, FastCorrelationUDF, FullFrameCorrelationUDF, SparseCorrelationUDF,
+        run_blobfinder, run_fastcorrelation,
+    )
+else:  # what collection needs (test_fixed_mode_aliases's parameters); those tests skip
+    FastCorrelationUDF = FullFrameCorrelationUDF = None
 
 SCAN = (4, 5)
 SIG = (64, 64)
@@ -87,6 +92,7 @@ def assert_equal_results(got, expected):
 LAYOUTS = [(2, None), (3, (1,) + SIG), (3, (4,) + SIG)]
 
 
+@needs_libertem
 @pytest.mark.parametrize("upsample", [False, True, 7], ids=lambda u: f"upsample={u}")
 @pytest.mark.parametrize("mode", ["fast", "full"])
 @pytest.mark.parametrize("layout", LAYOUTS, ids=lambda lay: f"parts{lay[0]}-tile{lay[1]}")
@@ -99,6 +105,7 @@ def test_udf_equals_refine(ctx, data, layout, mode, upsample):
     assert_equal_results(results(res), tuple(expected))
 
 
+@needs_libertem
 @pytest.mark.parametrize("cls, mode", [(FastCorrelationUDF, "fast"),
                                        (FullFrameCorrelationUDF, "full")])
 def test_fixed_mode_aliases(ctx, data, cls, mode):
@@ -113,6 +120,7 @@ def test_fixed_mode_aliases(ctx, data, cls, mode):
         cls(peaks=peaks, match_pattern=pattern, mode="bogus")
 
 
+@needs_libertem
 def test_roi(ctx, data):
     frames, peaks = data
     roi = np.zeros(SCAN, dtype=bool)
@@ -124,6 +132,7 @@ def test_roi(ctx, data):
     assert_equal_results(tuple(np.asarray(res[n].raw_data) for n in BUFFERS), tuple(expected))
 
 
+@needs_libertem
 def test_sparse_dataset(ctx):
     sparse = pytest.importorskip("sparse")
     frames, peaks = scan_data(np.uint16)
@@ -151,6 +160,7 @@ def test_sparse_dataset(ctx):
               for a in ("centers", "refineds", "heights", "elevations")))
 
 
+@needs_libertem
 def test_partition_is_processed_in_one_call(ctx, data):
     frames, peaks = data
     shapes = []
@@ -166,6 +176,7 @@ def test_partition_is_processed_in_one_call(ctx, data):
     assert all(s[1:] == SIG for s in shapes)
 
 
+@needs_libertem
 def test_native_dtype_is_passed(ctx):
     frames, peaks = scan_data(np.uint16)
     dtypes = []
@@ -180,6 +191,7 @@ def test_native_dtype_is_passed(ctx):
     assert dtypes == [np.uint16, np.uint16]
 
 
+@needs_libertem
 @pytest.mark.parametrize("shift", [(0, 0), (2, -1), (-0.6, 1.4)])
 def test_constant_zero_shift(ctx, data, shift):
     frames, peaks = data
@@ -190,6 +202,7 @@ def test_constant_zero_shift(ctx, data, shift):
     assert_equal_results(results(res), tuple(expected))
 
 
+@needs_libertem
 def test_per_frame_zero_shift(ctx, data):
     frames, peaks = data
     pattern = RadialGradient(radius=RADIUS)
@@ -206,6 +219,7 @@ def test_per_frame_zero_shift(ctx, data):
             np.testing.assert_array_equal(g[idx], e, err_msg=f"{name} at {idx}")
 
 
+@needs_libertem
 def test_pickles_through_executor(data):
     """debug=True makes the inline executor check that UDF and partitions pickle."""
     frames, peaks = data
@@ -216,6 +230,7 @@ def test_pickles_through_executor(data):
                                                             upsample=True)))
 
 
+@needs_libertem
 def test_float_peaks_are_rounded():
     udf = CorrelationUDF(peaks=np.array([[10.4, 20.6], [-1.5, 3.2]]),
                          match_pattern=RadialGradient(radius=RADIUS))
@@ -223,6 +238,7 @@ def test_float_peaks_are_rounded():
     assert udf.get_pattern().radius == RADIUS
 
 
+@needs_libertem
 def test_argument_errors_when_run(ctx, data):
     """As libertem-blobfinder's, the constructors only store their arguments (LiberTEM and
     the peer's refinement mixins build UDFs with placeholder arguments, e.g.
@@ -258,6 +274,7 @@ def test_argument_errors_when_run(ctx, data):
             run(ctx, CorrelationUDF(**kwargs), frames)
 
 
+@needs_libertem
 def test_refine_errors_surface(ctx, data):
     """Errors of gpucorr.refine reach the caller, e.g. a crop larger than the frame."""
     frames, peaks = data
@@ -266,6 +283,7 @@ def test_refine_errors_surface(ctx, data):
         run(ctx, udf, frames)
 
 
+@needs_libertem
 def test_backends(monkeypatch):
     udf = CorrelationUDF(peaks=np.array([[10, 10]]), match_pattern=RadialGradient(RADIUS))
     backends = udf.get_backends()
@@ -311,11 +329,13 @@ def test_missing_libertem_message():
 
 # --- libertem-blobfinder's UDFs as the oracle ------------------------------------------
 
-lbf_udf = pytest.importorskip("libertem_blobfinder.udf.correlation",
-                              reason="libertem-blobfinder (test-only oracle) not installed")
-from libertem_blobfinder.common import patterns as lbf_patterns  # noqa: E402
+# the tests that compare with it take needs_reference too
+lbf_udf, lbf_patterns, needs_reference = optional_modules(
+    "libertem_blobfinder.udf.correlation", "libertem_blobfinder.common.patterns")
 
 
+@needs_libertem
+@needs_reference
 def test_buffer_declarations_match_libertem_blobfinder(ctx):
     frames, peaks = scan_data(np.float32)
     ours = CorrelationUDF(peaks=peaks, match_pattern=RadialGradient(RADIUS))
@@ -339,6 +359,8 @@ ORACLE_PATTERNS = [("RadialGradient", dict(radius=RADIUS)), ("Circular", dict(ra
                    ("BackgroundSubtraction", dict(radius=RADIUS))]
 
 
+@needs_libertem
+@needs_reference
 @pytest.mark.parametrize("pattern", ORACLE_PATTERNS, ids=lambda p: p[0])
 @pytest.mark.parametrize("mode", ["fast", "full"])
 def test_matches_libertem_blobfinder_udf(ctx, data, pattern, mode):
@@ -355,6 +377,8 @@ def test_matches_libertem_blobfinder_udf(ctx, data, pattern, mode):
     assert_results_match(ours, theirs)
 
 
+@needs_libertem
+@needs_reference
 def test_zero_shift_matches_libertem_blobfinder_udf(ctx, data):
     frames, peaks = data
     rng = np.random.default_rng(11)
@@ -376,6 +400,7 @@ def test_zero_shift_matches_libertem_blobfinder_udf(ctx, data):
     assert_equal_results(mixed, ours)
 
 
+@needs_libertem
 def test_user_template(ctx):
     """An asymmetric UserTemplate: the UDF gives what gpucorr.refine gives."""
     frames, peaks = scan_data(np.float32)

@@ -5,12 +5,13 @@ import pytest
 import gpucorr
 from gpucorr import patterns
 
-from helpers import EPS32, assert_results_match, jittered_peaks, random_lattice_frames
+from helpers import (EPS32, assert_results_match, jittered_peaks, optional_modules,
+                     random_lattice_frames)
 
-pytest.importorskip("libertem_blobfinder")
-from libertem_blobfinder.base import correlation as ref  # noqa: E402
-from libertem_blobfinder.common import correlation as ref_common  # noqa: E402
-from libertem_blobfinder.common import patterns as ref_patterns  # noqa: E402
+# the oracle: the tests that compare with it take needs_reference, the others run without it
+ref, ref_common, ref_patterns, needs_reference = optional_modules(
+    "libertem_blobfinder.base.correlation", "libertem_blobfinder.common.correlation",
+    "libertem_blobfinder.common.patterns")
 
 PATTERNS = [
     ("Circular", dict(radius=4)),
@@ -39,6 +40,7 @@ def data(request, rng):
 
 # edge peaks whose full-mode maximum lies left of the frame: uint16 centres wrap in both
 # libraries, and gpucorr says so (tests/test_errors.py checks the warning)
+@needs_reference
 @pytest.mark.filterwarnings("ignore:.*cannot hold some centres:RuntimeWarning")
 @pytest.mark.parametrize("mode", ["fast", "full"])
 @pytest.mark.parametrize("pattern", PATTERNS, ids=pattern_id)
@@ -56,6 +58,7 @@ def test_refine_matches_reference(data, pattern, mode):
     assert_results_match(compat, expected)
 
 
+@needs_reference
 @pytest.mark.parametrize("pattern", PATTERNS, ids=pattern_id)
 def test_process_frame_fast_matches_reference(data, pattern):
     frames, peaks = data
@@ -79,6 +82,7 @@ def test_process_frame_fast_matches_reference(data, pattern):
 
 # edge peaks whose full-mode maximum lies left of the frame: uint16 centres wrap in both
 # libraries, and gpucorr says so (tests/test_errors.py checks the warning)
+@needs_reference
 @pytest.mark.filterwarnings("ignore:.*cannot hold some centres:RuntimeWarning")
 @pytest.mark.parametrize("pattern", PATTERNS, ids=pattern_id)
 def test_process_frame_full_matches_reference(data, pattern):
@@ -98,6 +102,7 @@ def test_process_frame_full_matches_reference(data, pattern):
     assert_results_match(got, outs)
 
 
+@needs_reference
 def test_crop_and_log_scale_match_reference(rng):
     frame = rng.random((40, 50)).astype(np.float32)
     peaks = np.array([[0, 0], [20, 25], [39, 49], [-5, 60], [10, 3]])
@@ -130,6 +135,7 @@ def test_crop_slicing_from_sparse_frame(rng):
     np.testing.assert_array_equal(got, expected)
 
 
+@needs_reference
 def test_low_level_helpers_match_reference(rng):
     corrs = rng.random((6, 16, 16))
     corrs[1] = 0.5  # flat map: reference divides by zero here; gpucorr keeps the centre
@@ -156,6 +162,7 @@ def test_low_level_helpers_match_reference(rng):
         assert gpucorr.allocate_crop_bufs(*args).shape == ref.allocate_crop_bufs(*args).shape
 
 
+@needs_reference
 @pytest.mark.parametrize("pattern", PATTERNS, ids=pattern_id)
 def test_do_correlations_equals_reference_for_symmetric_patterns(pattern, rng):
     ours_pattern, ref_pattern = pattern_pair(*pattern)

@@ -6,9 +6,11 @@ import pytest
 
 from gpucorr import masks, patterns
 
-lbf = pytest.importorskip("libertem_blobfinder")
-from libertem_blobfinder.base import masks as ref_masks  # noqa: E402
-from libertem_blobfinder.common import patterns as ref_patterns  # noqa: E402
+from helpers import optional_modules
+
+# the reference: the tests that compare with it take needs_reference
+ref_masks, ref_patterns, needs_reference = optional_modules(
+    "libertem_blobfinder.base.masks", "libertem_blobfinder.common.patterns")
 
 RADII = [2, 4, 5.5, 8]
 EVEN_SHAPES = [(32, 32), (48, 64)]
@@ -34,6 +36,7 @@ GEOMETRIES = [
 ]
 
 
+@needs_reference
 @pytest.mark.parametrize("geometry", GEOMETRIES, ids=str)
 @pytest.mark.parametrize("stretch, angle", [(1., 0.), (2., 0.7), (0.5, np.pi / 4)])
 def test_polar_map_matches_reference(geometry, stretch, angle):
@@ -45,6 +48,7 @@ def test_polar_map_matches_reference(geometry, stretch, angle):
         np.testing.assert_array_equal(g, e)
 
 
+@needs_reference
 @pytest.mark.parametrize("geometry", GEOMETRIES, ids=str)
 @pytest.mark.parametrize("radius", [0.3, 1, 2, 3.7])
 @pytest.mark.parametrize("antialiased", [False, True], ids=["hard", "aa"])
@@ -56,6 +60,7 @@ def test_disk_masks_match_reference(name, geometry, radius, antialiased):
     np.testing.assert_array_equal(got, expected)
 
 
+@needs_reference
 @pytest.mark.parametrize("geometry", GEOMETRIES[:4], ids=str)
 @pytest.mark.parametrize("radius_inner, radius", [(0, 2), (0.3, 2.5), (1, 3), (2.2, 4.9)])
 @pytest.mark.parametrize("antialiased", [False, True], ids=["hard", "aa"])
@@ -69,6 +74,7 @@ def test_ring_masks_match_reference(name, geometry, radius, radius_inner, antial
     np.testing.assert_array_equal(got, expected)
 
 
+@needs_reference
 @pytest.mark.parametrize("r0, r_outer, delta", [(3, 5, 1), (2.5, 2, 1), (4, 7.5, 2.5), (3, 6, 0)])
 def test_radial_gradient_background_subtraction_mask_matches_reference(r0, r_outer, delta):
     r = np.random.default_rng(1).uniform(0, 9, size=(13, 11))
@@ -119,6 +125,7 @@ def test_mask_validation(call, exc, match):
 # patterns: agreement with the reference
 # ---------------------------------------------------------------------------
 
+@needs_reference
 @pytest.mark.parametrize("shape", SHAPES, ids=shape_id)
 @pytest.mark.parametrize("radius", RADII)
 @pytest.mark.parametrize("name", BUILTIN)
@@ -137,6 +144,7 @@ def test_builtin_patterns_match_reference(name, radius, shape):
     )
 
 
+@needs_reference
 @pytest.mark.parametrize("radius, radius_outer", [(3, 5), (2.5, 7.25), (4, None)])
 def test_background_subtraction_attributes(radius, radius_outer):
     ours = patterns.BackgroundSubtraction(radius, radius_outer=radius_outer)
@@ -147,6 +155,7 @@ def test_background_subtraction_attributes(radius, radius_outer):
     np.testing.assert_array_equal(ours.get_mask((40, 40)), ref.get_mask((40, 40)))
 
 
+@needs_reference
 @pytest.mark.parametrize("shape", EVEN_SHAPES + [(20, 24)], ids=shape_id)
 @pytest.mark.parametrize(
     "radius, kwargs",
@@ -173,6 +182,7 @@ def test_radial_gradient_background_subtraction_matches_reference(radius, kwargs
     np.testing.assert_array_equal(ours.get_mask(shape), ref.get_mask(shape))
 
 
+@needs_reference
 @pytest.mark.parametrize("shape", EVEN_SHAPES, ids=shape_id)
 def test_radial_gradient_background_subtraction_custom_map(shape):
     r, _ = masks.polar_map(16, 16, 32, 32, stretchY=2., angle=np.pi / 4)
@@ -182,6 +192,7 @@ def test_radial_gradient_background_subtraction_custom_map(shape):
     np.testing.assert_array_equal(ours.get_mask(shape), ref.get_mask(shape))
 
 
+@needs_reference
 @pytest.mark.parametrize("shape", EVEN_SHAPES + [(20, 6)], ids=shape_id)
 @pytest.mark.parametrize("template_shape", [(6, 8), (4, 4), (40, 70)], ids=shape_id)
 def test_user_template_even_sizes_match_reference(template_shape, shape):
@@ -193,6 +204,7 @@ def test_user_template_even_sizes_match_reference(template_shape, shape):
     np.testing.assert_array_equal(ours.get_mask(shape), ref.get_mask(shape))
 
 
+@needs_reference
 @pytest.mark.parametrize(
     "source, target, agrees",
     [
@@ -239,6 +251,7 @@ def test_user_template_hot_pixel_lands_on_centre(template_shape, shape):
     assert mask[shape[0] // 2, shape[1] // 2] == 1
 
 
+@needs_reference
 def test_reference_user_template_is_off_by_one_for_odd_templates():
     # Documents the fault we correct: the reference pads an odd template into
     # an even frame with the extra pixel at the end, so the centre moves.
@@ -306,6 +319,7 @@ def test_radial_gradient_background_subtraction_default_map_is_pixel_centred(rad
     assert mask[cy, cx] == 0
 
 
+@needs_reference
 def test_reference_default_map_is_off_centre_for_non_integer_radius():
     # The fault we correct: for a non-integer radius the reference map is
     # centred between pixels.
@@ -355,6 +369,7 @@ def test_radius_validation(name, radius, exc, match):
         getattr(patterns, name)(radius)
 
 
+@needs_reference
 @pytest.mark.parametrize("name", ["Circular", "RadialGradient"])
 def test_search_must_contain_radius(name):
     # same condition as the reference
@@ -365,6 +380,7 @@ def test_search_must_contain_radius(name):
     assert getattr(patterns, name)(4, search=4).search == 4
 
 
+@needs_reference
 @pytest.mark.parametrize("name", ["BackgroundSubtraction", "RadialGradientBackgroundSubtraction"])
 @pytest.mark.parametrize(
     "kwargs, match",

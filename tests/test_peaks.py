@@ -7,9 +7,12 @@ from hypothesis.extra import numpy as hnp
 from gpucorr import patterns, peaks
 from gpucorr.synthetic import cbed_frame
 
-lbf = pytest.importorskip("libertem_blobfinder")
-from libertem_blobfinder.common import correlation as ref_corr  # noqa: E402
-from libertem_blobfinder.common import patterns as ref_patterns  # noqa: E402
+from helpers import optional_modules
+
+# the references: the tests that compare with one take its mark, the others run without it
+ref_corr, ref_patterns, needs_reference = optional_modules(
+    "libertem_blobfinder.common.correlation", "libertem_blobfinder.common.patterns")
+skimage_feature, needs_skimage = optional_modules("skimage.feature")
 
 # Patterns that are point-symmetric about the centre pixel for these radii
 # (RadialGradientBackgroundSubtraction needs an integer max radius to match).
@@ -48,6 +51,7 @@ def brute_force_correlation(frame, mask):
 # get_correlation
 # ---------------------------------------------------------------------------
 
+@needs_reference
 @pytest.mark.parametrize("shape", EVEN_SHAPES, ids=shape_id)
 @pytest.mark.parametrize("name, radius", SYMMETRIC, ids=str)
 def test_correlation_matches_reference_for_even_frames(name, radius, shape):
@@ -59,6 +63,7 @@ def test_correlation_matches_reference_for_even_frames(name, radius, shape):
     np.testing.assert_allclose(got, expected, rtol=0, atol=1e-12 * np.abs(expected).max())
 
 
+@needs_reference
 def test_correlation_of_float32_frame_is_float64():
     frame, _, _ = cbed_frame(64, 64, radius=3)
     got = peaks.get_correlation(frame[0], patterns.RadialGradient(3))
@@ -141,6 +146,7 @@ def test_docstring_example_of_reference():
     )
 
 
+@needs_reference
 @pytest.mark.parametrize("num_peaks", [1, 10, 60])
 @pytest.mark.parametrize("shape", EVEN_SHAPES, ids=shape_id)
 @pytest.mark.parametrize("name, radius", SYMMETRIC, ids=str)
@@ -163,6 +169,7 @@ CBED_CASES = [
 ]
 
 
+@needs_reference
 @pytest.mark.parametrize("kwargs", CBED_CASES, ids=range(len(CBED_CASES)))
 @pytest.mark.parametrize("name", ["Circular", "RadialGradient", "BackgroundSubtraction"])
 def test_peaks_match_reference_on_cbed_frames(kwargs, name):
@@ -175,6 +182,7 @@ def test_peaks_match_reference_on_cbed_frames(kwargs, name):
     np.testing.assert_array_equal(got, expected)
 
 
+@needs_reference
 @pytest.mark.parametrize("name", ["Circular", "RadialGradient", "BackgroundSubtraction"])
 def test_peaks_match_reference_on_equal_disks(name):
     # All disks equal: their correlation maxima tie up to rounding, so only the
@@ -206,13 +214,11 @@ def test_tiny_frames_have_no_peaks():
 # local maxima against skimage.feature.peak_local_max
 # ---------------------------------------------------------------------------
 
-skimage_feature = pytest.importorskip("skimage.feature")
-
-
 def reference_maxima(image, num_peaks):
     return skimage_feature.peak_local_max(image, num_peaks=num_peaks)
 
 
+@needs_skimage
 @pytest.mark.parametrize("seed", range(6))
 @pytest.mark.parametrize("levels", [2, 4, 1000])
 def test_local_maxima_match_skimage_with_plateaus(seed, levels):
@@ -225,6 +231,7 @@ def test_local_maxima_match_skimage_with_plateaus(seed, levels):
         )
 
 
+@needs_skimage
 @settings(max_examples=60, deadline=None)
 @given(
     image=hnp.arrays(
@@ -301,8 +308,8 @@ def test_match_pattern_type_is_checked():
         peaks.get_correlation(np.ones((8, 8)), "circular")
 
 
+@needs_reference
 def test_libertem_blobfinder_patterns_are_accepted():
-    ref_patterns = pytest.importorskip("libertem_blobfinder.common.patterns")
     frame, _, _ = cbed_frame(radius=4)
     np.testing.assert_array_equal(
         peaks.get_peaks(frame[0], ref_patterns.RadialGradient(4), 7),

@@ -140,7 +140,8 @@ def test_upsampled_position_is_stable_under_float32_noise():
     2-D quadratic vertex on the grid alone. A parabola per axis through the maximum's row
     and column (the method before) missed the truth by 0.011 px here, and jumped by
     3.5e-3 px between backends on a peak of the GPU parity tests."""
-    from gpucorr import _backend, _pipeline
+    from gpucorr import backends as _backend
+    from gpucorr import pipeline as _pipeline
     y, x = np.mgrid[:32, :32].astype(np.float64)
     rng = np.random.default_rng(3)
     spread = []
@@ -167,13 +168,14 @@ def test_interpolant_derivatives_match_the_kernel(n):
     """The kernel rows of the Newton search give the interpolation kernel of the upsampled
     grid and its first and second derivatives (checked against the definition and central
     differences of it)."""
-    from gpucorr import _numba, _pipeline
+    from gpucorr.backends import _numba_upsample
+    from gpucorr import pipeline as _pipeline
     t = np.array([0.0, 0.37, 5.5, n - 0.2])
-    table = _pipeline._harmonics(n)
+    table = _pipeline.upsample._harmonics(n)
     rows = np.empty((3, len(t), n))
     for j, tt in enumerate(t):
         out = np.empty((3, n))
-        _numba._kernel_rows(table, n, tt, np.empty((3, table.shape[0])), out)
+        _numba_upsample._kernel_rows(table, n, tt, np.empty((3, table.shape[0])), out)
         rows[:, j] = out
     a = np.arange(n)
 
@@ -183,7 +185,7 @@ def test_interpolant_derivatives_match_the_kernel(n):
         return (w * np.cos(2 * np.pi * k * (tt[:, None, None] - a[None, :, None]) / n)).sum(-1) / n
 
     # the definition is the kernel the upsampled grid uses
-    grid = _pipeline._interpolation_kernel(n, 4)
+    grid = _pipeline.upsample._interpolation_kernel(n, 4)
     u = grid.shape[0]
     np.testing.assert_allclose(grid, kernel((np.arange(u) - u // 2) / 4), atol=1e-12)
     step = 1e-4
@@ -241,7 +243,7 @@ def test_results_do_not_depend_on_batching(order, workers, frames_per_chunk, mod
     """Each frame of any stack (any order, repeats, any position in the stack), with any
     workers and memory limit (chunks of 1, 2, 5 frames or the default), gives bit for
     bit the results it gives alone."""
-    from gpucorr import _pipeline
+    from gpucorr import pipeline as _pipeline
     frames, peaks = _invariance_frames_cached()
     pattern = patterns.RadialGradient(2.5)
     limit = None
@@ -292,7 +294,8 @@ def test_upsampled_position_is_the_maximum_of_the_interpolant(seed):
     region, also where the region holds several local maxima: no point of a dense
     float64 evaluation of the interpolant by its definition is higher, and away from
     the region's edge it is a stationary point."""
-    from gpucorr import _backend, _pipeline
+    from gpucorr import backends as _backend
+    from gpucorr import pipeline as _pipeline
     rng = np.random.default_rng(seed)
     u = _pipeline.upsample_region_size(20)
     lo, hi = -(u // 2) / 20, (u - 1 - u // 2) / 20
@@ -320,7 +323,8 @@ def test_near_equal_maxima_are_decided_by_value(favoured):
     (12.6, 12.6), worth 1e-5 (relative) of each other: the result is the higher one,
     whichever it is, and the same bits whether the map is upsampled alone or among 63
     others (each with its own noise)."""
-    from gpucorr import _backend, _pipeline
+    from gpucorr import backends as _backend
+    from gpucorr import pipeline as _pipeline
     y, x = np.mgrid[:24, :24].astype(np.float64)
     # maxima where x + y = 22.8 + 2.4 k and x = y; a broad bump worth 2e-5 favours one
     m = (np.cos(2 * np.pi * (x + y - 22.8) / 2.4) + np.cos(2 * np.pi * (x - y) / 2.4)

@@ -2,8 +2,11 @@
 import numpy as np
 import pytest
 
+import gpucorr.backends.devices
 import gpucorr
-from gpucorr import _backend, _pipeline, patterns
+from gpucorr import patterns
+from gpucorr import backends as _backend
+from gpucorr import pipeline as _pipeline
 from gpucorr.synthetic import cbed_frame
 
 from helpers import assert_results_match, jittered_peaks, random_lattice_frames
@@ -206,7 +209,7 @@ def test_cpu_backend_goes_through_the_dispatch_point(stack, monkeypatch):
         calls.append(xp)
         return real(xp)
 
-    monkeypatch.setattr("gpucorr.api.get_backend", spy)
+    monkeypatch.setattr("gpucorr.execution.job.get_backend", spy)
     gpucorr.refine(frames, peaks, patterns.Circular(radius=4))
     assert calls == [np]
     assert real(np).name == "cpu"
@@ -219,11 +222,33 @@ def test_xp_dispatch(xp, stack):
     assert isinstance(res.centers, type(xp.asarray(frames)))
 
 
-def test_mixed_array_libraries_are_refused():
+def test_mixed_array_libraries_are_refused(any_cupy, stack):
+    """NumPy and CuPy arrays in one call raise TypeError before any work: gpucorr never
+    copies between host and device behind the caller's back (on the CPU stand-in for CuPy
+    where no GPU is usable; the refusal comes before any GPU work)."""
+    frames, peaks = stack
+    pattern = patterns.Circular(radius=4)
+    mix = "arguments mix array libraries"
+    with pytest.raises(TypeError, match=mix):
+        _backend.array_namespace(np.zeros(3), any_cupy.zeros(3))
+    with pytest.raises(TypeError, match=mix):
+        gpucorr.refine(any_cupy.asarray(frames), peaks, pattern)
+    with pytest.raises(TypeError, match=mix):
+        gpucorr.refine(frames, any_cupy.asarray(peaks), pattern)
+    with pytest.raises(TypeError, match=mix):
+        gpucorr.refine([any_cupy.asarray(frames[0]), frames[1]], any_cupy.asarray(peaks),
+                       pattern)
+
+
+def test_unsupported_array_types_are_refused():
+    """An object that only says it is CuPy's (its class's module) is neither taken for a
+    CuPy array nor converted: TypeError naming its type."""
     class FakeCupyArray:
         __module__ = "cupy"
-    with pytest.raises(TypeError, match="unsupported array type"):
+    with pytest.raises(TypeError, match="unsupported array type cupy.*FakeCupyArray"):
         _backend.array_namespace(np.zeros(3), FakeCupyArray())
+    with pytest.raises(TypeError, match="unsupported array type"):
+        _backend.array_namespace(FakeCupyArray())
 
 
 def test_scan_axes_are_kept(stack):
@@ -274,14 +299,14 @@ def test_devices_lists_the_cpu_and_why_a_gpu_is_not_usable():
     assert found[0].name == "cpu" and found[0].usable and "cores" in found[0].description
     gpus = found[1:]
     assert gpus, "the CUDA backend is always listed"
-    if _backend.cuda_available():
+    if gpucorr.backends.devices.cuda_available():
         assert all(d.name.startswith("cuda:") and d.usable for d in gpus)
     else:
         assert [(d.name, d.usable) for d in gpus] == [("cuda", False)]
-        assert gpus[0].description == _backend.cuda_unusable_reason()
+        assert gpus[0].description == gpucorr.backends.devices.cuda_unusable_reason()
 
 
-# --- scratch buffers reused between chunks (gpucorr._pipeline.Workspace) ----------------
+# --- scratch buffers reused between chunks (gpucorr.pipeline.Workspace) ----------------
 
 def _run_chunk(mode, frames, peaks, pattern, upsample, ws):
     """One chunk through run_fast / run_full with the workspace ``ws``; the four outputs."""
@@ -390,7 +415,7 @@ def test_cpu_irfft2_unscaled_gives_scipy_fft_bits(how):
 def test_steady_state_chunks_allocate_nothing_large(stack):
     """After a first call, refine's chunks reuse the thread's scratch buffers: numpy
     allocates far less than one chunk's scratch (under Dask's nanny every large
-    allocation is fresh pages from the kernel, see gpucorr._pipeline)."""
+    allocation is fresh pages from the kernel, see gpucorr.pipeline.workspace)."""
     import tracemalloc
     frames, peaks = stack
     frames = np.tile(frames, (4, 1, 1)).astype(np.float32)  # 24 frames, one chunk

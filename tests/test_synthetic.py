@@ -4,8 +4,9 @@ import pytest
 
 from gpucorr import synthetic
 
-lbf = pytest.importorskip("libertem_blobfinder")
-from libertem_blobfinder.base import utils as ref_utils  # noqa: E402
+from helpers import optional_modules
+
+ref_utils, needs_reference = optional_modules("libertem_blobfinder.base.utils")
 
 CBED_CASES = [
     {},
@@ -23,6 +24,7 @@ CBED_CASES = [
 ]
 
 
+@needs_reference
 @pytest.mark.parametrize("kwargs", CBED_CASES, ids=range(len(CBED_CASES)))
 def test_cbed_frame_matches_reference(kwargs):
     expected_data, expected_indices, expected_peaks = ref_utils.cbed_frame(**kwargs)
@@ -154,6 +156,7 @@ VECTORS = [
 ]
 
 
+@needs_reference
 @pytest.mark.parametrize("vectors", VECTORS, ids=range(len(VECTORS)))
 def test_polar_cartesian_match_reference(vectors):
     polar = synthetic.make_polar(vectors)
@@ -167,6 +170,7 @@ def test_polar_cartesian_match_reference(vectors):
     np.testing.assert_allclose(cart, vectors, atol=1e-5)
 
 
+@needs_reference
 @pytest.mark.parametrize(
     "indices",
     [np.mgrid[-2:3, -1:2], np.mgrid[0:1, 0:4], np.array([[0, 1], [2, 3], [-1, 5]])],
@@ -183,6 +187,7 @@ def test_regularize_indices_rejects_bad_shape():
         synthetic.regularize_indices(np.zeros((3, 2, 2)))
 
 
+@needs_reference
 def test_lattice_helpers_match_reference():
     indices = np.mgrid[-4:5, -4:5]
     zero = np.array((20.5, 30.25))

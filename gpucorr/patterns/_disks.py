@@ -1,0 +1,164 @@
+"""Patterns of disks drawn by :mod:`gpucorr.masks`: :class:`Circular`,
+:class:`RadialGradient` and :class:`BackgroundSubtraction`.
+"""
+from gpucorr import masks
+from gpucorr._validate import check_real
+from gpucorr.patterns._base import (
+    MatchPattern, _centred, _check_contains, _check_search, _outer_defaults,
+)
+
+
+#: the constructor's sections of the docstrings of :class:`_Disk`'s subclasses
+_DISK_PARAMETERS = """Parameters
+    ----------
+    radius : float
+        Radius of the disk in pixels, > 0.
+    search : float, optional
+        Search range in pixels, >= ``radius``. Default ``2 * radius``.
+
+    Attributes
+    ----------
+    radius, search : float
+
+    Raises
+    ------
+    TypeError
+        If ``radius`` or ``search`` is not a real number.
+    ValueError
+        If ``radius`` is not finite and > 0, or ``search < radius``."""
+
+
+def _with_disk_parameters(cls):
+    """Class decorator: the constructor's sections (:data:`_DISK_PARAMETERS`) where the
+    docstring of ``cls`` says ``{disk_parameters}``."""
+    if cls.__doc__:  # None under python -OO
+        cls.__doc__ = cls.__doc__.replace("{disk_parameters}", _DISK_PARAMETERS)
+    return cls
+
+
+class _Disk(MatchPattern):
+    """A disk-shaped pattern of one radius, drawn by ``_draw`` at the mask centre."""
+
+    _draw = None
+
+    def __init__(self, radius, search=None):
+        check_real("radius", radius, minimum=0, strict=True)
+        if search is None:
+            search = 2 * radius
+        _check_search(search)
+        _check_contains(search, radius, "radius")
+        self.radius = radius
+        super().__init__(search=search)
+
+    def get_mask(self, sig_shape):
+        return self._draw(**_centred(sig_shape), radius=self.radius, antialiased=True)
+
+
+@_with_disk_parameters
+class Circular(_Disk):
+    """Antialiased solid disk.
+
+    {disk_parameters}
+
+    Notes
+    -----
+    The mask is :func:`gpucorr.masks.circular` with ``antialiased=True``.
+
+    Backends: NumPy only.
+
+    Examples
+    --------
+    >>> pattern = Circular(radius=1)
+    >>> pattern.search
+    2
+    >>> pattern.get_mask((4, 4)).round(2)
+    array([[0.  , 0.  , 0.  , 0.  ],
+           [0.  , 0.09, 0.5 , 0.09],
+           [0.  , 0.5 , 1.  , 0.5 ],
+           [0.  , 0.09, 0.5 , 0.09]])
+    """
+
+    _draw = staticmethod(masks.circular)
+
+
+@_with_disk_parameters
+class RadialGradient(_Disk):
+    """Disk whose weight rises linearly from 0 at the centre to 1 at the edge.
+
+    Weighting the rim more than the middle makes the match insensitive to
+    intensity variations inside a diffraction disk.
+
+    {disk_parameters}
+
+    Notes
+    -----
+    The mask is :func:`gpucorr.masks.radial_gradient` with
+    ``antialiased=True``.
+
+    Backends: NumPy only.
+
+    Examples
+    --------
+    >>> pattern = RadialGradient(radius=2)
+    >>> pattern.get_mask((6, 6))[3].round(2)
+    array([0. , 0. , 0.5, 0. , 0.5, 0. ])
+    """
+
+    _draw = staticmethod(masks.radial_gradient)
+
+
+class BackgroundSubtraction(MatchPattern):
+    """Solid disk surrounded by a negative ring that balances it to zero sum.
+
+    A flat background correlates to zero, which suppresses false matches
+    between diffraction disks.
+
+    Parameters
+    ----------
+    radius : float
+        Radius of the positive disk in pixels, > 0.
+    search : float, optional
+        Search range in pixels, >= ``radius_outer``. Default
+        ``max(2 * radius, radius_outer)``.
+    radius_outer : float, optional
+        Outer radius of the negative ring in pixels, > ``radius``. Default
+        ``1.5 * radius``.
+
+    Attributes
+    ----------
+    radius, radius_outer, search : float
+
+    Raises
+    ------
+    TypeError
+        If a parameter is not a real number.
+    ValueError
+        If ``radius`` is not finite and > 0, ``radius_outer <= radius`` or
+        ``search < radius_outer``.
+
+    Notes
+    -----
+    The mask is :func:`gpucorr.masks.background_subtraction` with
+    ``antialiased=True``.
+
+    Backends: NumPy only.
+
+    Examples
+    --------
+    >>> pattern = BackgroundSubtraction(radius=2)
+    >>> pattern.radius_outer, pattern.search
+    (3.0, 4)
+    >>> mask = pattern.get_mask((8, 8))
+    >>> bool(mask[4, 4] == 1), bool(abs(mask.sum()) < 1e-12)
+    (True, True)
+    """
+
+    def __init__(self, radius, search=None, radius_outer=None):
+        search, radius_outer = _outer_defaults(radius, search, radius_outer)
+        self.radius = radius
+        self.radius_outer = radius_outer
+        super().__init__(search=search)
+
+    def get_mask(self, sig_shape):
+        return masks.background_subtraction(**_centred(sig_shape), radius=self.radius_outer,
+                                            radius_inner=self.radius, antialiased=True)

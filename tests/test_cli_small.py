@@ -1,0 +1,43 @@
+"""Small things of the command line: the install hint fits a source checkout, one error
+prefix, the demo's --help."""
+import os
+
+import pytest
+
+import gpucorr
+from gpucorr import cli
+from gpucorr.cli.common import install_hint, with_install_hint
+
+
+def test_install_hint_in_a_source_checkout():
+    root = os.path.dirname(os.path.dirname(os.path.abspath(gpucorr.__file__)))
+    if not os.path.exists(os.path.join(root, "pyproject.toml")):
+        pytest.skip("gpucorr is not installed from a source checkout here")
+    assert install_hint("cuda13") == f"pip install -e '{root}[cuda13]'"
+    assert with_install_hint("CuPy is not installed; pip install gpucorr[cuda13]") == (
+        f"CuPy is not installed; pip install -e '{root}[cuda13]'")
+    assert with_install_hint("nothing to replace") == "nothing to replace"
+
+
+def test_info_gives_the_install_hint_that_works_here(capsys):
+    assert cli.main(["info"]) == 0
+    assert "pip install gpucorr[" not in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["refine"], "gpucorr: error: the following arguments are required: input, --radius\n"),
+    (["refine", "x.npy", "--radius"], "gpucorr: error: argument --radius: expected one "
+                                      "argument\n"),
+    (["demo", "--scan", "x"], "gpucorr: error: argument --scan: must be an integer; "
+                              "got 'x'\n"),
+])
+def test_usage_errors_have_one_prefix(capsys, argv, message):
+    assert cli.main(argv) == 2
+    assert capsys.readouterr().err == message
+
+
+def test_demo_help_shows_defaults(capsys):
+    with pytest.raises(SystemExit):
+        cli.main(["demo", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    assert "(default: 64)" in text and "(default: gpucorr-demo)" in text
