@@ -5,19 +5,14 @@
 the frames; :class:`RefineResult` holds what comes back.
 """
 import numbers
-import os
 from dataclasses import dataclass
 
 import numpy as np
 
 from gpucorr import _validate
-from gpucorr.backends import array_namespace
-from gpucorr.backends.devices import as_native, resolve
-from gpucorr.backends.host import like
+from gpucorr.execution import DEFAULT_MEMORY_LIMIT, Job, as_source
+from gpucorr.execution.run import execute, prepare
 from gpucorr.pipeline import Scaling
-from gpucorr.execution import (
-    DEFAULT_MEMORY_LIMIT, Job, as_source, run_on_cpu, run_resident, run_streaming, stack_list,
-)
 
 __all__ = ["refine", "RefineResult", "DEFAULT_MEMORY_LIMIT"]
 
@@ -175,35 +170,15 @@ def refine(frames, peaks, pattern, *, mode="fast", upsample=False, device=None,
     """
     if mode not in ("fast", "full"):
         raise ValueError(f"mode must be 'fast' or 'full'; got {mode!r}")
-    if isinstance(frames, (list, tuple)):
-        frames = stack_list(frames)
-    frames = as_native(frames, "frames")
-    peaks = as_native(peaks, "peaks")
-    in_xp = array_namespace(frames, peaks)
+    call = prepare(frames, peaks, device=device, memory_limit=memory_limit, workers=workers,
+                   progress=progress)
     _validate.check_pattern(pattern)
-    if progress is not None and not callable(progress):
-        raise TypeError(f"progress must be callable(done, total) or None; got {progress!r}")
-    workers = _validate.check_workers(workers)
-    if workers is None:
-        workers = os.cpu_count() or 1
-    memory_limit = _validate.check_memory_limit(memory_limit)
-    target = resolve(device, frames)
     factor = _validate.check_upsample(upsample)
     method = _scaling(scaling, power, pattern)
-    source, lead = as_source(frames, to_host=target.kind == "cpu")
+    source, lead = as_source(call.frames, to_host=call.target.kind == "cpu")
     crop_size = _validate.check_crop_size(pattern.get_crop_size(), source.shape[-2:])
-    if target.kind == "cuda":
-        import cupy
-        with cupy.cuda.Device(target.index):
-            job = Job(cupy, source, peaks, pattern, mode, factor, crop_size, memory_limit,
-                      method)
-            if in_xp is np:
-                result = run_streaming(job, min(workers, job.n_frames or 1), progress)
-            else:
-                result = run_resident(job, progress)
-    else:
-        job = Job(np, source, peaks, pattern, mode, factor, crop_size, memory_limit, method)
-        result = like(run_on_cpu(job, workers, progress), frames)
+    result = execute(call, lambda xp: Job(xp, source, call.extra, pattern, mode, factor,
+                                          crop_size, call.memory_limit, method), progress)
     return RefineResult(*(a.reshape(lead + a.shape[1:]) for a in result))
 
 

@@ -89,6 +89,8 @@ class Backend:
         The array module (``numpy`` or ``cupy``).
     crop_log, log_scale_frames, evaluate, upsample : callables
         The batch kernels, with the signatures of :mod:`gpucorr.backends._numba`.
+    find_maxima, evaluate_at : callables
+        Per-frame disk detection (:mod:`gpucorr.backends._numba_disks`).
     fast_correlate : callable or None
         Fast mode fused into one kernel (:func:`gpucorr.backends._cuda.fast_correlate`),
         where the kernel set has it.
@@ -103,6 +105,8 @@ class Backend:
         self.log_scale_frames = kernels.log_scale_frames
         self.evaluate = kernels.evaluate
         self.upsample = kernels.upsample
+        self.find_maxima = getattr(kernels, "find_maxima", None)
+        self.evaluate_at = getattr(kernels, "evaluate_at", None)
         self.fast_correlate = getattr(kernels, "fast_correlate", None)
         self._applies = getattr(kernels, "fast_correlate_applies", None)
         self._fft = fft

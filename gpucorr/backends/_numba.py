@@ -24,7 +24,8 @@ from numba import njit
 
 from gpucorr.backends._numba_upsample import upsample  # noqa: F401  (part of this kernel set)
 
-__all__ = ["crop_log", "log_scale_frames", "evaluate", "upsample", "center_of_mass",
+__all__ = ["crop_log", "log_scale_frames", "evaluate", "upsample", "find_maxima", "evaluate_at",
+           "center_of_mass",
            "refine_center", "peak_elevation"]
 
 
@@ -247,3 +248,7 @@ def evaluate(corrs, peaks, crop_size, offsets, out_centers, out_refineds, out_he
         out_refineds[m, 1] = rx + ox
         out_heights[m] = best + offsets[m]
         out_elevations[m] = elevation
+
+
+# per-frame disk detection, part of this kernel set (below: it uses the functions above)
+from gpucorr.backends._numba_disks import evaluate_at, find_maxima  # noqa: E402,F401

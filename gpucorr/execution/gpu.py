@@ -5,9 +5,6 @@ current stream, with no host synchronisation; :func:`run_chunks` is the
 chunk loop both GPU executors share, which halves the chunk on running out of
 device memory. Host frames go through :mod:`gpucorr.execution.streaming`.
 """
-from gpucorr import _validate
-from gpucorr.pipeline import mark_bad
-
 __all__ = ["run_resident", "run_chunks", "gpu_budget", "GPU_MEMORY_FRACTION"]
 
 #: share of the free device memory that refine may use by default on a GPU
@@ -31,7 +28,7 @@ def run_resident(job, progress):
         job.compute(job.frames.chunk(start, stop), out, start, stop)
 
     run_chunks(job, process, progress, 0, job.n_frames)
-    mark_bad(job.xp, _validate.far_peaks(job.xp, job.peaks), out)
+    job.finish(out)
     return out
 
 

@@ -9,7 +9,7 @@ from gpucorr import _validate, pipeline
 from gpucorr.backends import get_backend
 from gpucorr.pipeline import mark_bad
 
-__all__ = ["Job", "check_log_overflow"]
+__all__ = ["Job", "check_log_overflow", "chunk_frames"]
 
 
 class Job:
@@ -64,9 +64,20 @@ class Job:
 
     def chunk_frames(self, budget, workers, max_chunk, extra_per_frame=0):
         """Frames per chunk: within ``budget`` bytes for ``workers`` chunks at a time."""
-        per_frame = self.per_frame + extra_per_frame
-        return int(max(1, min(max_chunk, int(budget) // (workers * per_frame),
-                              -(-self.n_frames // workers))))
+        return chunk_frames(self, budget, workers, max_chunk, extra_per_frame)
+
+    def finish(self, out):
+        """After a GPU-resident run: rows of peaks beyond +-2**30 (CuPy peaks, not checked
+        on the host) become NaN."""
+        mark_bad(self.xp, _validate.far_peaks(self.xp, self.peaks), out)
+
+
+def chunk_frames(job, budget, workers, max_chunk, extra_per_frame=0):
+    """Frames per chunk of ``job`` (``n_frames``, ``per_frame`` scratch bytes): within
+    ``budget`` bytes for ``workers`` chunks at a time, at most ``max_chunk``."""
+    per_frame = job.per_frame + extra_per_frame
+    return int(max(1, min(max_chunk, int(budget) // (workers * per_frame),
+                          -(-job.n_frames // workers))))
 
 
 def check_log_overflow(xp, frames, peaks, crop_size, mode, rdtype, out, first=0,

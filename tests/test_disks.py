@@ -1,0 +1,249 @@
+"""gpucorr.find_disks: per-frame disk detection against its definition, on synthetic
+scans, batch by batch, and its argument checks."""
+import numpy as np
+import pytest
+
+import gpucorr
+from gpucorr import backends, patterns
+
+PATTERN = patterns.Circular(radius=4)
+
+
+def brute_force_maxima(m, k, s, min_relative, edge):
+    """The definition of gpucorr.find_disks' maxima, transcribed directly: every pixel
+    against every other pixel within the distance s."""
+    h, w = m.shape
+    ys, xs = np.mgrid[:h, :w]
+    found = []
+    for y in range(edge, h - edge):
+        for x in range(edge, w - edge):
+            near = ((ys - y) ** 2 + (xs - x) ** 2 <= s * s)
+            near[y, x] = False
+            later = (ys * w + xs) > (y * w + x)
+            if np.all((m < m[y, x]) | ((m == m[y, x]) & later) | ~near):
+                found.append((m[y, x], y * w + x))
+    found.sort(key=lambda t: (-t[0], t[1]))
+    if min_relative > 0 and found and found[0][0] > 0:
+        found = [f for f in found if f[0] >= min_relative * found[0][0]]
+    found = found[:k]
+    return [(i // w, i % w) for _, i in found], [v for v, _ in found]
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_maxima_are_their_definition(seed):
+    rng = np.random.default_rng(seed)
+    n, h, w = 3, 23, 19
+    # few distinct values: many ties and plateaus
+    maps = rng.integers(-3, 4, (n, h, w)).astype(np.float32)
+    maps[1] = rng.normal(size=(h, w))
+    maps[2, :, :] = 1.0  # one plateau
+    k, s, rel, edge = [(5, 1.0, 0.0, 0), (12, 2.5, 0.3, 1), (40, 1.5, 0.0, 3),
+                       (3, 4.0, 0.9, 0), (7, 1.0, 1.0, 2), (50, 3.2, 0.5, 0)][seed]
+    centers = np.empty((n, k, 2), np.int32)
+    values = np.empty((n, k), np.float32)
+    counts = np.empty(n, np.int32)
+    backends.get_backend(np).find_maxima(maps, k, s, rel, edge, centers, values, counts)
+    for i in range(n):
+        want, want_values = brute_force_maxima(maps[i], k, s, rel, edge)
+        assert counts[i] == len(want)
+        np.testing.assert_array_equal(centers[i, :counts[i]], np.array(want).reshape(-1, 2))
+        np.testing.assert_array_equal(values[i, :counts[i]], want_values)
+        assert (centers[i, counts[i]:] == -1).all() and np.isnan(values[i, counts[i]:]).all()
+
+
+def scan(rng, n_frames, size=128, radius=4, dose=None, all_equal=False):
+    """Frames whose lattice moves and turns from frame to frame, and the true centres."""
+    frames, truths = [], []
+    for _ in range(n_frames):
+        zero = np.array([size / 2 + rng.uniform(-3, 3), size / 2 + rng.uniform(-3, 3)])
+        angle = rng.uniform(0, np.pi / 2)
+        length = rng.uniform(15, 18)
+        a = length * np.array([np.cos(angle), np.sin(angle)])
+        b = np.array([-a[1], a[0]])
+        frame, _, true = gpucorr.cbed_frame(size, size, zero=zero, a=a, b=b, radius=radius,
+                                            all_equal=all_equal, margin=radius,
+                                            dose=dose, seed=int(rng.integers(1 << 30)))
+        frames.append(frame[0])
+        truths.append(true)
+    return np.stack(frames).astype(np.float32), truths
+
+
+def recall_and_error(res, truths, edge, size, tolerance=2.0):
+    found = errors = total = 0
+    for i, true in enumerate(truths):
+        # disks whose maximum may fall on either side of the edge are not counted
+        inside = np.all((true >= edge + 1) & (true < size - edge - 1), axis=1)
+        true = true[inside]
+        pos = res.positions[i, :res.counts[i]]
+        d = np.linalg.norm(pos[:, None] - true[None], axis=-1)
+        nearest = d.min(axis=0)
+        found += int((nearest < tolerance).sum())
+        errors += float((nearest[nearest < tolerance] ** 2).sum())
+        total += len(true)
+    return found / total, np.sqrt(errors / max(found, 1))
+
+
+@pytest.mark.parametrize("all_equal, dose, max_error", [
+    (True, None, 0.05), (False, None, 0.15), (False, 2e6, 0.2)])
+def test_disks_of_moving_lattices_are_found(all_equal, dose, max_error):
+    """Lattices that move and turn between frames, disks of equal or very different
+    brightness (cbed_frame's default weights span about 160:1), with Poisson noise: every
+    disk well inside the frame is found within 2 px, close to its true centre."""
+    rng = np.random.default_rng(3)
+    frames, truths = scan(rng, 6, dose=dose, all_equal=all_equal)
+    edge = 8
+    res = gpucorr.find_disks(frames, PATTERN, max_disks=80, edge=edge, upsample=20)
+    recall, rms = recall_and_error(res, truths, edge, 128)
+    assert recall == 1.0
+    assert rms < max_error
+
+
+def test_disks_at_the_border_follow_edge():
+    frame, _, true = gpucorr.cbed_frame(96, 96, radius=4, all_equal=True, margin=-4)
+    for edge in (0, 10):
+        res = gpucorr.find_disks(frame, PATTERN, max_disks=100, edge=edge)
+        centers = res.centers[0, :res.counts[0]]
+        assert (centers >= edge).all() and (centers < 96 - edge).all()
+    inner = gpucorr.find_disks(frame, PATTERN, max_disks=100, edge=10).counts[0]
+    outer = gpucorr.find_disks(frame, PATTERN, max_disks=100, edge=0).counts[0]
+    assert outer > inner
+
+
+def test_disks_appear_and_vanish():
+    """A frame without disks finds none above the threshold; frames with more or fewer
+    disks find as many."""
+    rng = np.random.default_rng(5)
+    frames, truths = scan(rng, 2, all_equal=True)
+    empty = np.zeros((128, 128), np.float32)
+    few = np.zeros((128, 128), np.float32)
+    few += gpucorr.cbed_frame(128, 128, zero=np.array([40.3, 50.7]), a=np.array([0, 30.0]),
+                              b=np.array([30.0, 0]), indices=np.array([[0, 0], [1, 1]]),
+                              radius=4, all_equal=True)[0][0]
+    stack = np.stack([frames[0], empty, few, frames[1]])
+    res = gpucorr.find_disks(stack, PATTERN, max_disks=80, edge=8, min_relative_height=0.5)
+    assert res.counts[1] == 0 and res.counts[2] == 2
+    for i, true in ((0, truths[0]), (3, truths[1])):
+        inside = np.all((true >= 9) & (true < 119), axis=1)
+        maybe = np.all((true >= 7) & (true < 121), axis=1)
+        assert inside.sum() <= res.counts[i] <= maybe.sum()
+    assert res.mask.sum(axis=1).tolist() == res.counts.tolist()
+
+
+@pytest.mark.parametrize("upsample", [False, 7])
+def test_a_frames_disks_do_not_depend_on_the_batch(upsample):
+    rng = np.random.default_rng(11)
+    frames, _ = scan(rng, 5, dose=1e6)
+    kwargs = dict(max_disks=50, edge=6, upsample=upsample, min_elevation=0.01)
+    stack = gpucorr.find_disks(frames, PATTERN, workers=2, memory_limit=1, **kwargs)
+    for i in (0, 4):
+        alone = gpucorr.find_disks(frames[i], PATTERN, workers=1, **kwargs)
+        for a, b in zip((stack.positions, stack.centers, stack.heights, stack.elevations,
+                         stack.counts), (alone.positions, alone.centers, alone.heights,
+                                         alone.elevations, alone.counts)):
+            np.testing.assert_array_equal(a[i], b)
+
+
+def test_without_upsampling_the_disks_are_refines_full_mode_at_their_centres():
+    """The centre of mass and the height of a found disk are what refine's full mode gives
+    for that disk (the same correlation map, the same evaluation)."""
+    rng = np.random.default_rng(2)
+    frames, _ = scan(rng, 2, dose=1e6)
+    res = gpucorr.find_disks(frames, PATTERN, max_disks=40, edge=10)
+    for i in range(2):
+        n = res.counts[i]
+        ref = gpucorr.refine(frames[i], res.centers[i, :n].astype(np.int64), PATTERN,
+                             mode="full")
+        np.testing.assert_array_equal(ref.centers, res.centers[i, :n])
+        np.testing.assert_allclose(ref.refineds, res.positions[i, :n], atol=1e-5)
+        np.testing.assert_allclose(ref.heights, res.heights[i, :n], rtol=1e-6)
+
+
+def test_min_elevation_drops_weak_disks_and_keeps_the_rank():
+    rng = np.random.default_rng(4)
+    frames, _ = scan(rng, 2, dose=1e5)
+    every = gpucorr.find_disks(frames, PATTERN, max_disks=80)
+    threshold = float(np.nanmedian(every.elevations))
+    strong = gpucorr.find_disks(frames, PATTERN, max_disks=80, min_elevation=threshold)
+    for i in range(2):
+        keep = every.elevations[i, :every.counts[i]] >= threshold
+        assert strong.counts[i] == keep.sum() < every.counts[i]
+        np.testing.assert_array_equal(strong.centers[i, :strong.counts[i]],
+                                      every.centers[i, :every.counts[i]][keep])
+        assert np.all(np.diff(strong.heights[i, :strong.counts[i]]) <= 0)
+
+
+def test_results_keep_the_scan_axes():
+    frames = np.zeros((2, 3, 64, 64), np.float32)
+    frames[..., 30:35, 30:35] = 1
+    res = gpucorr.find_disks(frames, PATTERN, max_disks=4)
+    assert res.positions.shape == (2, 3, 4, 2) and res.counts.shape == (2, 3)
+    assert res.mask.shape == (2, 3, 4) and "max_disks=4" in repr(res)
+
+
+@pytest.mark.parametrize("kwargs, error, match", [
+    (dict(max_disks=0), ValueError, "max_disks must be an int >= 1; got 0"),
+    (dict(max_disks=2.5), TypeError, "max_disks must be an int >= 1"),
+    (dict(max_disks=5, min_spacing=-2), ValueError, "min_spacing must be a finite number >= 1"),
+    (dict(max_disks=5, min_spacing=0.5), ValueError, "min_spacing must be a finite number >= 1"),
+    (dict(max_disks=5, min_spacing="4"), TypeError, "min_spacing must be a real number"),
+    (dict(max_disks=5, min_relative_height=1.5), ValueError,
+     r"min_relative_height must be in \[0, 1\]; got 1.5"),
+    (dict(max_disks=5, min_relative_height=-0.1), ValueError, "min_relative_height must be in"),
+    (dict(max_disks=5, min_elevation=-1), ValueError, "min_elevation must be a finite number"),
+    (dict(max_disks=5, edge=-1), ValueError, "edge must be an int >= 0"),
+    (dict(max_disks=5, edge=2.5), ValueError, "edge must be an int >= 0"),
+    (dict(max_disks=5, upsample=1.5), TypeError, "upsample"),
+    (dict(max_disks=5, scaling="sqrt"), ValueError, "scaling must be one of"),
+])
+def test_bad_arguments_are_refused(kwargs, error, match):
+    with pytest.raises(error, match=match):
+        gpucorr.find_disks(np.zeros((64, 64), np.float32), PATTERN, **kwargs)
+
+
+def test_the_frames_are_not_modified():
+    rng = np.random.default_rng(8)
+    frames, _ = scan(rng, 2, dose=1e6)
+    before = frames.copy()
+    gpucorr.find_disks(frames, PATTERN, max_disks=10, upsample=5)
+    np.testing.assert_array_equal(frames, before)
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("upsample", [False, 7])
+def test_gpu_finds_the_cpus_disks(upsample):
+    import cupy
+    rng = np.random.default_rng(6)
+    frames, _ = scan(rng, 3, dose=1e6)
+    kwargs = dict(max_disks=50, edge=6, upsample=upsample)
+    cpu = gpucorr.find_disks(frames, PATTERN, **kwargs)
+    for given in (cupy.asarray(frames), frames):
+        gpu = gpucorr.find_disks(given, PATTERN, device="cuda", **kwargs)
+        np.testing.assert_array_equal(cupy.asnumpy(cupy.asarray(gpu.counts)), cpu.counts)
+        np.testing.assert_array_equal(cupy.asnumpy(cupy.asarray(gpu.centers)), cpu.centers)
+        np.testing.assert_allclose(cupy.asnumpy(cupy.asarray(gpu.positions)), cpu.positions,
+                                   atol=1e-3)
+        np.testing.assert_allclose(cupy.asnumpy(cupy.asarray(gpu.heights)), cpu.heights,
+                                   rtol=1e-4)
+
+
+def test_elevations_are_peak_elevation_within_the_spacing():
+    """evaluate_at's elevation is the CPU kernel set's peak_elevation limited to the
+    pixels closer than the spacing (computed here over the whole map)."""
+    from gpucorr.backends._numba import peak_elevation, refine_center
+    rng = np.random.default_rng(9)
+    maps = rng.normal(size=(2, 40, 36)).astype(np.float32)
+    k, s = 6, 3.5
+    centers = np.empty((2, k, 2), np.int32)
+    values = np.empty((2, k), np.float32)
+    counts = np.empty(2, np.int32)
+    kernels = backends.get_backend(np)
+    kernels.find_maxima(maps, k, s, 0.0, 0, centers, values, counts)
+    out = (np.empty((2, k, 2), np.float32), np.empty((2, k), np.float32),
+           np.empty((2, k), np.float32))
+    kernels.evaluate_at(maps, centers, counts, np.array([0.5, -2.0]), s, *out)
+    for n in range(2):
+        for i in range(counts[n]):
+            ry, rx = refine_center(tuple(centers[n, i]), 2, maps[n])
+            best = maps[n][tuple(centers[n, i])]
+            assert out[2][n, i] == peak_elevation((ry, rx), maps[n], best, 1.5, s)
+            assert out[1][n, i] == np.float32(best + [0.5, -2.0][n])
