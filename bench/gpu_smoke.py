@@ -50,6 +50,46 @@ def _record_launches():
     return seen
 
 
+def check_maxima(rng, failures):
+    """maxima.cu: find_maxima with its candidate buffer in shared and in device memory
+    (``FAST_SHARED_BYTES = 0``), and evaluate_at, against the CPU kernels."""
+    from gpucorr.backends import _numba
+    maps = rng.standard_normal((3, 40, 37))
+    maps[:, 10:13, 9:12] += 4.0
+    n, k = len(maps), 12
+    for dtype in (np.float32, np.float64):
+        m = maps.astype(dtype)
+        want = (np.zeros((n, k, 2), np.int32), np.zeros((n, k), dtype), np.zeros(n, np.int32))
+        _numba.find_maxima(m, k, 2.5, 0.0, 1, *want)
+        saved = _cuda.FAST_SHARED_BYTES
+        try:
+            for place, limit in (("shared", saved), ("global", 0)):
+                _cuda.FAST_SHARED_BYTES = limit
+                got = (cupy.zeros((n, k, 2), np.int32), cupy.zeros((n, k), dtype),
+                       cupy.zeros(n, np.int32))
+                _cuda.find_maxima(cupy.asarray(m), k, 2.5, 0.0, 1, *got)
+                got = [cupy.asnumpy(g) for g in got]
+                if not (np.array_equal(got[0], want[0]) and np.array_equal(got[2], want[2])
+                        and np.array_equal(got[1], want[1], equal_nan=True)):
+                    failures.append(f"maxima.cu find_maxima {np.dtype(dtype).name}, buffer in "
+                                    f"{place} memory: counts {got[2].tolist()} on the GPU, "
+                                    f"{want[2].tolist()} on the CPU (or centres/values differ)")
+        finally:
+            _cuda.FAST_SHARED_BYTES = saved
+        refs = [np.zeros((n, k, 2), np.float32), np.zeros((n, k), np.float32),
+                np.zeros((n, k), np.float32)]
+        _numba.evaluate_at(m, want[0], want[2], np.zeros(n), 2.5, *refs)
+        outs = [cupy.zeros(r.shape, np.float32) for r in refs]
+        _cuda.evaluate_at(cupy.asarray(m), cupy.asarray(want[0]), cupy.asarray(want[2]),
+                          cupy.zeros(n), 2.5, *outs)
+        for name, out, ref in zip(("refined", "height", "elevation"), outs, refs):
+            out = cupy.asnumpy(out)
+            if not np.allclose(out, ref, rtol=1e-5, atol=1e-5, equal_nan=True):
+                failures.append(f"maxima.cu evaluate_at {np.dtype(dtype).name}: {name}s "
+                                f"{out.ravel()[:3].tolist()} ... on the GPU, "
+                                f"{ref.ravel()[:3].tolist()} ... on the CPU")
+
+
 def check_upsample_scratch(rng, failures):
     """upsample.cu with its scratch in shared memory (the default for these maps) and in
     device memory (``FAST_SHARED_BYTES = 0``), against the CPU kernel."""
@@ -127,6 +167,7 @@ def main(quick=False):
                                     f"non-finite results")
         _cuda.FAST_MAX_SIZE = saved
     check_upsample_scratch(rng, failures)
+    check_maxima(rng, failures)
     cupy.cuda.runtime.deviceSynchronize()
     sources = sorted({name for name, _ in seen})
     missing = sorted(set(_cuda.kernel_expressions()) - set(sources))

@@ -12,6 +12,9 @@ crop, log, FFT correlation and evaluation of a crop in one launch, in shared
 memory, used by :func:`gpucorr.pipeline.run_fast` where
 :func:`fast_correlate_applies`.
 
+Per-frame disk detection (:func:`find_maxima`, :func:`evaluate_at`, kernels/maxima.cu)
+has its launchers in :mod:`gpucorr.backends._cuda_disks`, imported here.
+
 Verified on an NVIDIA H100 (``pytest --gpu``, compute-sanitizer, bench/gpu_bench.py;
 docs/benchmarks.md); where no GPU is at hand, tests/cuda_emulator.py runs the
 kernels on the CPU.
@@ -25,7 +28,8 @@ import numpy as np
 __all__ = ["crop_log", "log_scale_frames", "evaluate", "upsample", "fast_correlate",
            "fast_correlate_applies", "load_kernel", "kernel_source", "crop_expressions",
            "evaluate_expressions", "upsample_expressions", "fast_expressions",
-           "kernel_expressions", "upsample_scratch", "C_TYPES"]
+           "kernel_expressions", "upsample_scratch", "C_TYPES", "find_maxima", "evaluate_at",
+           "maxima_expressions"]
 
 #: NumPy dtype -> C type of the kernel templates
 C_TYPES = {
@@ -132,7 +136,8 @@ def fast_expressions():
 def kernel_expressions():
     """Every kernel source in ``kernels/`` and the name expressions its launchers use."""
     return {"crop.cu": crop_expressions(), "evaluate.cu": evaluate_expressions(),
-            "upsample.cu": upsample_expressions(), "fast.cu": fast_expressions()}
+            "upsample.cu": upsample_expressions(), "fast.cu": fast_expressions(),
+            "maxima.cu": maxima_expressions()}
 
 
 def _shared_bytes(rtype, extra_per_thread):
@@ -355,3 +360,9 @@ def fast_correlate(frames, peaks, crop_size, filt, maps, out_centers, out_refine
             np.int32(write_maps), maps, out_centers, out_refineds, out_heights,
             out_elevations, bad),
            shared_mem=shared)
+
+
+# per-frame disk detection, part of this kernel set (below: it uses the functions above)
+from gpucorr.backends._cuda_disks import (  # noqa: E402,F401
+    evaluate_at, find_maxima, maxima_expressions,
+)

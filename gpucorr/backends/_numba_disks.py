@@ -139,10 +139,11 @@ def _elevation_near(center, m, height, r_min, r_max):
     so the same minimum, without visiting the whole map)."""
     h, w = m.shape
     cy, cx = center
-    y0 = max(int(math.floor(cy - r_max)), 0)
-    y1 = min(int(math.ceil(cy + r_max)) + 1, h)
-    x0 = max(int(math.floor(cx - r_max)), 0)
-    x1 = min(int(math.ceil(cx + r_max)) + 1, w)
+    reach = min(r_max, float(h + w))  # an infinite radius: the whole map
+    y0 = max(int(math.floor(cy - reach)), 0)
+    y1 = min(int(math.ceil(cy + reach)) + 1, h)
+    x0 = max(int(math.floor(cx - reach)), 0)
+    x1 = min(int(math.ceil(cx + reach)) + 1, w)
     r_min2 = r_min * r_min
     r_max2 = r_max * r_max
     result = np.float32(np.inf)

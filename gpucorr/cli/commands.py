@@ -1,11 +1,11 @@
 """The ``gpucorr`` command: its parser, :func:`main`, and ``demo`` and ``info``.
 
 ``refine`` is :mod:`gpucorr.cli.refine` (its options: :mod:`gpucorr.cli.options`),
-``bench`` :mod:`gpucorr.cli.bench`. Errors the user can fix (a missing file, a
-wrong dataset path, an unknown pattern, a ``--power`` outside [0, 1], no GPU
-for ``--device cuda``, an output folder that is missing or
-not writable, frames that cannot be refined) print one line and exit with
-status 2; an unexpected internal error prints one line and exits with 1; an
+``find`` :mod:`gpucorr.cli.find`, ``bench`` :mod:`gpucorr.cli.bench`. Errors the
+user can fix (a missing file, a wrong dataset path, an unknown pattern, a
+``--power`` outside [0, 1], no GPU for ``--device cuda``, an output folder that
+is missing or not writable, frames that cannot be refined) print one line and
+exit with status 2; an unexpected internal error prints one line and exits with 1; an
 interrupt exits with 130. Nothing prints a traceback. ``refine`` checks its
 input and output paths before it computes anything.
 """
@@ -19,6 +19,7 @@ import numpy as np
 import gpucorr
 from gpucorr.cli.bench import cmd_bench
 from gpucorr.cli.common import CLIError, one_line, resolve_device, with_install_hint
+from gpucorr.cli.find import cmd_find
 from gpucorr.cli.progress import Progress
 from gpucorr.cli.refine import PATTERNS, cmd_refine
 
@@ -124,6 +125,7 @@ def build_parser():
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     _add_demo(sub)
     _add_refine(sub)
+    _add_find(sub)
     _add_bench(sub)
     sub.add_parser("info", help="version, backends and devices").set_defaults(func=cmd_info)
     return parser
@@ -174,6 +176,79 @@ def _add_refine(sub):
                         "GPU memory)")
     _add_computing(p)
     p.set_defaults(func=cmd_refine)
+
+
+def _add_find(sub):
+    p = sub.add_parser("find", help="find the disks of every frame on its own, then index, "
+                       "fit and map the strain per frame",
+                       description="Find the diffraction disks of each frame on its own "
+                       "(gpucorr.find_disks), index each frame's lattice, fit it and map the "
+                       "strain; write an HDF5 results file. For scans whose pattern moves, "
+                       "turns or gains and loses disks.",
+                       epilog="example: gpucorr find scan.h5:/entry/data --radius auto "
+                       "--max-disks 40 --min-relative-height 0.2 --reference 0:10,0:64")
+    p.add_argument("input", help="frames.npy, frames.npz[:name], file.h5:/path, store.zarr")
+    p.add_argument("-o", "--output", help="results file (default: from INPUT's name, "
+                   "extension and dataset path: scan.npy gives scan_npy-gpucorr-find.h5)")
+    p.add_argument("--pattern", default="circular", help=", ".join(PATTERNS))
+    p.add_argument("--radius", required=True,
+                   help="disk radius in px, or 'auto' (measured on the sum frame)")
+    p.add_argument("--max-disks", type=_positive(int), required=True, metavar="K",
+                   help="most disks kept per frame, the highest correlation first")
+    p.add_argument("--min-spacing", type=_positive(float, " px"), metavar="S",
+                   help="smallest distance between two disks in px (default: the pattern's crop "
+                        "size, about 2 x radius)")
+    p.add_argument("--min-relative-height", type=_number_in(0, 1), default=0.0, metavar="F",
+                   help="drop disks whose correlation is below F times the frame's highest")
+    p.add_argument("--min-elevation", type=_non_negative, default=0.0, metavar="E",
+                   help="drop disks whose elevation (a quality score) is below E")
+    p.add_argument("--edge", type=_non_negative_int, default=None, metavar="N",
+                   help="drop disks whose centre is closer than N px to the frame's border "
+                        "(default: gpucorr.find_disks' default)")
+    p.add_argument("--scaling", choices=("log", "none"), default=None,
+                   help="scaling of the frames before correlating (default: the pattern's, "
+                        "log)")
+    p.add_argument("--power", type=_power, default=1.0, metavar="P",
+                   help="power P of the correlation in [0, 1]: 1, plain cross-correlation; "
+                        "0, phase correlation")
+    _add_calibration_and_reference(p)
+    p.add_argument("--plots", metavar="DIR",
+                   help="also write pictures (strain maps, elevation, the first frame with "
+                        "its disks) into this folder")
+    p.add_argument("--memory-limit", type=_positive(float, " MiB"), default=None,
+                   help="scratch memory in MiB")
+    p.add_argument("--upsample", type=_upsample, default=20,
+                   help="DFT upsampling factor, 0 for none")
+    p.add_argument("--device", default="auto",
+                   help="auto (a usable GPU, else the CPU), cpu, cuda or cuda:N")
+    p.add_argument("--workers", type=_positive(int), default=None,
+                   help="CPU threads (on a GPU: threads reading frames)")
+    p.add_argument("--force", action="store_true", help="overwrite existing results")
+    p.set_defaults(func=cmd_find)
+
+
+def _non_negative(text):
+    value = _number(float, text)
+    if not (value >= 0 and math.isfinite(value)):
+        raise argparse.ArgumentTypeError(f"must be a finite number >= 0; got {text}")
+    return value
+
+
+def _non_negative_int(text):
+    value = _number(int, text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be an integer >= 0; got {text}")
+    return value
+
+
+def _number_in(low, high):
+    """An argparse type: a number from ``low`` to ``high``."""
+    def parse(text):
+        value = _number(float, text)
+        if not low <= value <= high:  # NaN too
+            raise argparse.ArgumentTypeError(f"must be a number in [{low}, {high}]; got {text}")
+        return value
+    return parse
 
 
 def _add_template(p):

@@ -1,7 +1,10 @@
 """Lattice fits and strain maps from refined peak positions.
 
 :func:`fit_lattice` fits ``position = zero + i * a + j * b`` to the refined
-peak positions of every frame of a stack at once (weighted least squares);
+peak positions of every frame of a stack at once (weighted least squares),
+with one set of indices for all frames or, for disks found in each frame on
+its own (:func:`gpucorr.find_disks`, indexed by
+:func:`gpucorr.indexing.index_peaks`), one set per frame and a mask;
 :func:`strain` turns the fitted lattice vectors into strain and rotation
 relative to a reference lattice: the median of the scan, a region of scan
 positions (:func:`region_mask`, ``"0:10,0:64"``), or known vectors. Vectors

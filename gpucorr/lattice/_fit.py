@@ -52,8 +52,9 @@ class LatticeFit:
 
         Parameters
         ----------
-        indices : integer array (P, 2)
-            Lattice indices ``(i, j)``.
+        indices : integer array (P, 2) or (..., P, 2)
+            Lattice indices ``(i, j)``: the same for every frame, or one set
+            per frame (leading axes those of ``zero``).
 
         Returns
         -------
@@ -74,32 +75,56 @@ class LatticeFit:
         [[10.0, 20.0], [10.0, 25.0], [18.0, 25.0]]
         """
         xp = array_namespace(self.zero, indices)
-        idx = _check_indices(xp, indices)
-        return (self.zero[..., None, :] + idx[:, 0:1] * self.a[..., None, :]
-                + idx[:, 1:2] * self.b[..., None, :])
+        idx = _check_indices(xp, indices, lead=_shape(self.zero)[:-1])
+        return (self.zero[..., None, :] + idx[..., 0:1] * self.a[..., None, :]
+                + idx[..., 1:2] * self.b[..., None, :])
 
 
-def _check_indices(xp, indices, n_peaks=None):
-    """Lattice indices as float64 (P, 2); must have an integer dtype."""
+def _check_indices(xp, indices, n_peaks=None, lead=None):
+    """Lattice indices as float64 (P, 2), or (..., P, 2) per frame where ``lead`` (the
+    leading shape of the positions) is given; must have an integer dtype."""
     if not hasattr(indices, "dtype"):
         indices = xp.asarray(indices)
     shape = _shape(indices)
-    if len(shape) != 2 or shape[1] != 2:
+    per_frame = lead is not None and len(shape) > 2
+    if len(shape) < 2 or shape[-1] != 2 or (len(shape) > 2 and lead is None):
         raise ValueError(f"indices must have shape (P, 2) of lattice indices (i, j); got {shape}")
+    if per_frame and shape[:-2] != tuple(lead):
+        raise ValueError(
+            f"per-frame indices must have the shape of refineds, {tuple(lead) + (n_peaks, 2)}, "
+            f"or be one (P, 2) for all frames; got {shape}"
+        )
     if _kind(indices) not in "iu":
         raise TypeError(
             f"indices must be integer lattice indices (i, j) with an integer dtype; got dtype "
             f"{indices.dtype} (convert whole-number floats with numpy.rint(indices).astype(int))"
         )
-    if n_peaks is not None and shape[0] != n_peaks:
+    if n_peaks is not None and shape[-2] != n_peaks:
         raise ValueError(
-            f"refineds has P={n_peaks} peaks per frame but indices has {shape[0]} "
+            f"refineds has P={n_peaks} peaks per frame but indices has {shape[-2]} "
             f"(shape {shape}); give one (i, j) per peak"
         )
     return xp.asarray(indices, dtype=xp.float64)
 
 
-def _check_fit_args(xp, refineds, indices, elevations, min_elevation, weighted):
+def _check_mask(xp, mask, shape):
+    """``mask`` (..., P) boolean with the shape of refineds without its last axis."""
+    if mask is None:
+        return None
+    if not hasattr(mask, "dtype"):
+        mask = xp.asarray(mask)
+    if _kind(mask) != "b":
+        raise TypeError(f"mask must be a boolean array (True where a peak is present); got "
+                        f"dtype {mask.dtype}")
+    if _shape(mask) != shape[:-1]:
+        raise ValueError(
+            f"mask must have shape (..., P) = {shape[:-1]}, the shape of refineds {shape} "
+            f"without its last axis; got {_shape(mask)}"
+        )
+    return mask
+
+
+def _check_fit_args(xp, refineds, indices, elevations, min_elevation, weighted, mask=None):
     if not hasattr(refineds, "dtype"):
         refineds = xp.asarray(refineds)
     shape = _shape(refineds)
@@ -112,7 +137,8 @@ def _check_fit_args(xp, refineds, indices, elevations, min_elevation, weighted):
         raise TypeError(f"refineds must have a real dtype (float32, float64, ...); "
                         f"got {refineds.dtype}")
     n_peaks = shape[-2]
-    idx = _check_indices(xp, indices, n_peaks)
+    idx = _check_indices(xp, indices, n_peaks, lead=shape[:-2])
+    mask = _check_mask(xp, mask, shape)
     if n_peaks < 3:
         raise ValueError(f"a lattice fit needs at least 3 peaks per frame (P >= 3); "
                          f"got P={n_peaks}")
@@ -146,14 +172,15 @@ def _check_fit_args(xp, refineds, indices, elevations, min_elevation, weighted):
             raise TypeError(f"elevations must have a real dtype; got {elevations.dtype}")
         elev = xp.asarray(elevations, dtype=xp.float64)
     pos = xp.asarray(refineds, dtype=xp.float64)
-    return pos, idx, elev
+    return pos, idx, elev, mask
 
 
 # ---------------------------------------------------------------------------
 # Fit
 # ---------------------------------------------------------------------------
 
-def fit_lattice(refineds, indices, *, elevations=None, min_elevation=None, weighted=False):
+def fit_lattice(refineds, indices, *, mask=None, elevations=None, min_elevation=None,
+                weighted=False):
     """Fit ``position = zero + i * a + j * b`` to the peaks of every frame.
 
     Parameters
@@ -162,8 +189,16 @@ def fit_lattice(refineds, indices, *, elevations=None, min_elevation=None, weigh
         Refined ``(y, x)`` peak positions, any number of leading axes
         (frames ``(N,)``, a scan ``(scan_y, scan_x)``, or none), e.g.
         ``gpucorr.refine(...).refineds``.
-    indices : integer array (P, 2)
-        Lattice indices ``(i, j)`` of the peaks, the same for every frame.
+    indices : integer array (P, 2) or (..., P, 2)
+        Lattice indices ``(i, j)`` of the peaks: the same for every frame, or
+        one set per frame with the shape of ``refineds`` (e.g. from
+        :func:`gpucorr.indexing.index_peaks` of per-frame peaks such as
+        :func:`gpucorr.find_disks`' ``positions``).
+    mask : bool array (..., P), optional
+        Which peaks may enter the fit (e.g. the ``valid`` of
+        :func:`~gpucorr.indexing.index_peaks`): where False a peak gets weight
+        0, whatever its position and index. Default: all (NaN positions drop
+        out in any case).
     elevations : float array (..., P), optional
         Quality score per peak, e.g. ``gpucorr.refine(...).elevations``.
         Needed by ``min_elevation`` and ``weighted``; otherwise unused.
@@ -182,12 +217,14 @@ def fit_lattice(refineds, indices, *, elevations=None, min_elevation=None, weigh
     Raises
     ------
     TypeError
-        If ``refineds`` is not real, ``indices`` has no integer dtype,
-        ``weighted`` is not a bool or ``min_elevation`` is not a number.
+        If ``refineds`` is not real, ``indices`` has no integer dtype, ``mask``
+        is not boolean, ``weighted`` is not a bool or ``min_elevation`` is not
+        a number.
     ValueError
         If the shapes do not match (``refineds`` ``(..., P, 2)``,
-        ``indices`` ``(P, 2)``, ``elevations`` ``(..., P)``), ``P < 3``, or
-        ``weighted`` / ``min_elevation`` are given without ``elevations``.
+        ``indices`` ``(P, 2)`` or ``refineds.shape``, ``elevations`` and
+        ``mask`` ``(..., P)``), ``P < 3``, or ``weighted`` /
+        ``min_elevation`` are given without ``elevations``.
 
     Notes
     -----
@@ -199,7 +236,8 @@ def fit_lattice(refineds, indices, *, elevations=None, min_elevation=None, weigh
     covariance of the indices (centred per frame, which keeps it well
     conditioned), solved by Cramer's rule.
 
-    A peak is used where its position is finite, its elevation is
+    A peak is used where ``mask`` is True (if given), its position is finite, its
+    elevation is
     ``>= min_elevation`` (if given) and its weight is > 0 (with
     ``weighted=True`` the weight is the elevation; otherwise 1). Frames with
     fewer than 3 used peaks, or whose used indices are collinear
@@ -228,16 +266,30 @@ def fit_lattice(refineds, indices, *, elevations=None, min_elevation=None, weigh
     >>> stack[1, 2:] = np.nan
     >>> fit_lattice(stack, indices).a.round(9).tolist()
     [[1.0, 20.0], [nan, nan]]
+
+    Indices per frame, e.g. where the pattern lost a disk and the rest are
+    ranked differently; the masked row (any position, any index) is left out:
+
+    >>> per_frame = np.stack([indices, indices[::-1]])
+    >>> moved = np.stack([refineds, refineds[::-1] + 3.0])
+    >>> mask = np.array([[True] * 5, [False] + [True] * 4])
+    >>> moved[1, 0] = -1e6
+    >>> fit = fit_lattice(moved, per_frame, mask=mask)
+    >>> fit.zero.round(9).tolist(), fit.n_used.tolist()
+    ([[64.0, 60.0], [67.0, 63.0]], [5, 4])
     """
-    xp = array_namespace(refineds, indices, elevations)
-    pos, idx, elev = _check_fit_args(xp, refineds, indices, elevations, min_elevation,
-                                     weighted)
-    return _fit(xp, pos, idx, elev, min_elevation, bool(weighted))
+    xp = array_namespace(refineds, indices, elevations, mask)
+    pos, idx, elev, mask = _check_fit_args(xp, refineds, indices, elevations, min_elevation,
+                                           weighted, mask)
+    return _fit(xp, pos, idx, elev, min_elevation, bool(weighted), mask)
 
 
-def _fit(xp, pos, idx, elev, min_elevation, weighted):
-    """The batched weighted least-squares fit; all arguments checked, float64."""
+def _fit(xp, pos, idx, elev, min_elevation, weighted, mask=None):
+    """The batched weighted least-squares fit; all arguments checked, float64. ``idx`` is
+    (P, 2) or, per frame, (..., P, 2); ``mask`` (..., P) or None."""
     usable = xp.all(xp.isfinite(pos), axis=-1)                       # (..., P)
+    if mask is not None:
+        usable = usable & mask
     if weighted:
         w = xp.where(xp.isfinite(elev), elev, 0.0)
         usable = usable & (w > 0)
@@ -252,7 +304,11 @@ def _fit(xp, pos, idx, elev, min_elevation, weighted):
     wn = w / xp.where(total > 0, total, 1.0)[..., None]               # weights sum to 1
 
     # weighted means; centred indices and positions per frame
-    mean_idx = wn @ idx                                               # (..., 2)
+    if idx.ndim == 2:
+        mean_idx = wn @ idx                                           # (..., 2)
+    else:
+        idx = xp.where(usable[..., None], idx, 0.0)                   # masked: any value
+        mean_idx = xp.sum(wn[..., None] * idx, axis=-2)
     mean_pos = xp.sum(wn[..., None] * pos, axis=-2)                   # (..., 2)
     d = idx - mean_idx[..., None, :]                                  # (..., P, 2)
     di, dj = d[..., 0], d[..., 1]
@@ -271,7 +327,8 @@ def _fit(xp, pos, idx, elev, min_elevation, weighted):
     b = (cii[..., None] * rj - cij[..., None] * ri) / det
     zero = mean_pos - mean_idx[..., 0:1] * a - mean_idx[..., 1:2] * b
 
-    fitted = zero[..., None, :] + idx[:, 0:1] * a[..., None, :] + idx[:, 1:2] * b[..., None, :]
+    fitted = (zero[..., None, :] + idx[..., 0:1] * a[..., None, :]
+              + idx[..., 1:2] * b[..., None, :])
     sq = xp.sum((fitted - pos) ** 2, axis=-1)
     residual = xp.sqrt(xp.sum(wn * sq, axis=-1))
 
