@@ -232,7 +232,7 @@ def test_refine_reads_detector_formats_through_rosettasciio(tmp_path, scan, h5py
     tifffile.imwrite(tmp_path / "stack.tif", stack, photometric="minisblack")
     out = tmp_path / "out.h5"
     assert cli.main(["refine", str(tmp_path / "stack.tif"), "--radius", "8", "-o", str(out),
-                     "--upsample", "0"]) == 0
+                     "--upsample", "0", "--device", "cpu"]) == 0
     data, _ = read(out)
     expected = gpucorr.refine(stack, data["peaks"], Circular(radius=8))
     np.testing.assert_array_equal(data["refineds"], expected.refineds)
