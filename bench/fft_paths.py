@@ -58,6 +58,8 @@ import numpy as np
 import scipy
 import scipy.fft
 
+from gpucorr.backends.devices import _cpu_model
+
 ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -429,17 +431,6 @@ def _git(*args):
                               timeout=30).stdout.strip()
     except Exception:
         return ""
-
-
-def _cpu_model():
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor()
 
 
 def main(argv=None):

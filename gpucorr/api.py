@@ -4,15 +4,12 @@
 (:mod:`gpucorr.execution`) and runs the pipeline (:mod:`gpucorr.pipeline`) over
 the frames; :class:`RefineResult` holds what comes back.
 """
-import numbers
 from dataclasses import dataclass
 
 import numpy as np
 
-from gpucorr import _validate
-from gpucorr.execution import DEFAULT_MEMORY_LIMIT, Job, as_source
+from gpucorr.execution import DEFAULT_MEMORY_LIMIT, Job
 from gpucorr.execution.run import execute, prepare
-from gpucorr.pipeline import Scaling
 
 __all__ = ["refine", "RefineResult", "DEFAULT_MEMORY_LIMIT"]
 
@@ -170,30 +167,10 @@ def refine(frames, peaks, pattern, *, mode="fast", upsample=False, device=None,
     """
     if mode not in ("fast", "full"):
         raise ValueError(f"mode must be 'fast' or 'full'; got {mode!r}")
-    call = prepare(frames, peaks, device=device, memory_limit=memory_limit, workers=workers,
+    call = prepare(frames, peaks, pattern, upsample=upsample, scaling=scaling, power=power,
+                   device=device, memory_limit=memory_limit, workers=workers,
                    progress=progress)
-    _validate.check_pattern(pattern)
-    factor = _validate.check_upsample(upsample)
-    method = _scaling(scaling, power, pattern)
-    source, lead = as_source(call.frames, to_host=call.target.kind == "cpu")
-    crop_size = _validate.check_crop_size(pattern.get_crop_size(), source.shape[-2:])
-    result = execute(call, lambda xp: Job(xp, source, call.extra, pattern, mode, factor,
-                                          crop_size, call.memory_limit, method), progress)
-    return RefineResult(*(a.reshape(lead + a.shape[1:]) for a in result))
-
-
-#: the values of ``scaling`` and whether each log-scales
-SCALINGS = {"log": True, "none": False}
-
-
-def _scaling(scaling, power, pattern):
-    """The :class:`~gpucorr.pipeline.Scaling` of ``scaling`` and ``power`` (checked)."""
-    if scaling is None:
-        scaling = getattr(pattern, "default_scaling", "log")
-    if not isinstance(scaling, str) or scaling not in SCALINGS:
-        raise ValueError(f"scaling must be one of {sorted(SCALINGS)}; got {scaling!r}")
-    if isinstance(power, bool) or not isinstance(power, numbers.Real):
-        raise TypeError(f"power must be a real number in [0, 1]; got {power!r}")
-    if not 0 <= power <= 1:
-        raise ValueError(f"power must be in [0, 1]; got {power!r}")
-    return Scaling(log=SCALINGS[scaling], power=float(power))
+    result = execute(call, lambda xp: Job(xp, call.source, call.extra, pattern, mode,
+                                          call.factor, call.crop_size, call.memory_limit,
+                                          call.scaling), progress)
+    return RefineResult(*call.restore(result))

@@ -21,7 +21,7 @@ import numpy as np
 
 import gpucorr
 from gpucorr.cli.common import CLIError, one_line
-from gpucorr.cli.options import default_output
+from gpucorr.cli.options import default_output, memory_limit_bytes
 from gpucorr.cli.progress import Progress
 from gpucorr.cli.refine import (_check_against_input, _check_crop, _check_options,
                                 _estimate_radius, _frames_word, _open_input, _pattern,
@@ -84,8 +84,7 @@ def _find(args, run):
           f"scaling={_scaling_of(args, run.pattern)}, power={args.power:g}, "
           f"device={run.device}")
     print(f"calibration: {run.calibration.describe()}")
-    memory_limit = (None if args.memory_limit is None
-                    else max(1, int(min(args.memory_limit, 2.0**40) * 2**20)))
+    memory_limit = memory_limit_bytes(args)
     t0 = time.perf_counter()
     with _reading_frames(args):
         try:

@@ -290,3 +290,10 @@ def check_plots(directory, force):
     if existing and not force:
         raise CLIError(f"--plots {directory}: {', '.join(existing)} exist; pass --force to "
                        "overwrite them")
+
+
+def memory_limit_bytes(args):
+    """``--memory-limit`` (MiB) in bytes for :func:`gpucorr.refine`; None where not given."""
+    if args.memory_limit is None:
+        return None
+    return max(1, int(min(args.memory_limit, 2.0**40) * 2**20))

@@ -19,7 +19,7 @@ import gpucorr
 from gpucorr.cli.common import CLIError, one_line, resolve_device
 from gpucorr.cli.options import (PATTERNS, check_paths, check_plots, default_output,
                                  parse_calibration, parse_radius, parse_reference, read_peaks,
-                                 read_reference_lattice)
+                                 read_reference_lattice, memory_limit_bytes)
 from gpucorr.cli.progress import Progress
 
 __all__ = ["PATTERNS", "check_paths", "cmd_refine", "read_peaks"]
@@ -147,8 +147,7 @@ def _refine(args, run):
           f"upsample={args.upsample}, scaling={_scaling_of(args, run.pattern)}, "
           f"power={args.power:g}, device={run.device}")
     print(f"calibration: {run.calibration.describe()}")
-    memory_limit = (None if args.memory_limit is None
-                    else max(1, int(min(args.memory_limit, 2.0**40) * 2**20)))
+    memory_limit = memory_limit_bytes(args)
     t0 = time.perf_counter()
     with _reading_frames(args):  # e.g. a damaged chunk of an HDF5 file
         try:

@@ -15,9 +15,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from gpucorr import _validate
-from gpucorr.api import _scaling
+from gpucorr.backends import array_namespace
 from gpucorr.disks._job import DiskJob
-from gpucorr.execution import as_source
 from gpucorr.execution.run import execute, prepare
 from gpucorr.pipeline.disks import DiskSearch
 
@@ -49,19 +48,13 @@ class DiskResult:
     @property
     def mask(self):
         """Boolean (..., K): which rows hold a disk."""
-        k = self.positions.shape[-2]
-        xp = np if isinstance(self.counts, np.ndarray) else _module(self.counts)
-        return xp.arange(k) < self.counts[..., None]
+        xp = array_namespace(self.counts)
+        return xp.arange(self.positions.shape[-2]) < self.counts[..., None]
 
     def __repr__(self):
         shape = tuple(self.positions.shape)
         return (f"DiskResult(frames={shape[:-2]}, max_disks={shape[-2]}, "
                 f"positions={self.positions.dtype}, counts={self.counts.dtype})")
-
-
-def _module(arr):
-    import cupy
-    return cupy
 
 
 def _check_search(max_disks, min_spacing, min_relative_height, min_elevation, edge):
@@ -150,20 +143,16 @@ def find_disks(frames, pattern, *, max_disks, min_spacing=None, min_relative_hei
     >>> bool(distance.min(axis=1).max() < 0.05)
     True
     """
-    call = prepare(frames, None, device=device, memory_limit=memory_limit, workers=workers,
+    call = prepare(frames, None, pattern, upsample=upsample, scaling=scaling, power=power,
+                   device=device, memory_limit=memory_limit, workers=workers,
                    progress=progress)
-    _validate.check_pattern(pattern)
-    factor = _validate.check_upsample(upsample)
-    method = _scaling(scaling, power, pattern)
-    source, lead = as_source(call.frames, to_host=call.target.kind == "cpu")
-    crop_size = _validate.check_crop_size(pattern.get_crop_size(), source.shape[-2:])
     if min_spacing is None:
-        min_spacing = float(crop_size)
+        min_spacing = float(call.crop_size)
     k, s, rel, elevation, edge = _check_search(max_disks, min_spacing, min_relative_height,
                                                min_elevation, edge)
-    search = DiskSearch(k, s, rel, elevation, edge, factor, crop_size, method)
-    result = execute(call, lambda xp: DiskJob(xp, source, pattern, search, call.memory_limit),
-                     progress)
+    search = DiskSearch(k, s, rel, elevation, edge, call.factor, call.crop_size,
+                        call.scaling)
+    result = execute(call, lambda xp: DiskJob(xp, call.source, pattern, search,
+                                              call.memory_limit), progress)
     centers, positions, heights, elevations, counts = result
-    return DiskResult(*(a.reshape(lead + a.shape[1:])
-                        for a in (positions, centers, heights, elevations, counts)))
+    return DiskResult(*call.restore((positions, centers, heights, elevations, counts)))

@@ -1,5 +1,6 @@
 """The two ends of a batched call: its common argument checks, and running a job on the
 executor the device asks for."""
+import numbers
 import os
 
 import numpy as np
@@ -10,41 +11,67 @@ from gpucorr.backends.devices import as_native, resolve
 from gpucorr.backends.host import like
 from gpucorr.execution.cpu import run_on_cpu
 from gpucorr.execution.gpu import run_resident
-from gpucorr.execution.sources import stack_list
+from gpucorr.execution.sources import as_source, stack_list
 from gpucorr.execution.streaming import run_streaming
+from gpucorr.pipeline import Scaling
 
-__all__ = ["Call", "prepare", "execute"]
+__all__ = ["Call", "prepare", "execute", "check_scaling", "SCALINGS"]
+
+#: the values of ``scaling`` and whether each log-scales
+SCALINGS = {"log": True, "none": False}
 
 
 class Call:
-    """The checked arguments every batched call shares."""
+    """The checked arguments every batched call shares, and the source of its frames."""
 
-    def __init__(self, frames, extra, in_xp, workers, memory_limit, target):
-        self.frames = frames
-        self.extra = extra
-        self.in_xp = in_xp
-        self.workers = workers
-        self.memory_limit = memory_limit
-        self.target = target
+    def __init__(self, **fields):
+        self.__dict__.update(fields)
+
+    def restore(self, result):
+        """Result arrays (N, ...) with the frames' leading axes back: (..., ...)."""
+        return [a.reshape(self.lead + a.shape[1:]) for a in result]
 
 
-def prepare(frames, extra, *, device, memory_limit, workers, progress, extra_name="peaks"):
+def prepare(frames, extra, pattern, *, upsample, scaling, power, device, memory_limit,
+            workers, progress):
     """Check what :func:`gpucorr.refine` and :func:`gpucorr.find_disks` share: frames (a
     list is stacked; foreign arrays are taken zero-copy), ``extra`` (the peaks; None for
-    none) in the frames' array library, ``progress``, ``workers``, ``memory_limit`` and
-    the device."""
+    none) in the frames' array library, the pattern and its crop in the frames,
+    ``upsample``, ``scaling`` and ``power``, ``progress``, ``workers``, ``memory_limit``
+    and the device; and choose the frames' :class:`~gpucorr.execution.sources.Source`."""
     if isinstance(frames, (list, tuple)):
         frames = stack_list(frames)
     frames = as_native(frames, "frames")
-    extra = None if extra is None else as_native(extra, extra_name)
+    extra = None if extra is None else as_native(extra, "peaks")
     in_xp = array_namespace(frames, extra)
+    _validate.check_pattern(pattern)
     if progress is not None and not callable(progress):
         raise TypeError(f"progress must be callable(done, total) or None; got {progress!r}")
     workers = _validate.check_workers(workers)
     if workers is None:
         workers = os.cpu_count() or 1
     memory_limit = _validate.check_memory_limit(memory_limit)
-    return Call(frames, extra, in_xp, workers, memory_limit, resolve(device, frames))
+    target = resolve(device, frames)
+    factor = _validate.check_upsample(upsample)
+    method = check_scaling(scaling, power, pattern)
+    source, lead = as_source(frames, to_host=target.kind == "cpu")
+    crop_size = _validate.check_crop_size(pattern.get_crop_size(), source.shape[-2:])
+    return Call(frames=frames, extra=extra, in_xp=in_xp, workers=workers,
+                memory_limit=memory_limit, target=target, factor=factor, scaling=method,
+                source=source, lead=lead, crop_size=crop_size)
+
+
+def check_scaling(scaling, power, pattern):
+    """The :class:`~gpucorr.pipeline.Scaling` of ``scaling`` and ``power`` (checked)."""
+    if scaling is None:
+        scaling = getattr(pattern, "default_scaling", "log")
+    if not isinstance(scaling, str) or scaling not in SCALINGS:
+        raise ValueError(f"scaling must be one of {sorted(SCALINGS)}; got {scaling!r}")
+    if isinstance(power, bool) or not isinstance(power, numbers.Real):
+        raise TypeError(f"power must be a real number in [0, 1]; got {power!r}")
+    if not 0 <= power <= 1:
+        raise ValueError(f"power must be in [0, 1]; got {power!r}")
+    return Scaling(log=SCALINGS[scaling], power=float(power))
 
 
 def execute(call, make_job, progress):

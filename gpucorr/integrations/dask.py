@@ -21,6 +21,7 @@ import dask.array as da
 
 from gpucorr import _validate, api
 from gpucorr.backends import devices as _device, is_cupy
+from gpucorr.execution.run import check_scaling
 
 __all__ = ["refine", "DaskRefineResult", "worker_config", "tune_workers", "WORKER_ENVIRON"]
 
@@ -333,7 +334,7 @@ def refine(darr, peaks, pattern, *, mode="fast", upsample=False, device=None,
     _device._parse(device)
     workers = _validate.check_workers(workers, allow_none=False)
     memory_limit = _validate.check_memory_limit(memory_limit)
-    api._scaling(scaling, power, pattern)
+    check_scaling(scaling, power, pattern)
 
     n_peaks = len(peaks)
     func = functools.partial(_refine_block, peaks=peaks, pattern=pattern, mode=mode,
