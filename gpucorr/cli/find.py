@@ -15,7 +15,6 @@ write the results file (:mod:`gpucorr.cli.results`) and the pictures.
 """
 import argparse
 import sys
-import time
 
 import numpy as np
 
@@ -25,7 +24,7 @@ from gpucorr.cli.options import default_output, memory_limit_bytes
 from gpucorr.cli.progress import Progress
 from gpucorr.cli.refine import (_check_against_input, _check_crop, _check_options,
                                 _estimate_radius, _frames_word, _open_input, _pattern,
-                                _reading_frames, _reference_text, _scaling_of)
+                                _reading_frames, _reference_text, _scaling_of, _timed)
 
 __all__ = ["cmd_find", "default_find_output"]
 
@@ -84,19 +83,12 @@ def _find(args, run):
           f"scaling={_scaling_of(args, run.pattern)}, power={args.power:g}, "
           f"device={run.device}")
     print(f"calibration: {run.calibration.describe()}")
-    memory_limit = memory_limit_bytes(args)
-    t0 = time.perf_counter()
-    with _reading_frames(args):
-        try:
-            disks = gpucorr.find_disks(
-                run.frames, run.pattern, max_disks=args.max_disks, min_spacing=spacing,
-                min_relative_height=args.min_relative_height,
-                min_elevation=args.min_elevation, upsample=args.upsample, **optional,
-                device=run.device, memory_limit=memory_limit, workers=args.workers,
-                progress=Progress("find"), scaling=args.scaling, power=args.power)
-        except (ValueError, TypeError) as exc:  # the options are checked: the frames are bad
-            raise CLIError(f"{args.input}: {one_line(exc)}") from exc
-    seconds = time.perf_counter() - t0
+    disks, seconds = _timed(args, lambda: gpucorr.find_disks(
+        run.frames, run.pattern, max_disks=args.max_disks, min_spacing=spacing,
+        min_relative_height=args.min_relative_height, min_elevation=args.min_elevation,
+        upsample=args.upsample, **optional, device=run.device,
+        memory_limit=memory_limit_bytes(args), workers=args.workers,
+        progress=Progress("find"), scaling=args.scaling, power=args.power))
     run.min_spacing = spacing
     counts = _host(disks.counts)
     n = int(np.prod(run.lead, dtype=np.int64))

@@ -139,6 +139,19 @@ def _scaling_of(args, pattern):
     return args.scaling or getattr(pattern, "default_scaling", "log")
 
 
+def _timed(args, call):
+    """``call()`` over the input's frames and the seconds it took; frames the call refuses
+    (the options are checked before: the frames are bad) and read errors (e.g. a damaged
+    chunk of an HDF5 file) become a CLIError naming the input."""
+    t0 = time.perf_counter()
+    with _reading_frames(args):
+        try:
+            result = call()
+        except (ValueError, TypeError) as exc:
+            raise CLIError(f"{args.input}: {one_line(exc)}") from exc
+    return result, time.perf_counter() - t0
+
+
 def _refine(args, run):
     """``gpucorr.refine`` on every frame, with a progress bar; the time it took printed."""
     print(f"{args.input}: frames {run.shape} {run.frames.dtype}; {len(run.peaks)} peaks "
@@ -147,18 +160,10 @@ def _refine(args, run):
           f"upsample={args.upsample}, scaling={_scaling_of(args, run.pattern)}, "
           f"power={args.power:g}, device={run.device}")
     print(f"calibration: {run.calibration.describe()}")
-    memory_limit = memory_limit_bytes(args)
-    t0 = time.perf_counter()
-    with _reading_frames(args):  # e.g. a damaged chunk of an HDF5 file
-        try:
-            res = gpucorr.refine(run.frames, run.peaks, run.pattern, mode=args.mode,
-                                 upsample=args.upsample, device=run.device,
-                                 memory_limit=memory_limit, workers=args.workers,
-                                 progress=Progress("refine"), scaling=args.scaling,
-                                 power=args.power)
-        except (ValueError, TypeError) as exc:  # the arguments are checked: the frames are bad
-            raise CLIError(f"{args.input}: {one_line(exc)}") from exc
-    seconds = time.perf_counter() - t0
+    res, seconds = _timed(args, lambda: gpucorr.refine(
+        run.frames, run.peaks, run.pattern, mode=args.mode, upsample=args.upsample,
+        device=run.device, memory_limit=memory_limit_bytes(args), workers=args.workers,
+        progress=Progress("refine"), scaling=args.scaling, power=args.power))
     n = int(np.prod(run.lead, dtype=np.int64))
     print(f"refined {_frames_word(n)} in {seconds:.2f} s = {n / seconds:.0f} frames/s")
     return res
