@@ -63,7 +63,8 @@ PY4DSTEM_PY = os.environ.get("PY4DSTEM_PYTHON", "/work/venvs/py4dstem/bin/python
 PY4DSTEM_RUN = os.path.join(ROOT, "bench", "py4dstem_run.py")
 
 DOSES = (None, 1e5, 1e4)
-PATTERNS = ("Circular", "RadialGradient", "BackgroundSubtraction")
+PATTERNS = ("Circular", "RadialGradient", "BackgroundSubtraction", "DiskEdge")
+LBF_PATTERNS = PATTERNS[:3]
 RADII_OFFSETS = (-0.5, 0.0, 0.5)
 MODES = ("fast", "full")
 UPSAMPLE = 20
@@ -71,6 +72,7 @@ SEED = 20261203
 SEARCH = 11.0   # px: half the (100) disk spacing (22.4 px); the default 2 r = 17.4 reaches
                 # into the neighbouring disks, and the correlation maximum then jumps to them
 NOISE_FREE_DOSE = 1e5   # noise-free frames are in expected counts at this dose
+R_NOMINAL = 8.7         # px, the simulation's disk radius (the start of fit_edge_radius)
 
 
 def dose_name(dose):
@@ -177,10 +179,18 @@ def make_pattern(module, pattern, radius):
 
 
 def gpucorr_method(pattern, radius, mode, scaling="log"):
+    """``scaling`` "default": the pattern's own; ``radius`` "auto": DiskEdge's radius
+    measured on each set of frames by ``gpucorr.fit_edge_radius`` (from the nominal one)."""
     def run(frames, peaks):
-        res = gpucorr.refine(frames, peaks, make_pattern(gp, pattern, radius), mode=mode,
-                             upsample=UPSAMPLE, device="cpu", scaling=scaling)
+        r = radius
+        if r == "auto":
+            r = gpucorr.fit_edge_radius(frames, peaks, R_NOMINAL, search=SEARCH)
+            run.fitted.append(r)
+        kw = {} if scaling == "default" else dict(scaling=scaling)
+        res = gpucorr.refine(frames, peaks, make_pattern(gp, pattern, r), mode=mode,
+                             upsample=UPSAMPLE, device="cpu", **kw)
         return np.asarray(res.refineds), np.asarray(res.elevations)
+    run.fitted = []
     return run
 
 
@@ -238,8 +248,8 @@ def settings(r_true, libraries, quick=False, modes=MODES, scalings=("log",)):
     for lib, maker in (("gpucorr", gpucorr_method), ("libertem-blobfinder", lbf_method)):
         if lib not in libraries:
             continue
-        for pattern in PATTERNS:
-            for radius in radii:
+        for pattern in (PATTERNS if lib == "gpucorr" else LBF_PATTERNS):
+            for radius in radii + (["auto"] if pattern == "DiskEdge" else []):
                 for mode in modes:
                     for scaling in (scalings if lib == "gpucorr" else ("log",)):
                         run = (maker(pattern, radius, mode, scaling) if lib == "gpucorr"
@@ -283,7 +293,10 @@ def main(argv=None):
                    help="comma-separated subset (to run them in parallel processes)")
     p.add_argument("--modes", default="fast,full", help="refine modes to run (fast,full)")
     p.add_argument("--scalings", default="log",
-                   help="gpucorr's refine(scaling=...) values to run (log,none)")
+                   help="gpucorr's refine(scaling=...) values to run (log,none,default: the "
+                        "pattern's own)")
+    p.add_argument("--patterns", default=",".join(PATTERNS),
+                   help="gpucorr patterns to run (comma-separated)")
     p.add_argument("--merge", nargs="+", help="merge result JSONs of --libraries runs")
     args = p.parse_args(argv)
     if args.merge:
@@ -299,6 +312,8 @@ def main(argv=None):
     libraries = [x for x in args.libraries.split(",") if x != "py4DSTEM" or use_p4]
     sets = settings(r_true, libraries, args.quick, tuple(args.modes.split(",")),
                     tuple(args.scalings.split(",")))
+    chosen = set(args.patterns.split(","))
+    sets = [x for x in sets if x["library"] != "gpucorr" or x["pattern"] in chosen]
     print(f"{len(peaks)} disks per frame; {len(sets)} settings; py4DSTEM {p4_note}", flush=True)
     t_start = time.perf_counter()
     rows = []
@@ -322,6 +337,8 @@ def main(argv=None):
                         fit_w = fit_lattice(pos, indices, elevations=w, weighted=True)
                         row = dict(thickness_nm=float(thick), dose=dose, field=field,
                                    **{k: v for k, v in s.items() if k != "run"})
+                        if getattr(s["run"], "fitted", None):
+                            row["fitted_radii"] = [round(float(x), 4) for x in s["run"].fitted[-2:]]
                         row["abs"] = strain_errors(fit.a, fit.b, eps, d["lattice_reference"])
                         row["rel"] = strain_errors(fit.a, fit.b, eps, ref_meas)
                         row["abs_weighted"] = strain_errors(fit_w.a, fit_w.b, eps,
@@ -380,7 +397,7 @@ def label(row):
         return "py4DSTEM find_Bragg_disks (sigmoid probe kernel, multicorr 16)"
     scaling = row.get("scaling", "log")
     return (f"{row['library']} {row['pattern']} r={row['radius']} {row['mode']}"
-            + ("" if scaling == "log" else f" scaling={scaling}"))
+            + ("" if scaling in ("log", "default") else f" scaling={scaling}"))
 
 
 def markdown(rows, meta):

@@ -26,6 +26,7 @@ PATTERNS = {
     "radial-gradient": "RadialGradient",
     "background-subtraction": "BackgroundSubtraction",
     "radial-gradient-background-subtraction": "RadialGradientBackgroundSubtraction",
+    "disk-edge": "DiskEdge",
 }
 
 

@@ -29,12 +29,13 @@ This package re-exports the classes of its parts:
 - :mod:`~gpucorr.patterns._base`: :class:`MatchPattern`, the checks its subclasses
   share, and :func:`feature_vector`;
 - :mod:`~gpucorr.patterns._disks`: :class:`Circular`, :class:`RadialGradient`,
-  :class:`BackgroundSubtraction` (masks of :mod:`gpucorr.masks`);
+  :class:`BackgroundSubtraction` (masks of :mod:`gpucorr.masks`) and
+  :class:`DiskEdge` (gpucorr's edge template, for disks with structure inside);
 - :mod:`~gpucorr.patterns._user`: :class:`UserTemplate` and
   :class:`RadialGradientBackgroundSubtraction` (from arrays).
 """
 from gpucorr.patterns._base import MatchPattern, feature_vector
-from gpucorr.patterns._disks import BackgroundSubtraction, Circular, RadialGradient
+from gpucorr.patterns._disks import BackgroundSubtraction, Circular, DiskEdge, RadialGradient
 from gpucorr.patterns._user import RadialGradientBackgroundSubtraction, UserTemplate
 
 __all__ = [
@@ -43,6 +44,7 @@ __all__ = [
     "Circular",
     "RadialGradient",
     "BackgroundSubtraction",
+    "DiskEdge",
     "UserTemplate",
     "RadialGradientBackgroundSubtraction",
 ]
