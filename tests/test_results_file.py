@@ -195,6 +195,19 @@ def test_radius_auto_measures_the_disks(calibrated, capsys):
     assert file_attrs["radius_source"] == "estimated from the sum frame"
 
 
+def test_radius_auto_with_disk_edge_fits_the_edges(calibrated, capsys):
+    out = calibrated["dir"] / "edge.h5"
+    assert cli.main(["refine", calibrated["path"] + ":/entry/data", "--radius", "auto",
+                     "--pattern", "disk-edge", "--device", "cpu", "--upsample", "0",
+                     "-o", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert "for disk-edge (fit_edge_radius" in printed, printed
+    _, _, file_attrs = read(out)
+    # a ring's heights peak about width**2 / radius (0.06 px) outside a sharp edge
+    assert 8.0 < file_attrs["radius"] < 8.15
+    assert file_attrs["pattern"] == "DiskEdge"
+
+
 def test_plots(calibrated, capsys):
     if importlib.util.find_spec("gpucorr.plots") is None:
         pytest.skip("gpucorr.plots is not there yet (written by another change)")

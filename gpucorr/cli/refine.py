@@ -124,7 +124,8 @@ def _find_pattern_and_peaks(args, run):
     with _reading_frames(args):
         if run.radius is None or args.peaks == "auto":
             run.total = maps.sum_frame(run.frames)
-        if run.radius is None:
+        auto = run.radius is None
+        if auto:
             run.radius = _estimate_radius(run.total)
             print(f"--radius auto: {run.radius:.2f} px (measured on the disks of the sum "
                   "frame)")
@@ -132,6 +133,12 @@ def _find_pattern_and_peaks(args, run):
         _check_crop(run.pattern, run.shape, run.radius)
         if args.peaks == "auto":
             run.peaks, run.indices = _peaks(args, run.total, run.pattern)
+        if auto and PATTERNS[args.pattern] == "DiskEdge":
+            run.radius = _edge_radius(run)
+            print(f"--radius auto: {run.radius:.3f} px for disk-edge (fit_edge_radius on the "
+                  "frames' disk edges)")
+            run.pattern = _pattern(args, run.radius)
+            _check_crop(run.pattern, run.shape, run.radius)
 
 
 def _scaling_of(args, pattern):
@@ -283,6 +290,18 @@ def _estimate_radius(total):
     except ValueError as exc:
         raise CLIError(f"--radius auto: could not measure the disks of the sum frame "
                        f"({one_line(exc)}); give --radius in px") from exc
+
+
+def _edge_radius(run):
+    """``--radius auto`` with ``--pattern disk-edge``: the sum frame's radius refined on the
+    disks' edges of up to 32 frames (:func:`gpucorr.fit_edge_radius`)."""
+    from gpucorr.radius import fit_edge_radius
+    span = min(1.0, 0.5 * run.radius)
+    try:
+        return fit_edge_radius(run.frames, run.peaks, run.radius, span=span, step=span / 10)
+    except ValueError as exc:
+        raise CLIError(f"--radius auto: could not fit the disks' edges ({one_line(exc)}); "
+                       f"give --radius in px") from exc
 
 
 def _peaks(args, total, pattern):
