@@ -12,8 +12,9 @@
 //   * the crop: the N x N square at peaks[p] - N / 2 of frame n (frames:
 //     C-contiguous (n_frames, fy, fx) of the frames' own dtype T, uint16
 //     included), 0 outside the frame, as float; `bad[job]` flags a NaN or an
-//     infinity, and unless it is set every value x becomes
-//     log((x - min(crop)) + 1), the shift computed in double;
+//     infinity, and unless it is set and with use_log every value x becomes
+//     log((x - min(crop)) + 1), the shift computed in double (use_log 0: the
+//     values as they are, refine(..., scaling="none"));
 //   * its correlation map: irfft2(rfft2(crop) * filt), where filt (N x (N/2 + 1)
 //     complex, interleaved re/im) is the correlation filter with the inverse
 //     transform's 1 / N^2 folded in; the DC term is split off first (the map
@@ -186,7 +187,8 @@ template <typename T, int N>
 __global__ void fast_correlate(const T* __restrict__ frames, int fy, int fx,
                                const long long* __restrict__ peaks, int n_peaks, long long n_crops,
                                const float* __restrict__ filt,
-                               const float* __restrict__ twiddles, int write_maps,
+                               const float* __restrict__ twiddles, int use_log,
+                               int write_maps,
                                float* __restrict__ maps, int* __restrict__ out_centers,
                                float* __restrict__ out_refineds, float* __restrict__ out_heights,
                                float* __restrict__ out_elevations, bool* __restrict__ bad) {
@@ -249,7 +251,7 @@ __global__ void fast_correlate(const T* __restrict__ frames, int fy, int fx,
     red_index[lane] = local_bad;
     __syncthreads();
     fast_reduce<P, 0>(red_value, red_index, lane);
-    const bool do_log = active && red_index[0] == 0;
+    const bool do_log = use_log && active && red_index[0] == 0;
     const bool any_bad = red_index[0] != 0;
     const double lowest = (double)red_value[0];
 
@@ -469,7 +471,7 @@ __global__ void fast_correlate(const T* __restrict__ frames, int fy, int fx,
 #define GPUCORR_FAST(T, N)                                                                     \
     template __global__ void fast_correlate<T, N>(const T*, int, int, const long long*, int,   \
                                                   long long, const float*, const float*, int,  \
-                                                  float*,                                      \
+                                                  int, float*,                                 \
                                                   int*, float*, float*, float*, bool*);
 GPUCORR_FAST(unsigned short, 32)
 GPUCORR_FAST(float, 32)

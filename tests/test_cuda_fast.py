@@ -73,17 +73,18 @@ def results(n_crops):
             np.full(n_crops, np.nan, np.float32), np.full(n_crops, np.nan, np.float32))
 
 
-def run_fused(frames, peaks, crop_size, filt, with_maps=False):
+def run_fused(frames, peaks, crop_size, filt, with_maps=False, log=True):
     n_crops = frames.shape[0] * peaks.shape[0]
     n = 2 * crop_size
     out = results(n_crops)
     bad = np.ones(n_crops, np.bool_)
     maps = np.full((n_crops, n, n), np.nan, np.float32) if with_maps else None
-    run_on_device(_cuda.fast_correlate, frames, peaks, crop_size, filt, maps, *out, bad)
+    run_on_device(lambda *a: _cuda.fast_correlate(*a, log=log), frames, peaks, crop_size, filt,
+                  maps, *out, bad)
     return out, bad, maps
 
 
-def run_reference(frames, peaks, crop_size, filt):
+def run_reference(frames, peaks, crop_size, filt, log=True):
     """The CPU pipeline: (results, maps of the same crops, which crops are well posed).
 
     A crop is well posed where its map's maximum leads the runner-up by more
@@ -95,8 +96,9 @@ def run_reference(frames, peaks, crop_size, filt):
     backend = _backend.get_backend(np)
     n_crops = frames.shape[0] * peaks.shape[0]
     out = results(n_crops)
-    _pipeline.run_fast(backend, frames, peaks, crop_size, filt, 1, out, ws=None)
-    crops = _pipeline.crop_frames(backend, frames, peaks, crop_size, np.float32)
+    _pipeline.run_fast(backend, frames, peaks, crop_size, filt, 1, out, ws=None,
+                       scaling=_pipeline.Scaling(log=log))
+    crops = _pipeline.crop_frames(backend, frames, peaks, crop_size, np.float32, log=log)
     maps, _, _ = _pipeline.correlate(backend, crops, filt)
     top2 = np.sort(maps.reshape(n_crops, -1), axis=1)[:, -2:]
     well_posed = top2[:, 1] - top2[:, 0] > 1e-5 * np.abs(maps).max()
@@ -135,6 +137,24 @@ def test_fast_matches_cpu_pipeline(n, dtype, rng):
     np.testing.assert_allclose(maps.mean(axis=(1, 2)), 0, atol=1e-6 * scale)
     expression = f"fast_correlate<{_cuda.C_TYPES[np.dtype(dtype)]}, {n}>"
     assert cuda_emulator.launches[-1].expression == expression
+
+
+@pytest.mark.parametrize("n, dtype", [(8, np.float32), (16, np.float32), (30, np.float32),
+                                      (32, np.uint16), (64, np.uint16)],
+                         ids=lambda v: str(v) if isinstance(v, int) else np.dtype(v).name)
+def test_fast_without_log_matches_cpu_pipeline(n, dtype, rng):
+    # refine(..., scaling="none") in the fused kernel: the crops as they are
+    frames, peaks, crop_size, filt = case(n, dtype, rng)
+    got, bad, maps = run_fused(frames, peaks, crop_size, filt, True, log=False)
+    want, want_maps, well_posed = run_reference(frames, peaks, crop_size, filt, log=False)
+    assert not bad.any()
+    assert_inner_well_posed(well_posed, len(frames))
+    assert_results_match(got, want, well_posed)
+    scale = np.abs(want_maps).max()
+    np.testing.assert_allclose(maps, want_maps, rtol=0, atol=4e-6 * scale)
+    # and not what the log-scaled crops give
+    logged, _, _ = run_reference(frames, peaks, crop_size, filt)
+    assert not np.allclose(got[2], logged[2])
 
 
 @pytest.mark.parametrize("dtype", FRAME_DTYPES, ids=[d.name for d in FRAME_DTYPES])

@@ -303,11 +303,11 @@ def _twiddles(n):
 
 
 def fast_correlate(frames, peaks, crop_size, filt, maps, out_centers, out_refineds,
-                   out_heights, out_elevations, bad):
+                   out_heights, out_elevations, bad, log=True):
     """Fast mode for every (frame, peak) pair in one launch of kernels/fast.cu.
 
     What :func:`gpucorr.pipeline.run_fast` computes with crop_log, cuFFT and
-    evaluate (log-scaled crops of edge ``n = 2 crop_size``, zero-mean
+    evaluate (crops of edge ``n = 2 crop_size``, log-scaled where ``log``, zero-mean
     correlation maps, evaluation), done per crop in shared memory: the frames
     are read once and only results are written. ``filt`` is the (n, n // 2 + 1)
     correlation filter of :func:`gpucorr.pipeline.correlation_filter`;
@@ -357,7 +357,7 @@ def fast_correlate(frames, peaks, crop_size, filt, maps, out_centers, out_refine
     kernel((grid,), (threads,),
            (frames, np.int32(fy), np.int32(fx), cupy.ascontiguousarray(peaks, dtype=np.int64),
             np.int32(n_peaks), np.int64(n_crops), scaled.view(np.float32).ravel(), twiddles,
-            np.int32(write_maps), maps, out_centers, out_refineds, out_heights,
+            np.int32(bool(log)), np.int32(write_maps), maps, out_centers, out_refineds, out_heights,
             out_elevations, bad),
            shared_mem=shared)
 

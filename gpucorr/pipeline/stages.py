@@ -95,12 +95,12 @@ def run_fast(backend, frames, peaks, crop_size, filt, factor, out, ws=None,
             return run_fast(backend, frames, peaks, crop_size, filt, factor, out, ws, scaling)
     n = frames.shape[0] * peaks.shape[0]
     rdtype = real_dtype(filt.dtype)
-    if scaling == LOG_SCALING and backend.fast_correlate_applies(crop_size, rdtype):
-        # the GPU's fused kernel: crop, log, correlate and evaluate in one launch
+    if scaling.power == 1 and backend.fast_correlate_applies(crop_size, rdtype):
+        # the GPU's fused kernel: crop, log (or not), correlate and evaluate in one launch
         bad = xp.empty(n, dtype=np.bool_)
         h = 2 * crop_size
         maps = ws.empty("maps", (n, h, h), rdtype) if factor > 1 else None
-        backend.fast_correlate(frames, peaks, crop_size, filt, maps, *out, bad)
+        backend.fast_correlate(frames, peaks, crop_size, filt, maps, *out, bad, log=scaling.log)
         if factor > 1:
             _upsample_crops(backend, maps, peaks, crop_size, factor, out)
         mark_bad(xp, bad, out)
