@@ -88,7 +88,7 @@ def test_compatible_per_frame_api_equals_batched(stack):
     pattern = patterns.RadialGradient(radius=4)
     cs = pattern.get_crop_size()
     template = pattern.get_template((2 * cs, 2 * cs))
-    batched = gpucorr.refine(frames, peaks, pattern, upsample=True)
+    batched = gpucorr.refine(frames, peaks, pattern, upsample=True, scaling="log")
     n = len(peaks)
     for i, frame in enumerate(frames):
         outs = (np.zeros((n, 2), np.int64), np.zeros((n, 2), np.float32),

@@ -23,11 +23,30 @@ def _same(a, b):
 
 
 @pytest.mark.parametrize("mode", ["fast", "full"])
-def test_the_defaults_are_log_scaling_and_plain_correlation(data, mode):
+@pytest.mark.parametrize("pattern, scaling", [
+    (patterns.Circular(radius=4), "log"),
+    (patterns.BackgroundSubtraction(radius=4), "log"),
+    (patterns.RadialGradientBackgroundSubtraction(radius=4), "log"),
+    (patterns.RadialGradient(radius=4), "none"),     # measured: the log costs it accuracy
+    (patterns.DiskEdge(radius=4), "none"),
+], ids=lambda v: v if isinstance(v, str) else type(v).__name__)
+def test_each_pattern_has_its_default_scaling_and_plain_correlation(data, mode, pattern,
+                                                                   scaling):
     frames, peaks, _ = data
-    default = gpucorr.refine(frames, peaks, PATTERN, mode=mode, upsample=7)
-    _same(gpucorr.refine(frames, peaks, PATTERN, mode=mode, upsample=7, scaling="log",
+    default = gpucorr.refine(frames, peaks, pattern, mode=mode, upsample=7)
+    _same(gpucorr.refine(frames, peaks, pattern, mode=mode, upsample=7, scaling=scaling,
                          power=1), default)
+    other = "none" if scaling == "log" else "log"
+    assert not np.array_equal(default.refineds, gpucorr.refine(
+        frames, peaks, pattern, mode=mode, upsample=7, scaling=other).refineds)
+
+
+def test_the_compatible_functions_log_scale_every_pattern(data):
+    frames, peaks, _ = data
+    for pattern in (patterns.RadialGradient(radius=4), patterns.DiskEdge(radius=4)):
+        compat = gpucorr.process_frames_fast(pattern, frames, peaks, upsample=7)
+        _same(compat[1:], tuple(gpucorr.refine(frames, peaks, pattern, upsample=7,
+                                               scaling="log"))[1:])
 
 
 @pytest.mark.parametrize("mode", ["fast", "full"])
@@ -43,10 +62,10 @@ def test_no_scaling_is_log_scaling_of_the_exponentiated_frames(data, mode):
         for y, x in peaks:
             f[:, max(y - 5, 0), max(x - 5, 0)] = 0
     plain = gpucorr.refine(f, peaks, PATTERN, mode=mode, upsample=7, scaling="none")
-    logged = gpucorr.refine(np.expm1(f), peaks, PATTERN, mode=mode, upsample=7)
+    logged = gpucorr.refine(np.expm1(f), peaks, PATTERN, mode=mode, upsample=7, scaling="log")
     assert_results_match(plain, logged, refined_atol=1e-6, rtol=1e-9)
     assert not np.array_equal(plain.refineds, gpucorr.refine(f, peaks, PATTERN, mode=mode,
-                                                             upsample=7).refineds)
+                                                             upsample=7, scaling="log").refineds)
 
 
 def test_power_below_one_sharpens_the_peak(data):

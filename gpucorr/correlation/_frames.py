@@ -237,7 +237,7 @@ def _process_frames(mode, centers_dtype, pattern, frames, peaks, upsample):
     xp = array_namespace(frames, peaks)
     # libertem-blobfinder truncates peaks with astype(np.int32)
     peaks = _peaks(xp, peaks, truncate=True).astype(np.int32).astype(np.int64)
-    res = refine(frames, peaks, pattern, mode=mode, upsample=upsample)
+    res = refine(frames, peaks, pattern, mode=mode, upsample=upsample, scaling="log")
     _check_centers(array_namespace(res.centers), res.centers, centers_dtype,
                    f"process_frames_{mode}'s centers", stacklevel=3)
     return (res.centers.astype(centers_dtype), res.refineds, res.heights, res.elevations)

@@ -235,7 +235,7 @@ class CorrelationUDF(UDF):
     def _refine_into(self, frames, peaks, index):
         result = refine(
             frames, self.xp.asarray(peaks), self.params.match_pattern,
-            mode=self.params.mode, upsample=self.params.upsample,
+            mode=self.params.mode, upsample=self.params.upsample, scaling="log",
             memory_limit=self.params.memory_limit, workers=self.meta.threads_per_worker,
         )
         for buf, values in zip(self.output_buffers(), result):
