@@ -10,7 +10,7 @@ those cbed_frame returns for the lattice parameters passed.
 Measured, per (weights, noise):
 
 * gpucorr: each built-in pattern (Circular, RadialGradient,
-  BackgroundSubtraction, RadialGradientBackgroundSubtraction with radius r
+  BackgroundSubtraction, RadialGradientBackgroundSubtraction, DiskEdge with radius r
   and their default search / outer radius; UserTemplate of the vacuum disk in
   a (2 ceil(r) + 3)^2 array with its default search), ``mode`` fast and full,
   ``upsample`` off and 20, through ``gpucorr.refine``. Start positions are the
@@ -118,6 +118,7 @@ def builtin_patterns(radius):
         "BackgroundSubtraction": gp.BackgroundSubtraction(radius=radius),
         "RadialGradientBackgroundSubtraction": gp.RadialGradientBackgroundSubtraction(
             radius=radius),
+        "DiskEdge": gp.DiskEdge(radius=radius),
         "UserTemplate(disk)": gp.UserTemplate(tmpl),
     }
 
@@ -386,9 +387,11 @@ def main(argv=None):
                         run_refine(frames[:2], start, pat, mode, up)  # warm-up / JIT
                         pos, t, ts, tc = best_time(
                             lambda: run_refine(frames, start, pat, mode, up), args.repeat)
+                        scaling = getattr(pat, "default_scaling", "log")   # refine's default
                         row = dict(base, tool="gpucorr", pattern=pname, mode=mode,
-                                   upsample=up or None, log=True,
-                                   setting=f"gpucorr {pname} {mode} upsample={uname}",
+                                   upsample=up or None, log=scaling == "log", scaling=scaling,
+                                   setting=f"gpucorr {pname} {mode} upsample={uname} "
+                                           f"({scaling})",
                                    fps=args.frames / t, seconds=t, seconds_all=ts,
                                    fps_cpu=args.frames / tc)
                         if not args.no_workers1:
@@ -400,6 +403,8 @@ def main(argv=None):
                         add(row, score_bound(pos, truth, args.tolerance))
 
                         if args.no_emulation:
+                            continue
+                        if scaling != "log":   # the emulation checks the log against refine
                             continue
                         # emulation with log == refine? (checked on 4 frames)
                         ref4 = pos[:4]

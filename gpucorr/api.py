@@ -117,14 +117,16 @@ def refine(frames, peaks, pattern, *, mode="fast", upsample=False, device=None,
         How frames are scaled before correlating: ``"log"``, ``log(x - min + 1)``
         of each crop (fast mode) or frame (full mode), as libertem-blobfinder
         does; ``"none"``, the frames as they are. Default: the pattern's
-        ``default_scaling`` where it has one, else ``"log"``.
+        ``default_scaling`` where it has one, else ``"log"``: ``"none"`` for
+        :class:`~gpucorr.patterns.RadialGradient` and
+        :class:`~gpucorr.patterns.DiskEdge` (measured more accurate), ``"log"``
+        for the others.
     power : float
         Power ``p`` in ``[0, 1]`` of the correlation: the cross-power spectrum
         ``m`` of frame and template becomes ``m |m|^(p - 1)`` (hybrid
         correlation, py4DSTEM's ``corrPower``; 0 is phase correlation). 1
-        (default): plain cross-correlation. Other values than 1 and
-        ``scaling="none"`` run fast mode on the GPU as separate kernels rather
-        than the one fused launch.
+        (default): plain cross-correlation. Other values than 1 run fast mode
+        on the GPU as separate kernels rather than the one fused launch.
 
     Returns
     -------
