@@ -321,13 +321,14 @@ def test_gpu_integer_peaks_beyond_the_limit_give_nan_rows(cupy, rng):
     pattern = patterns.RadialGradient(radius=4)
     good = np.rint(true).astype(np.int64)
     peaks = np.concatenate([good, [[2**40, 5], [3, -2**31], [2**30 + 1, 0]]])
-    expected = gpucorr.refine(frames, good, pattern)
+    expected = gpucorr.refine(frames, good, pattern, scaling="log")  # process_frame_fast's
     cs = pattern.get_crop_size()
     template = cupy.asarray(pattern.get_template((2 * cs, 2 * cs)))
     unsigned = peaks.astype(np.uint64)  # negative ones become huge: 2**63 + 5
     unsigned[peaks < 0] = np.uint64(2**63 + 5)
     for p in (cupy.asarray(peaks), cupy.asarray(unsigned)):
-        got = [cupy.asnumpy(a) for a in gpucorr.refine(cupy.asarray(frames), p, pattern)]
+        got = [cupy.asnumpy(a) for a in gpucorr.refine(cupy.asarray(frames), p, pattern,
+                                                        scaling="log")]
         assert np.isnan(got[1][:, len(good):]).all() and np.isnan(got[2][:, len(good):]).all()
         assert np.isnan(got[3][:, len(good):]).all()
         assert_results_match([a[:, :len(good)] for a in got], expected)
