@@ -22,9 +22,9 @@ import gpucorr
 from gpucorr.cli.common import CLIError, one_line
 from gpucorr.cli.options import default_output, memory_limit_bytes
 from gpucorr.cli.progress import Progress
-from gpucorr.cli.refine import (_check_against_input, _check_crop, _check_options,
-                                _estimate_radius, _frames_word, _open_input, _pattern,
-                                _reading_frames, _reference_text, _scaling_of, _timed)
+from gpucorr.cli.steps import (check_against_input, check_crop, check_options, frames_word,
+                               make_pattern, open_input, radius_of_sum_frame, reading_frames,
+                               reference_text, scaling_of, timed)
 
 __all__ = ["cmd_find", "default_find_output"]
 
@@ -46,15 +46,15 @@ def cmd_find(args):
     """Run ``gpucorr find`` on the parsed ``args``; returns the exit status (0)."""
     if args.output is None:
         args.output = default_find_output(args.input)
-    run = _check_options(args)
-    _open_input(args, run)
+    run = check_options(args)
+    open_input(args, run)
     # refine's checks of the reference and the crop; find has no peaks file
-    _check_against_input(argparse.Namespace(**vars(args), peaks="auto"), run)
+    check_against_input(argparse.Namespace(**vars(args), peaks="auto"), run)
     _radius_and_pattern(args, run)
     disks = _find(args, run)
     lattice = _index_and_fit(args, run, disks)
-    results, strain_maps, reference_text = _build_results(args, run, disks, lattice)
-    _write_results(args, run, results, reference_text)
+    results, strain_maps, ref_text = _build_results(args, run, disks, lattice)
+    _write_results(args, run, results, ref_text)
     if args.plots is not None:
         _draw_plots(args, run, disks, strain_maps)
     return 0
@@ -64,12 +64,12 @@ def _radius_and_pattern(args, run):
     """``--radius auto`` measured on the sum frame; the pattern and its crop checked."""
     from gpucorr.cli import maps
     if run.radius is None:
-        with _reading_frames(args):
+        with reading_frames(args):
             run.total = maps.sum_frame(run.frames)
-        run.radius = _estimate_radius(run.total)
+        run.radius = radius_of_sum_frame(run.total)
         print(f"--radius auto: {run.radius:.2f} px (measured on the disks of the sum frame)")
-    run.pattern = _pattern(args, run.radius)
-    _check_crop(run.pattern, run.shape, run.radius)
+    run.pattern = make_pattern(args, run.radius)
+    check_crop(run.pattern, run.shape, run.radius)
 
 
 def _find(args, run):
@@ -80,10 +80,10 @@ def _find(args, run):
     print(f"{args.input}: frames {run.shape} {run.frames.dtype}; up to {args.max_disks} "
           f"disks a frame, {spacing:.4g} px apart; {type(run.pattern).__name__}"
           f"(radius={run.radius:.4g}), upsample={args.upsample}, "
-          f"scaling={_scaling_of(args, run.pattern)}, power={args.power:g}, "
+          f"scaling={scaling_of(args, run.pattern)}, power={args.power:g}, "
           f"device={run.device}")
     print(f"calibration: {run.calibration.describe()}")
-    disks, seconds = _timed(args, lambda: gpucorr.find_disks(
+    disks, seconds = timed(args, lambda: gpucorr.find_disks(
         run.frames, run.pattern, max_disks=args.max_disks, min_spacing=spacing,
         min_relative_height=args.min_relative_height, min_elevation=args.min_elevation,
         upsample=args.upsample, **optional, device=run.device,
@@ -92,7 +92,7 @@ def _find(args, run):
     run.min_spacing = spacing
     counts = _host(disks.counts)
     n = int(np.prod(run.lead, dtype=np.int64))
-    print(f"found disks in {_frames_word(n)} in {seconds:.2f} s = {n / seconds:.0f} frames/s: "
+    print(f"found disks in {frames_word(n)} in {seconds:.2f} s = {n / seconds:.0f} frames/s: "
           f"{int(np.min(counts))} to {int(np.max(counts))} a frame (median "
           f"{float(np.median(counts)):g})")
     return disks
@@ -123,7 +123,7 @@ def _index_and_fit(args, run, disks):
     fit = fit_lattice(positions, indices, mask=indexed, elevations=_host(disks.elevations),
                       weighted=True)
     residual = float(np.nanmedian(fit.residual))
-    print(f"indexed {int(frames_indexed.sum())} of {_frames_word(frames_indexed.size)}; "
+    print(f"indexed {int(frames_indexed.sum())} of {frames_word(frames_indexed.size)}; "
           f"lattice fit: median residual {residual:.3f} px")
     if not residual < 1.0:
         print(f"gpucorr: warning: the lattice fits the disks badly (median residual "
@@ -135,14 +135,14 @@ def _index_and_fit(args, run, disks):
 def _strain(args, run, fit):
     """The strain maps of ``fit`` against the reference of ``refine``; and its text."""
     from gpucorr.lattice import strain
-    reference_text = _reference_text(args.reference, run.lattice)
+    ref_text = reference_text(args.reference, run.lattice)
     try:
         st = strain(fit, reference=run.lattice if run.lattice is not None else run.region)
     except ValueError as exc:
         raise CLIError(f"--reference {args.reference}: {one_line(exc)}" if run.region
                        else f"strain: {one_line(exc)}") from exc
-    print(f"strain relative to {reference_text}")
-    return st, reference_text
+    print(f"strain relative to {ref_text}")
+    return st, ref_text
 
 
 def _build_results(args, run, disks, lattice):
@@ -156,7 +156,7 @@ def _build_results(args, run, disks, lattice):
                     "sum of all frames (the frames' own units)")
     results.add("maps/elevation", maps.elevation_map(_host(disks.elevations)), "a.u.", "scan",
                 "mean elevation of the disks found in each frame: a quality map")
-    st, reference_text = None, None
+    st, ref_text = None, None
     if lattice is not None:
         results.add("indices", lattice["indices"], "dimensionless", "scan, disk, ij",
                     _INDICES_TEXT)
@@ -172,9 +172,9 @@ def _build_results(args, run, disks, lattice):
                         f"reciprocal-space (y, x) position of each disk in {cal.pixel_unit}: "
                         "(position - lattice zero of its frame) * pixel size")
         if run.lead:
-            st, reference_text = _strain(args, run, lattice["fit"])
-            add_strain(results, st, reference_text)
-    return results, st, reference_text
+            st, ref_text = _strain(args, run, lattice["fit"])
+            add_strain(results, st, ref_text)
+    return results, st, ref_text
 
 
 def _add_disks(results, disks):
@@ -195,13 +195,13 @@ def _add_disks(results, disks):
                 "number of disks found in each frame (rows 0 to counts - 1 of the disk axis)")
 
 
-def _write_results(args, run, results, reference_text):
+def _write_results(args, run, results, ref_text):
     """The results file, with what was done and with which options in its attributes."""
     parameters = {k: v for k, v in vars(args).items() if k not in ("func", "command")}
     results.write(run.out, force=args.force, attrs={
         "description": "gpucorr find results: the diffraction disks found in each frame on "
                        "its own, each frame's lattice indices and fit"
-                       + (", strain maps" if reference_text is not None else ""),
+                       + (", strain maps" if ref_text is not None else ""),
         "input": args.input, "frames_shape": np.array(run.shape),
         "pattern": type(run.pattern).__name__, "radius": float(run.radius),
         "radius_source": "given" if args.radius != "auto" else "estimated from the sum frame",
@@ -209,8 +209,8 @@ def _write_results(args, run, results, reference_text):
         "min_relative_height": float(args.min_relative_height),
         "min_elevation": float(args.min_elevation),
         "edge": args.edge, "upsample": int(args.upsample),
-        "scaling": _scaling_of(args, run.pattern), "power": float(args.power),
-        "device": run.device, "strain_reference": reference_text,
+        "scaling": scaling_of(args, run.pattern), "power": float(args.power),
+        "device": run.device, "strain_reference": ref_text,
         "parameters": parameters})
     print(f"wrote {run.out}")
 

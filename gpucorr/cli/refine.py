@@ -9,50 +9,25 @@ write the HDF5 results file, and draw the pictures. Nothing is computed before
 every option has been checked.
 """
 import sys
-import time
-from contextlib import contextmanager
-from dataclasses import dataclass
 
 import numpy as np
 
 import gpucorr
-from gpucorr.cli.common import CLIError, one_line, resolve_device
-from gpucorr.cli.options import (PATTERNS, check_paths, check_plots, default_output,
-                                 parse_calibration, parse_radius, parse_reference, read_peaks,
-                                 read_reference_lattice, memory_limit_bytes)
+from gpucorr.cli.common import CLIError, one_line
+from gpucorr.cli.options import PATTERNS, check_paths, memory_limit_bytes, read_peaks
 from gpucorr.cli.progress import Progress
+from gpucorr.cli.steps import (check_against_input, check_crop, check_options, frames_word,
+                               make_pattern, open_input, radius_of_sum_frame, reading_frames,
+                               reference_text, scaling_of, timed)
 
 __all__ = ["PATTERNS", "check_paths", "cmd_refine", "read_peaks"]
 
 
-@dataclass
-class _Run:
-    """What one run of ``gpucorr refine`` knows, filled in step by step."""
-
-    out: str              # the results file
-    radius: float         # px; None until measured (--radius auto)
-    calibration: object   # the given one; with the file's under it once opened
-    region: tuple         # --reference as slices, or None
-    device: str
-    frames: object = None
-    shape: tuple = ()
-    lattice: tuple = None  # --reference-lattice (a0, b0) in px, or None
-    total: object = None   # the sum frame, where one was needed
-    pattern: object = None
-    peaks: object = None
-    indices: object = None
-
-    @property
-    def lead(self):
-        """The scan (or stack) axes of the frames."""
-        return self.shape[:-2]
-
-
 def cmd_refine(args):
     """Run ``gpucorr refine`` on the parsed ``args``; returns the exit status (0)."""
-    run = _check_options(args)
-    _open_input(args, run)
-    _check_against_input(args, run)
+    run = check_options(args)
+    open_input(args, run)
+    check_against_input(args, run)
     _find_pattern_and_peaks(args, run)
     res = _refine(args, run)
     results, derived = _build_results(args, run, res)
@@ -62,101 +37,27 @@ def cmd_refine(args):
     return 0
 
 
-def _check_options(args):
-    """Everything the command line alone says, checked before the input is opened."""
-    from gpucorr.io import split_spec
-    out = args.output or default_output(args.input)
-    check_paths(split_spec(args.input)[0], out, args.force)
-    check_plots(args.plots, args.force)
-    radius = parse_radius(args.radius)
-    if args.pattern not in PATTERNS:
-        raise CLIError(f"--pattern must be one of {', '.join(PATTERNS)}; got {args.pattern!r}")
-    given = parse_calibration(args)
-    region = parse_reference(args)
-    if region is not None and args.reference_lattice is not None:
-        raise CLIError("--reference and --reference-lattice: give one of them, not both")
-    return _Run(out=out, radius=radius, calibration=given, region=region,
-                device=resolve_device(args.device))
-
-
-def _open_input(args, run):
-    """The frames of ``INPUT`` and its calibration, the given values put over the file's."""
-    from gpucorr.io import InputError, open_frames
-    try:
-        frames, found = open_frames(args.input, metadata=True)
-    except InputError as exc:
-        raise CLIError(str(exc)) from exc
-    except OSError as exc:
-        raise CLIError(f"{args.input}: cannot read it ({one_line(exc)})") from exc
-    run.frames, run.calibration = frames, found.update(run.calibration)
-    run.shape = tuple(int(n) for n in frames.shape)
-    if args.reference_lattice is not None:
-        run.lattice = read_reference_lattice(args.reference_lattice, run.calibration)
-
-
-def _check_against_input(args, run):
-    """The strain reference, the crop and a peaks file, checked against the frames."""
-    from gpucorr.lattice import region_mask
-    if run.region is not None:
-        if not run.lead:
-            raise CLIError(f"--reference {args.reference}: the input is a single frame; a "
-                           "reference region needs scan positions")
-        try:
-            region_mask(run.region, run.lead)
-        except ValueError as exc:
-            raise CLIError(f"--reference {args.reference}: {one_line(exc)}") from None
-    if run.lattice is not None and not run.lead:
-        raise CLIError("--reference-lattice: the input is a single frame; strain maps need "
-                       "scan positions")
-    if run.radius is not None:
-        _check_crop(_pattern(args, run.radius), run.shape, run.radius)
-    if args.peaks != "auto":
-        run.peaks, run.indices = read_peaks(args.peaks)
-        if (run.region is not None or run.lattice is not None) and run.indices is None:
-            raise CLIError(f"--reference{'-lattice' if run.lattice is not None else ''}: "
-                           "strain needs lattice indices: use --peaks auto or a peaks file "
-                           "of y x i j rows")
-
-
 def _find_pattern_and_peaks(args, run):
     """The sum frame where needed; the radius (``auto``), the pattern and the peaks."""
     from gpucorr.cli import maps
-    with _reading_frames(args):
+    with reading_frames(args):
         if run.radius is None or args.peaks == "auto":
             run.total = maps.sum_frame(run.frames)
         auto = run.radius is None
         if auto:
-            run.radius = _estimate_radius(run.total)
+            run.radius = radius_of_sum_frame(run.total)
             print(f"--radius auto: {run.radius:.2f} px (measured on the disks of the sum "
                   "frame)")
-        run.pattern = _pattern(args, run.radius)
-        _check_crop(run.pattern, run.shape, run.radius)
+        run.pattern = make_pattern(args, run.radius)
+        check_crop(run.pattern, run.shape, run.radius)
         if args.peaks == "auto":
             run.peaks, run.indices = _peaks(args, run.total, run.pattern)
         if auto and PATTERNS[args.pattern] == "DiskEdge":
             run.radius = _edge_radius(run)
             print(f"--radius auto: {run.radius:.3f} px for disk-edge (fit_edge_radius on the "
                   "frames' disk edges)")
-            run.pattern = _pattern(args, run.radius)
-            _check_crop(run.pattern, run.shape, run.radius)
-
-
-def _scaling_of(args, pattern):
-    """The scaling ``refine`` uses: ``--scaling``, else the pattern's default."""
-    return args.scaling or getattr(pattern, "default_scaling", "log")
-
-
-def _timed(args, call):
-    """``call()`` over the input's frames and the seconds it took; frames the call refuses
-    (the options are checked before: the frames are bad) and read errors (e.g. a damaged
-    chunk of an HDF5 file) become a CLIError naming the input."""
-    t0 = time.perf_counter()
-    with _reading_frames(args):
-        try:
-            result = call()
-        except (ValueError, TypeError) as exc:
-            raise CLIError(f"{args.input}: {one_line(exc)}") from exc
-    return result, time.perf_counter() - t0
+            run.pattern = make_pattern(args, run.radius)
+            check_crop(run.pattern, run.shape, run.radius)
 
 
 def _refine(args, run):
@@ -164,15 +65,15 @@ def _refine(args, run):
     print(f"{args.input}: frames {run.shape} {run.frames.dtype}; {len(run.peaks)} peaks "
           f"({'indexed' if run.indices is not None else 'no lattice indices'}); "
           f"{type(run.pattern).__name__}(radius={run.radius:.4g}), mode={args.mode}, "
-          f"upsample={args.upsample}, scaling={_scaling_of(args, run.pattern)}, "
+          f"upsample={args.upsample}, scaling={scaling_of(args, run.pattern)}, "
           f"power={args.power:g}, device={run.device}")
     print(f"calibration: {run.calibration.describe()}")
-    res, seconds = _timed(args, lambda: gpucorr.refine(
+    res, seconds = timed(args, lambda: gpucorr.refine(
         run.frames, run.peaks, run.pattern, mode=args.mode, upsample=args.upsample,
         device=run.device, memory_limit=memory_limit_bytes(args), workers=args.workers,
         progress=Progress("refine"), scaling=args.scaling, power=args.power))
     n = int(np.prod(run.lead, dtype=np.int64))
-    print(f"refined {_frames_word(n)} in {seconds:.2f} s = {n / seconds:.0f} frames/s")
+    print(f"refined {frames_word(n)} in {seconds:.2f} s = {n / seconds:.0f} frames/s")
     return res
 
 
@@ -189,7 +90,7 @@ def _build_results(args, run, res):
         results.add("sum_frame", run.total, "a.u.", "detector_y, detector_x",
                     "sum of all frames (the frames' own units)")
     center = maps.central_peak(run.peaks, run.indices, run.shape)
-    with _reading_frames(args):
+    with reading_frames(args):
         vbf = maps.virtual_bright_field(run.frames, center, run.radius)
     elevation = maps.elevation_map(res.elevations)
     results.add("maps/vbf", vbf, "a.u.", "scan",
@@ -198,11 +99,11 @@ def _build_results(args, run, res):
                 center=center, radius=float(run.radius))
     results.add("maps/elevation", elevation, "a.u.", "scan",
                 "mean peak elevation of each frame over its peaks: a quality map")
-    strain, reference_text = None, None
+    strain, ref_text = None, None
     if run.indices is not None and run.lead:
-        strain, reference_text = _add_strain(args, run, res, results)
+        strain, ref_text = _add_strain(args, run, res, results)
     return results, {"vbf": vbf, "elevation": elevation, "strain": strain,
-                     "strain_reference": reference_text}
+                     "strain_reference": ref_text}
 
 
 def _add_strain(args, run, res, results):
@@ -210,23 +111,23 @@ def _add_strain(args, run, res, results):
     from gpucorr.cli.results import add_lattice, add_strain
     from gpucorr.lattice import fit_lattice, strain
     fit = fit_lattice(res.refineds, run.indices, elevations=res.elevations, weighted=True)
-    reference_text = _reference_text(args.reference, run.lattice)
+    ref_text = reference_text(args.reference, run.lattice)
     try:
         st = strain(fit, reference=run.lattice if run.lattice is not None else run.region)
     except ValueError as exc:
         raise CLIError(f"--reference {args.reference}: {one_line(exc)}" if run.region
                        else f"strain: {one_line(exc)}") from exc
     add_lattice(results, fit, run.indices, res.refineds)
-    add_strain(results, st, reference_text)
+    add_strain(results, st, ref_text)
     residual = float(np.nanmedian(fit.residual))
     print(f"lattice fit: median residual {residual:.3f} px; "
-          f"strain relative to {reference_text}")
+          f"strain relative to {ref_text}")
     if not residual < 1.0:
         print(f"gpucorr: warning: the lattice fits the refined peaks badly (median residual "
               f"{residual:.2f} px): the peaks may be wrongly indexed; try fewer "
               f"--num-peaks (now {args.num_peaks}) or a peaks file of y x i j rows",
               file=sys.stderr)
-    return st, reference_text
+    return st, ref_text
 
 
 def _write_results(args, run, results, derived):
@@ -240,7 +141,7 @@ def _write_results(args, run, results, derived):
         "pattern": type(run.pattern).__name__, "radius": float(run.radius),
         "radius_source": "given" if args.radius != "auto" else "estimated from the sum frame",
         "mode": args.mode, "upsample": int(args.upsample),
-        "scaling": _scaling_of(args, run.pattern), "power": float(args.power),
+        "scaling": scaling_of(args, run.pattern), "power": float(args.power),
         "device": run.device, "peaks_source": args.peaks,
         "strain_reference": derived["strain_reference"],
         "parameters": parameters})
@@ -260,36 +161,6 @@ def _draw_plots(args, run, res, derived):
                        frame=maps.first_frame(run.frames), peaks=run.peaks, refineds=refined0,
                        calibration=run.calibration)
     print(f"wrote {', '.join(paths)}")
-
-
-@contextmanager
-def _reading_frames(args):
-    """An OSError while reading the frames (for the sum frame, refine, the maps) as one
-    line."""
-    try:
-        yield
-    except OSError as exc:
-        raise CLIError(f"{args.input}: reading the frames failed ({one_line(exc)})") from exc
-
-
-def _pattern(args, radius):
-    from gpucorr import patterns
-    if args.pattern not in PATTERNS:
-        raise CLIError(f"--pattern must be one of {', '.join(PATTERNS)}; got {args.pattern!r}")
-    if radius is None or not radius > 0:
-        raise CLIError(f"--radius must be a number > 0 (disk radius in px) or auto; "
-                       f"got {radius}")
-    return getattr(patterns, PATTERNS[args.pattern])(radius=radius)
-
-
-def _estimate_radius(total):
-    """``--radius auto``: the radius of the disks of the sum frame."""
-    from gpucorr.radius import estimate_radius
-    try:
-        return estimate_radius(total)
-    except ValueError as exc:
-        raise CLIError(f"--radius auto: could not measure the disks of the sum frame "
-                       f"({one_line(exc)}); give --radius in px") from exc
 
 
 def _edge_radius(run):
@@ -313,22 +184,3 @@ def _peaks(args, total, pattern):
         raise CLIError(f"could not find a lattice of peaks on the sum frame: {exc}") from exc
 
 
-def _reference_text(region_text, lattice):
-    if lattice is not None:
-        a0, b0 = lattice
-        return (f"the given lattice a0 = ({a0[0]:.4g}, {a0[1]:.4g}) px, "
-                f"b0 = ({b0[0]:.4g}, {b0[1]:.4g}) px")
-    if region_text is not None:
-        return f"the median lattice over scan positions [{region_text}]"
-    return "the median lattice of the whole scan"
-
-
-def _frames_word(n):
-    return f"{n} frame" + ("" if n == 1 else "s")
-
-
-def _check_crop(pattern, shape, radius):
-    cs = pattern.get_crop_size()
-    if 2 * cs > min(shape[-2:]):
-        raise CLIError(f"--radius {radius:g}: the {2 * cs}-px crop is larger than the "
-                       f"{shape[-2]}x{shape[-1]} frames")
