@@ -179,6 +179,12 @@ def estimate_radius(frame, *, max_disks=10, radius_range=None, return_details=Fa
     ``s**2 / (2 * radius)`` inside the unblurred edge. ``tests/test_radius.py``
     holds these cases.
 
+    Disks with strong contrast inside (dynamical diffraction in thick crystals)
+    can mislead the fit of a whole disk: on the 41 nm SrTiO3 frames of
+    ``bench/physics`` it gives 4.05 px for disks of radius 8.7 px. There, start
+    from a rough radius and measure it on the edges with
+    :func:`fit_edge_radius`.
+
     Backends: NumPy and SciPy on the CPU, for one frame. A CuPy frame is copied
     to the host once (``.get()``); the result is a Python float either way.
 
