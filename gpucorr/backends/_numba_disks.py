@@ -69,12 +69,26 @@ def _maxima_of_map(m, k, s, min_relative, edge, centers, values):
     best_index = np.empty(k, dtype=np.int64)
     n_best = 0
     top = -np.inf
+    diagonal = s * s >= 2.0        # the diagonal neighbours lie within the spacing
     for y in range(edge, h - edge):
         for x in range(edge, w - edge):
             v = m[y, x]
-            # the 3x3 test first: most pixels fail it
-            if ((y > 0 and m[y - 1, x] > v) or (y + 1 < h and m[y + 1, x] > v)
-                    or (x > 0 and m[y, x - 1] > v) or (x + 1 < w and m[y, x + 1] > v)):
+            # the rule on the nearest neighbours first, most pixels fail it: an earlier
+            # neighbour (C order) must be lower, a later one not higher (ties: flat
+            # background fails here at once)
+            if y > 0 and m[y - 1, x] >= v:
+                continue
+            if x > 0 and m[y, x - 1] >= v:
+                continue
+            if x + 1 < w and m[y, x + 1] > v:
+                continue
+            if y + 1 < h and m[y + 1, x] > v:
+                continue
+            if diagonal and y > 0 and (
+                    (x > 0 and m[y - 1, x - 1] >= v) or (x + 1 < w and m[y - 1, x + 1] >= v)):
+                continue
+            if diagonal and y + 1 < h and (
+                    (x > 0 and m[y + 1, x - 1] > v) or (x + 1 < w and m[y + 1, x + 1] > v)):
                 continue
             if not _is_maximum(m, y, x, s):
                 continue
