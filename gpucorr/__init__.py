@@ -19,6 +19,7 @@ from gpucorr.peaks import get_correlation, get_peaks  # noqa: F401
 from gpucorr.synthetic import cbed_frame  # noqa: F401
 from gpucorr.disks import find_disks, DiskResult  # noqa: F401
 from gpucorr.radius import estimate_radius, fit_edge_radius  # noqa: F401
+from gpucorr.reference import refine_by_reference  # noqa: F401
 from gpucorr.calibration import Calibration  # noqa: F401
 from gpucorr import patterns  # noqa: F401
 from gpucorr.patterns import MatchPattern  # noqa: F401

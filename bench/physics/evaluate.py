@@ -194,6 +194,18 @@ def gpucorr_method(pattern, radius, mode, scaling="log"):
     return run
 
 
+def reference_method(scaling="log"):
+    """gpucorr.refine_by_reference: each disk against its mean in the condition's unstrained
+    reference scan (``run.reference``, set before each condition); positions are relative to
+    the reference, so only the "rel" errors mean anything."""
+    def run(frames, peaks):
+        res = gpucorr.refine_by_reference(frames, peaks, run.reference, search=int(SEARCH),
+                                          scaling=scaling, upsample=UPSAMPLE, device="cpu")
+        return np.asarray(res.refineds), np.asarray(res.elevations)
+    run.reference = None
+    return run
+
+
 def lbf_method(pattern, radius, mode):
     from libertem_blobfinder.common import correlation as lc
     from libertem_blobfinder.common import patterns as lp
@@ -257,6 +269,9 @@ def settings(r_true, libraries, quick=False, modes=MODES, scalings=("log",)):
                         out.append(dict(library=lib, pattern=pattern, radius=radius, mode=mode,
                                         search=SEARCH, upsample=UPSAMPLE, scaling=scaling,
                                         run=run))
+    if "gpucorr" in libraries:
+        out.append(dict(library="gpucorr", pattern="reference disks", radius=None, mode="fast",
+                        search=SEARCH, upsample=UPSAMPLE, scaling="log", run=reference_method()))
     if "py4DSTEM" in libraries:
         out.append(dict(library="py4DSTEM", pattern="probe kernel (sigmoid)", radius=r_true,
                         mode="find_Bragg_disks", upsample="multicorr 16",
@@ -295,8 +310,9 @@ def main(argv=None):
     p.add_argument("--scalings", default="log",
                    help="gpucorr's refine(scaling=...) values to run (log,none,default: the "
                         "pattern's own)")
-    p.add_argument("--patterns", default=",".join(PATTERNS),
-                   help="gpucorr patterns to run (comma-separated)")
+    p.add_argument("--patterns", default=",".join(PATTERNS + ("reference disks",)),
+                   help="gpucorr patterns to run (comma-separated; 'reference disks': "
+                        "gpucorr.refine_by_reference)")
     p.add_argument("--merge", nargs="+", help="merge result JSONs of --libraries runs")
     args = p.parse_args(argv)
     if args.merge:
@@ -324,6 +340,8 @@ def main(argv=None):
             data = {f: frames_for(d, f, t, dose, 0) for f in ("uniform", "nonuniform")}
             for s in sets:
                 t0 = time.perf_counter()
+                if hasattr(s["run"], "reference"):
+                    s["run"].reference = ref_frames
                 try:
                     ref_pos, ref_w = s["run"](ref_frames, peaks)
                     ref_fit = fit_lattice(ref_pos, indices)

@@ -1,0 +1,107 @@
+"""refine_by_reference: each disk against its own mean in a reference."""
+import numpy as np
+import pytest
+
+import gpucorr
+from gpucorr.reference import reference_templates
+from gpucorr.synthetic import cbed_frame
+
+from helpers import assert_results_match
+
+
+def _moved(shifts, size=96, radius=4):
+    """cbed_frame lattices moved by ``shifts`` from the reference's; the reference frame,
+    the moved frames and the rounded reference centres."""
+    ref, indices, centers = cbed_frame(fy=size, fx=size, radius=radius, zero=(48, 48))
+    frames = np.stack([cbed_frame(fy=size, fx=size, radius=radius, indices=indices,
+                                  zero=(48 + dy, 48 + dx))[0][0] for dy, dx in shifts])
+    return ref[0], frames, np.rint(centers).astype(np.int64)
+
+
+SHIFTS = [(0.3, -0.2), (-0.45, 0.1), (0.0, 0.0), (0.12, 0.37)]
+
+
+def test_each_disk_is_located_by_its_displacement_from_the_reference():
+    ref, frames, peaks = _moved(SHIFTS)
+    before = frames.copy(), ref.copy()
+    res = gpucorr.refine_by_reference(frames, peaks, ref, scaling="none")
+    moved = np.asarray(res.refineds, np.float64) - peaks
+    assert moved.shape == (len(SHIFTS), len(peaks), 2)
+    np.testing.assert_allclose(moved, np.broadcast_to(np.array(SHIFTS)[:, None, :], moved.shape),
+                               atol=0.015)
+    np.testing.assert_array_equal(frames, before[0])
+    np.testing.assert_array_equal(ref, before[1])
+
+
+def test_the_reference_against_itself_does_not_move():
+    ref, _, peaks = _moved(SHIFTS[:1])
+    res = gpucorr.refine_by_reference(ref, peaks, ref)
+    np.testing.assert_allclose(np.asarray(res.refineds), peaks, atol=1e-3)
+
+
+def test_a_region_of_the_scan_is_the_same_as_its_frames():
+    ref, frames, peaks = _moved(SHIFTS + [(0.2, 0.2), (-0.1, -0.3)])
+    scan = frames.reshape(2, 3, *frames.shape[-2:])
+    by_region = gpucorr.refine_by_reference(scan, peaks, "0:1,0:3")
+    by_frames = gpucorr.refine_by_reference(scan, peaks, scan[0:1, 0:3])
+    by_slices = gpucorr.refine_by_reference(scan, peaks, np.s_[0:1, 0:3])
+    for a, b, c in zip(by_region, by_frames, by_slices):
+        np.testing.assert_array_equal(a, b)
+        np.testing.assert_array_equal(a, c)
+    assert by_region.refineds.shape == (2, 3, len(peaks), 2)
+
+
+def test_results_do_not_depend_on_the_batch():
+    ref, frames, peaks = _moved(SHIFTS)
+    stack = gpucorr.refine_by_reference(frames, peaks, ref, workers=2, memory_limit=1)
+    for i in range(len(frames)):
+        alone = gpucorr.refine_by_reference(frames[i], peaks, ref, workers=1)
+        for a, b in zip(stack, alone):
+            np.testing.assert_array_equal(np.asarray(a)[i], np.asarray(b))
+
+
+def test_templates_are_the_mean_frames_crops():
+    ref, frames, peaks = _moved(SHIFTS)
+    t = reference_templates(frames, peaks, search=5, scaling="none")
+    mean = frames.astype(np.float64).mean(axis=0)
+    y, x = peaks[7]
+    crop = mean[y - 5:y + 5, x - 5:x + 5]
+    np.testing.assert_allclose(t[7], crop - crop.mean(), atol=1e-12)
+    logged = reference_templates(frames, peaks, search=5)
+    want = np.log(crop - crop.min() + 1)
+    np.testing.assert_allclose(logged[7], want - want.mean(), atol=1e-12)
+    # the default search: half the distance between the nearest peaks
+    d = np.sqrt(((peaks[:, None] - peaks[None]) ** 2).sum(-1).astype(float))
+    d[np.diag_indices(len(peaks))] = np.inf
+    assert reference_templates(ref, peaks).shape[-1] == 2 * int(d.min() // 2)
+
+
+@pytest.mark.parametrize("kwargs, error, match", [
+    (dict(scaling="sqrt"), ValueError, "scaling must be 'log' or 'none'"),
+    (dict(search=1), ValueError, "search must be an int >= 2"),
+    (dict(search=4.5), TypeError, "search must be an int >= 2"),
+    (dict(peaks=np.array([[10, 10]])), ValueError, "search must be given for a single peak"),
+    (dict(peaks=np.array([[10.5, 10.0], [30.0, 30.0]])), TypeError, "peaks must be integers"),
+    (dict(peaks=np.zeros((0, 2), int)), ValueError, r"peaks must be an integer array of shape"),
+    (dict(reference=np.zeros((5, 96, 90))), ValueError, "reference frames must have the frames' shape"),
+    (dict(reference="0:2"), ValueError, "the frames have none"),
+    (dict(reference=np.full((96, 96), np.nan)), ValueError, "NaN or infinite"),
+    (dict(reference=np.zeros((0, 96, 96))), ValueError, "holds no frame"),
+    (dict(peaks=np.array([[10, 10], [500, 10]]), search=3), ValueError, "peak 1 at \\(500, 10\\)"),
+])
+def test_bad_arguments_are_refused(kwargs, error, match):
+    ref, frames, peaks = _moved(SHIFTS[:1])
+    args = dict(frames=frames[0], peaks=peaks, reference=ref)
+    args.update(kwargs)
+    with pytest.raises(error, match=match):
+        gpucorr.refine_by_reference(args.pop("frames"), args.pop("peaks"), args.pop("reference"),
+                                    **args)
+
+
+@pytest.mark.gpu
+def test_gpu_gives_the_cpus_answers():
+    import cupy
+    ref, frames, peaks = _moved(SHIFTS)
+    got = gpucorr.refine_by_reference(cupy.asarray(frames), peaks, ref, upsample=7)
+    expected = gpucorr.refine_by_reference(frames, peaks, ref, upsample=7)
+    assert_results_match([cupy.asnumpy(a) for a in got], expected)
