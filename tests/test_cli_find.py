@@ -181,8 +181,9 @@ def test_find_writes_the_per_frame_layout(tmp_path, scan, fake_find, h5py, capsy
     # (0, 0) is one lattice point in every frame (not necessarily the synthetic origin)
     n = np.linalg.solve(np.stack([a, b], axis=-1), (data["lattice/zero"] - zero)[..., None])
     np.testing.assert_allclose(n, np.rint(n[0, 0]) + 0 * n, atol=1e-4)
-    np.testing.assert_allclose(data["strain/exx"], stretch - 1, atol=1e-6)
-    np.testing.assert_allclose(data["strain/eyy"], stretch - 1, atol=1e-6)
+    # the diffraction pattern stretched by s: the crystal by 1 / s
+    np.testing.assert_allclose(data["strain/exx"], 1 / stretch - 1, atol=1e-6)
+    np.testing.assert_allclose(data["strain/eyy"], 1 / stretch - 1, atol=1e-6)
     np.testing.assert_allclose(data["strain/exy"], 0.0, atol=1e-6)
     np.testing.assert_allclose(data["strain/rotation"], angle, atol=1e-6)
     np.testing.assert_allclose(data["strain/reference"], [A0, B0])
@@ -209,7 +210,7 @@ def test_find_reference_region_and_default_output(tmp_path, scan, fake_find, h5p
     # the reference: the median lattice of the first column (its rotation, the median
     # stretch of the column)
     np.testing.assert_allclose(data["strain/rotation"], angle - angle[:, :1], atol=1e-6)
-    np.testing.assert_allclose(data["strain/exx"], stretch / np.median(stretch[:, 0]) - 1,
+    np.testing.assert_allclose(data["strain/exx"], np.median(stretch[:, 0]) / stretch - 1,
                                atol=1e-6)
     assert "scan positions [:,0:1]" in file_attrs["strain_reference"]
     assert paths  # the .h5 input is there too, unused here
@@ -330,5 +331,5 @@ def test_find_end_to_end(tmp_path, scan, h5py, kind, capsys):
     np.testing.assert_allclose(data["lattice/a"], a, atol=0.05)
     np.testing.assert_allclose(data["lattice/b"], b, atol=0.05)
     np.testing.assert_allclose(data["strain/rotation"], angle, atol=3e-3)
-    np.testing.assert_allclose(data["strain/exx"], stretch - 1, atol=3e-3)
-    np.testing.assert_allclose(data["strain/eyy"], stretch - 1, atol=3e-3)
+    np.testing.assert_allclose(data["strain/exx"], 1 / stretch - 1, atol=3e-3)
+    np.testing.assert_allclose(data["strain/eyy"], 1 / stretch - 1, atol=3e-3)

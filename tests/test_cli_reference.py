@@ -2,13 +2,14 @@
 gpucorr.lattice.strain and on the command line (--reference, --reference-lattice), and
 the errors of the new options (found before anything is computed)."""
 import os
+from pathlib import Path
 
 import numpy as np
 import pytest
 
 import gpucorr
 from gpucorr import cli, demo
-from gpucorr.lattice import parse_region, region_mask, strain
+from gpucorr.lattice import crystal_strain, parse_region, region_mask, strain
 
 h5py = pytest.importorskip("h5py")
 
@@ -100,7 +101,7 @@ def run(scan, *extra, name="out.h5"):
 
 def test_reference_region_matches_the_api(scan, capsys):
     data, attrs = run(scan, "--reference", ":,0:2", "--upsample", "0")
-    expected = strain((data["lattice/a"], data["lattice/b"]), reference=np.s_[:, 0:2])
+    expected = crystal_strain((data["lattice/a"], data["lattice/b"]), reference=np.s_[:, 0:2])
     np.testing.assert_array_equal(data["strain/exx"], expected.exx)
     np.testing.assert_array_equal(data["strain/reference"], np.stack(expected.reference))
     assert "over scan positions [:,0:2]" in attrs["description"]
@@ -132,7 +133,7 @@ def test_reference_lattice_numbers_files_and_units(scan, capsys):
     np.testing.assert_allclose(from_text["strain/exx"], region["strain/exx"], atol=1e-12)
     from_results, _ = run(scan, "--reference-lattice", str(scan["dir"] / "out.h5"),
                           name="again.h5")
-    median = strain((data["lattice/a"], data["lattice/b"]))
+    median = crystal_strain((data["lattice/a"], data["lattice/b"]))
     np.testing.assert_allclose(from_results["strain/exx"], median.exx, atol=1e-12)
 
 
@@ -202,6 +203,6 @@ def test_reference_needs_lattice_indices(scan, capsys, tmp_path):
 
 
 def test_the_input_file_is_not_modified(scan):
-    before = os.path.getmtime(scan["path"]), open(scan["path"], "rb").read()
+    before = os.path.getmtime(scan["path"]), Path(scan["path"]).read_bytes()
     run(scan, "--reference", "0:4,0:2", "--upsample", "0", name="same.h5")
-    assert (os.path.getmtime(scan["path"]), open(scan["path"], "rb").read()) == before
+    assert (os.path.getmtime(scan["path"]), Path(scan["path"]).read_bytes()) == before

@@ -18,7 +18,7 @@ import numpy as np
 
 import gpucorr
 from gpucorr.indexing import index_peaks
-from gpucorr.lattice import fit_lattice, strain
+from gpucorr.lattice import crystal_strain, fit_lattice
 from gpucorr.patterns import Circular
 from gpucorr.synthetic import cbed_frame
 
@@ -48,7 +48,8 @@ def _rotation(theta):
 
 
 def make_scan(scan=(32, 32), *, shape=(256, 256), radius=8, dose=1e6, seed=0):
-    """Synthetic scan ``(scan_y, scan_x, H, W)`` uint16 with the strain of :func:`strain_field`.
+    """Synthetic scan ``(scan_y, scan_x, H, W)`` uint16 of a crystal strained by
+    :func:`strain_field` (its diffraction lattice deformed by ``F^-T``, ``F = R (I + eps)``).
 
     Returns
     -------
@@ -73,7 +74,10 @@ def make_scan(scan=(32, 32), *, shape=(256, 256), radius=8, dose=1e6, seed=0):
     for iy in range(scan[0]):
         for ix in range(scan[1]):
             exx, eyy, exy, rot = (f[iy, ix] for f in field)
-            deform = _rotation(rot) @ (np.eye(2) + np.array([[exx, exy], [exy, eyy]]))
+            # the crystal is deformed by F = R (I + eps); its diffraction pattern by
+            # F^-T = R (I + eps)^-1
+            deform = _rotation(rot) @ np.linalg.inv(
+                np.eye(2) + np.array([[exx, exy], [exy, eyy]]))
             a, b = (deform @ v for v in (a0_xy, b0_xy))
             data, _, _ = cbed_frame(fy, fx, zero=zero, a=a[::-1], b=b[::-1], indices=indices,
                                     radius=radius, margin=radius, dose=dose, seed=rng)
@@ -164,7 +168,7 @@ def run(scan=(32, 32), *, out_dir="gpucorr-demo", force=False, seed=0, upsample=
     fit = fit_lattice(res.refineds, indices, elevations=res.elevations, weighted=True)
     region = np.zeros(scan, dtype=bool)
     region[:, : max(1, scan[1] // 4)] = True
-    measured = strain(fit, reference=region)
+    measured = crystal_strain(fit, reference=region)
     maps = (measured.exx, measured.eyy, measured.exy, measured.rotation)
     names = ("exx", "eyy", "exy", "rotation")
     errors = {k: float(np.sqrt(np.nanmean((m - t) ** 2))) for k, m, t in zip(names, maps, known)}

@@ -134,10 +134,11 @@ def _index_and_fit(args, run, disks):
 
 def _strain(args, run, fit):
     """The strain maps of ``fit`` against the reference of ``refine``; and its text."""
-    from gpucorr.lattice import strain
+    from gpucorr.lattice import crystal_strain
     ref_text = reference_text(args.reference, run.lattice)
     try:
-        st = strain(fit, reference=run.lattice if run.lattice is not None else run.region)
+        st = crystal_strain(fit, reference=run.lattice if run.lattice is not None
+                            else run.region)
     except ValueError as exc:
         raise CLIError(f"--reference {args.reference}: {one_line(exc)}" if run.region
                        else f"strain: {one_line(exc)}") from exc

@@ -109,11 +109,12 @@ def _build_results(args, run, res):
 def _add_strain(args, run, res, results):
     """The lattice fit and the strain maps added to ``results``; ``(strain, reference)``."""
     from gpucorr.cli.results import add_lattice, add_strain
-    from gpucorr.lattice import fit_lattice, strain
+    from gpucorr.lattice import crystal_strain, fit_lattice
     fit = fit_lattice(res.refineds, run.indices, elevations=res.elevations, weighted=True)
     ref_text = reference_text(args.reference, run.lattice)
     try:
-        st = strain(fit, reference=run.lattice if run.lattice is not None else run.region)
+        st = crystal_strain(fit, reference=run.lattice if run.lattice is not None
+                            else run.region)
     except ValueError as exc:
         raise CLIError(f"--reference {args.reference}: {one_line(exc)}" if run.region
                        else f"strain: {one_line(exc)}") from exc

@@ -176,9 +176,11 @@ def add_strain(results, st, reference_text, prefix="strain"):
     for name, what in (("exx", "normal strain along x"), ("eyy", "normal strain along y"),
                        ("exy", "shear strain (tensor component, half the engineering shear)")):
         results.add(f"{prefix}/{name}", getattr(st, name), DIMENSIONLESS, "scan",
-                    f"{what}, relative to {reference_text}")
+                    f"{what} of the crystal (real space; from the diffraction lattice by "
+                    f"gpucorr.lattice.crystal_strain), relative to {reference_text}")
     results.add(f"{prefix}/rotation", st.rotation, "rad", "scan",
                 f"lattice rotation, positive from +x towards +y, relative to {reference_text}")
     a0, b0 = (np.asarray(v, dtype=np.float64) for v in st.reference)
     results.add(f"{prefix}/reference", np.stack([a0, b0]), "px", "vector, yx",
-                f"the reference lattice vectors a0, b0 (rows), (y, x): {reference_text}")
+                f"the reference diffraction lattice vectors a0, b0 (rows), (y, x): "
+                f"{reference_text}")

@@ -7,7 +7,10 @@ its own (:func:`gpucorr.find_disks`, indexed by
 :func:`gpucorr.indexing.index_peaks`), one set per frame and a mask;
 :func:`strain` turns the fitted lattice vectors into strain and rotation
 relative to a reference lattice: the median of the scan, a region of scan
-positions (:func:`region_mask`, ``"0:10,0:64"``), or known vectors. Vectors
+positions (:func:`region_mask`, ``"0:10,0:64"``), or known vectors.
+Disk positions give the diffraction pattern's lattice, whose strain is
+(to first order) the negative of the crystal's: :func:`crystal_strain` gives
+the crystal's, through the dual basis (:func:`real_space`). Vectors
 are ``(y, x)`` in pixels, like all positions in gpucorr; any number of
 leading axes (frames ``(N,)``, a scan ``(scan_y, scan_x)``, or none) is kept.
 
@@ -24,6 +27,7 @@ from gpucorr.lattice._fit import fit_lattice, LatticeFit, RCOND  # noqa: F401
 from gpucorr.lattice._strain import (  # noqa: F401
     strain, StrainResult, region_mask, parse_region,
 )
+from gpucorr.lattice._crystal import crystal_strain, real_space  # noqa: F401
 
-__all__ = ["fit_lattice", "LatticeFit", "strain", "StrainResult", "region_mask",
-           "parse_region"]
+__all__ = ["fit_lattice", "LatticeFit", "strain", "crystal_strain", "real_space",
+           "StrainResult", "region_mask", "parse_region"]
