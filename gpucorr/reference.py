@@ -69,6 +69,9 @@ def _mean_frame(reference, frames):
     region of ``frames``' scan positions (``"0:10,0:64"`` or a tuple of slices)."""
     if isinstance(reference, (str, tuple)):
         from gpucorr.lattice import parse_region
+        if frames is None:
+            raise ValueError(f"reference {reference!r} is a region of scan positions: pass "
+                             "the frames it refers to (frames=...)")
         shape = tuple(frames.shape)
         if len(shape) < 3:
             raise ValueError(f"reference {reference!r} is a region of scan positions, but the "

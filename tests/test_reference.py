@@ -60,6 +60,14 @@ def test_results_do_not_depend_on_the_batch():
             np.testing.assert_array_equal(np.asarray(a)[i], np.asarray(b))
 
 
+def test_a_region_needs_its_frames():
+    _, frames, peaks = _moved(SHIFTS)
+    with pytest.raises(ValueError, match="pass the frames it refers to"):
+        reference_templates("0:1", peaks)
+    with pytest.raises(ValueError, match="one slice per scan axis"):
+        gpucorr.refine_by_reference(frames.reshape(2, 2, 96, 96), peaks, "0:1")
+
+
 def test_templates_are_the_mean_frames_crops():
     ref, frames, peaks = _moved(SHIFTS)
     t = reference_templates(frames, peaks, search=5, scaling="none")
