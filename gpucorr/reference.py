@@ -13,8 +13,8 @@ reference, which is what a strain map relative to a reference region needs.
 Backends
 --------
 Whatever :func:`gpucorr.refine` runs on: the templates are built on the host from
-the reference's mean frame, then each peak is one ``refine`` call with its own
-:class:`~gpucorr.patterns.UserTemplate`.
+the reference's mean frame, then one ``refine`` call correlates every peak with its
+own template (:class:`~gpucorr.patterns.PeakTemplates`).
 """
 import math
 import numbers
@@ -156,15 +156,15 @@ def reference_templates(reference, peaks, search=None, scaling="log", *, frames=
 
 
 def refine_by_reference(frames, peaks, reference, *, search=None, scaling="log",
-                        mode="fast", upsample=20, device=None, memory_limit=None,
-                        workers=None):
+                        upsample=20, device=None, memory_limit=None, workers=None):
     """Refine every disk of every frame against the same disk in a reference.
 
     Each disk's template is its own crop of the reference's mean frame
     (:func:`reference_templates`); each frame's crop around the peak is correlated
-    with it (:func:`gpucorr.refine` with a :class:`~gpucorr.patterns.UserTemplate`
-    per peak), so the refined position is ``peak + the disk's displacement from the
-    reference``. Fit the lattice of these positions and of the reference's own
+    with it (:func:`gpucorr.refine` in fast mode with
+    :class:`~gpucorr.patterns.PeakTemplates`, one template per peak; the frames are
+    read once), so the refined position is ``peak + the disk's displacement from
+    the reference``. Fit the lattice of these positions and of the reference's own
     (``refine_by_reference(reference_frames, peaks, reference_frames)``) and take the
     strain of one relative to the other.
 
@@ -183,8 +183,8 @@ def refine_by_reference(frames, peaks, reference, *, search=None, scaling="log",
     scaling : {"log", "none"}
         Of the templates and the frames' crops. Default ``"log"`` (measured the
         more accurate here).
-    mode, upsample, device, memory_limit, workers
-        As for :func:`gpucorr.refine`; ``upsample`` defaults to 20.
+    upsample, device, memory_limit, workers
+        As for :func:`gpucorr.refine` (fast mode); ``upsample`` defaults to 20.
 
     Returns
     -------
@@ -199,9 +199,9 @@ def refine_by_reference(frames, peaks, reference, *, search=None, scaling="log",
 
     Notes
     -----
-    Each peak is one ``refine`` call: the frames are read once per peak (for
-    frames on disk, P passes over the file). Results do not depend on how the
-    frames are batched.
+    One ``refine`` call in fast mode: the frames are read once. On a GPU, fast
+    mode with per-peak templates runs as separate kernels, not the fused one.
+    Results do not depend on how the frames are batched.
 
     On the multislice frames of ``bench/physics`` (strain relative to an
     unstrained reference scan, 25 disks, elevation-weighted lattice fits) the
@@ -230,8 +230,8 @@ def refine_by_reference(frames, peaks, reference, *, search=None, scaling="log",
     >>> np.round(np.median(res.refineds - peaks, axis=0), 2)
     array([ 0.3 , -0.19])
     """
-    from gpucorr.api import RefineResult, refine
-    from gpucorr.patterns import UserTemplate
+    from gpucorr.api import refine
+    from gpucorr.patterns import PeakTemplates
     from gpucorr.backends import array_namespace
     from gpucorr.backends.host import as_native
 
@@ -240,13 +240,6 @@ def refine_by_reference(frames, peaks, reference, *, search=None, scaling="log",
     frames = as_native(frames, "frames")
     templates = reference_templates(reference, peaks, search, scaling, frames=frames)
     peaks = like(_check_peaks(peaks), frames)     # in the frames' array library
-    search = templates.shape[-1] // 2
-    parts = []
-    for p, template in enumerate(templates):
-        parts.append(refine(frames, peaks[p:p + 1], UserTemplate(template, search=search),
-                            mode=mode, upsample=upsample, device=device,
-                            memory_limit=memory_limit, workers=workers, scaling=scaling))
-    xp = array_namespace(parts[0].refineds)
-    return RefineResult(*(xp.concatenate([getattr(r, name) for r in parts], axis=axis)
-                          for name, axis in (("centers", -2), ("refineds", -2),
-                                             ("heights", -1), ("elevations", -1))))
+    pattern = PeakTemplates(templates, search=templates.shape[-1] // 2)
+    return refine(frames, peaks, pattern, mode="fast", upsample=upsample, device=device,
+                  memory_limit=memory_limit, workers=workers, scaling=scaling)

@@ -113,3 +113,33 @@ def test_gpu_gives_the_cpus_answers():
     got = gpucorr.refine_by_reference(cupy.asarray(frames), peaks, ref, upsample=7)
     expected = gpucorr.refine_by_reference(frames, peaks, ref, upsample=7)
     assert_results_match([cupy.asnumpy(a) for a in got], expected)
+
+
+# ---------------------------------------------------------------- PeakTemplates
+
+def test_one_template_per_peak_is_each_peak_with_its_own_template():
+    from gpucorr.patterns import PeakTemplates, UserTemplate
+    ref, frames, peaks = _moved(SHIFTS)
+    templates = reference_templates(ref, peaks, search=6)
+    for scaling in ("log", "none"):
+        got = gpucorr.refine(frames, peaks, PeakTemplates(templates, search=6), upsample=20,
+                             scaling=scaling)
+        for p in (0, 11, len(peaks) - 1):
+            one = gpucorr.refine(frames, peaks[p:p + 1], UserTemplate(templates[p], search=6),
+                                 upsample=20, scaling=scaling)
+            for a, b in zip(got, one):
+                np.testing.assert_array_equal(np.asarray(a)[:, p:p + 1], np.asarray(b))
+
+
+def test_one_template_per_peak_needs_fast_mode_and_one_per_peak():
+    from gpucorr.patterns import PeakTemplates
+    ref, frames, peaks = _moved(SHIFTS[:1])
+    pattern = PeakTemplates(reference_templates(ref, peaks, search=6), search=6)
+    with pytest.raises(ValueError, match="needs mode='fast'; got mode='full'"):
+        gpucorr.refine(frames, peaks, pattern, mode="full")
+    with pytest.raises(ValueError, match=f"holds {len(peaks)} templates for 3 peaks"):
+        gpucorr.refine(frames, peaks[:3], pattern)
+    with pytest.raises(ValueError, match="templates must be a 3-D array"):
+        PeakTemplates(np.zeros((4, 4)))
+    with pytest.raises(ValueError, match="templates must not be empty"):
+        PeakTemplates(np.zeros((0, 4, 4)))

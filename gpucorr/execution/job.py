@@ -35,7 +35,18 @@ class Job:
         self.rdtype = pipeline.compute_dtype(frames.dtype)
         shape = (2 * crop_size, 2 * crop_size) if mode == "fast" else (fy, fx)
         template = pattern.get_template(sig_shape=shape)
-        _validate.check_template(template, shape, name="pattern.get_template()")
+        if getattr(template, "ndim", 2) == 3:         # one template per peak (PeakTemplates)
+            if mode != "fast":
+                raise ValueError(f"a pattern with one template per peak "
+                                 f"({type(pattern).__name__}) needs mode='fast'; got "
+                                 f"mode={mode!r}")
+            if template.shape[0] != len(self.peaks):
+                raise ValueError(f"{type(pattern).__name__} holds {template.shape[0]} "
+                                 f"templates for {len(self.peaks)} peaks; give one per peak")
+            for one in template:
+                _validate.check_template(one, shape, name="pattern.get_template()")
+        else:
+            _validate.check_template(template, shape, name="pattern.get_template()")
         # a NumPy spectrum (every gpucorr pattern's): the filter is built on the host, as
         # the CPU builds it, and goes to the device in one copy, not a dozen small kernels
         on = np if isinstance(template, np.ndarray) else xp

@@ -32,11 +32,13 @@ This package re-exports the classes of its parts:
   :class:`BackgroundSubtraction` (masks of :mod:`gpucorr.masks`) and
   :class:`DiskEdge` (gpucorr's edge template, for disks with structure inside);
 - :mod:`~gpucorr.patterns._user`: :class:`UserTemplate` and
-  :class:`RadialGradientBackgroundSubtraction` (from arrays).
+  :class:`RadialGradientBackgroundSubtraction` (from arrays);
+- :mod:`~gpucorr.patterns._peaks`: :class:`PeakTemplates` (one template per peak).
 """
 from gpucorr.patterns._base import MatchPattern, feature_vector
 from gpucorr.patterns._disks import BackgroundSubtraction, Circular, DiskEdge, RadialGradient
 from gpucorr.patterns._user import RadialGradientBackgroundSubtraction, UserTemplate
+from gpucorr.patterns._peaks import PeakTemplates
 
 __all__ = [
     "feature_vector",
@@ -46,5 +48,6 @@ __all__ = [
     "BackgroundSubtraction",
     "DiskEdge",
     "UserTemplate",
+    "PeakTemplates",
     "RadialGradientBackgroundSubtraction",
 ]

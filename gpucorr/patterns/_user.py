@@ -88,17 +88,24 @@ class UserTemplate(MatchPattern):
                 f"template must be a 2-D array; got shape {template.shape}"
             )
         result = np.zeros(sig_shape, dtype=template.dtype)
-        src = []
-        dst = []
-        for target, source in zip(sig_shape, template.shape):
-            offset = target // 2 - source // 2
-            src_start = max(0, -offset)
-            dst_start = max(0, offset)
-            length = min(source - src_start, target - dst_start)
-            src.append(slice(src_start, src_start + length))
-            dst.append(slice(dst_start, dst_start + length))
-        result[tuple(dst)] = template[tuple(src)]
+        src, dst = placement(sig_shape, template.shape)
+        result[dst] = template[src]
         return result
+
+
+def placement(sig_shape, template_shape):
+    """``(src, dst)`` slices that put a template's centre pixel (``shape // 2``) on
+    ``sig_shape // 2``, cropping or zero-padding each axis."""
+    src = []
+    dst = []
+    for target, source in zip(sig_shape, template_shape):
+        offset = target // 2 - source // 2
+        src_start = max(0, -offset)
+        dst_start = max(0, offset)
+        length = min(source - src_start, target - dst_start)
+        src.append(slice(src_start, src_start + length))
+        dst.append(slice(dst_start, dst_start + length))
+    return tuple(src), tuple(dst)
 
 
 def _default_radial_map(radius, radius_outer):

@@ -102,15 +102,17 @@ def correlate(backend, data, filt, ws=None, keep_specs=False, power=1.0):
     # saves a pass over the maps where the scaling is one of its own (CuPy: 13 % of
     # full mode on an H100; pocketfft with overwrite_x).
     fold = not keep_specs and power == 1
+    # one filter per peak (P, h, w'): the crops, in (frame, peak) order, as (N, P, h, w')
+    product = specs.reshape((-1,) + filt.shape) if filt.ndim == 3 else specs
     if power != 1:
-        specs *= filt
+        product *= filt
         _raise_magnitude(xp, specs, power)
         offsets = specs[..., 0, 0].real.astype(np.float64) / (h * w)
     elif fold:
-        specs *= filt * filt.real.dtype.type(1 / (h * w))
+        product *= filt * filt.real.dtype.type(1 / (h * w))
         offsets = specs[..., 0, 0].real.astype(np.float64)
     else:
-        specs *= filt
+        product *= filt
         offsets = specs[..., 0, 0].real.astype(np.float64) / (h * w)
     specs[..., 0, 0] = 0
     maps = backend.irfft2(specs, s=(h, w), out=ws.out("maps", data.shape, data.dtype),

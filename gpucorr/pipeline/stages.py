@@ -78,7 +78,8 @@ def run_fast(backend, frames, peaks, crop_size, filt, factor, out, ws=None,
     ----------
     frames : array (N, H, W)
     peaks : int64 array (P, 2)
-    filt : complex array (2 cs, cs + 1), from :func:`correlation_filter`
+    filt : complex array (2 cs, cs + 1), from :func:`correlation_filter`; or (P, 2 cs,
+        cs + 1), one per peak (crops are in (frame, peak) order)
     factor : int
         Upsampling factor; <= 1 for none.
     out : tuple of arrays (centers (N*P, 2), refineds (N*P, 2), heights (N*P,),
@@ -95,7 +96,8 @@ def run_fast(backend, frames, peaks, crop_size, filt, factor, out, ws=None,
             return run_fast(backend, frames, peaks, crop_size, filt, factor, out, ws, scaling)
     n = frames.shape[0] * peaks.shape[0]
     rdtype = real_dtype(filt.dtype)
-    if scaling.power == 1 and backend.fast_correlate_applies(crop_size, rdtype):
+    if (scaling.power == 1 and filt.ndim == 2
+            and backend.fast_correlate_applies(crop_size, rdtype)):
         # the GPU's fused kernel: crop, log (or not), correlate and evaluate in one launch
         bad = xp.empty(n, dtype=np.bool_)
         h = 2 * crop_size
