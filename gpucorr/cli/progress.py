@@ -30,7 +30,9 @@ class Progress:
     enabled : bool, optional
         Draw the bar; by default only where ``stream`` is a terminal.
     mininterval : float
-        Seconds between redraws (tqdm's); the last state is always drawn.
+        Seconds between redraws (tqdm's); the last state is always drawn. A
+        redrawn line is padded with spaces where it came out shorter than the
+        one it overwrites (tqdm's way of clearing a terminal line).
 
     Examples
     --------
@@ -38,7 +40,7 @@ class Progress:
     >>> out = io.StringIO()
     >>> bar = Progress("refine", stream=out, enabled=True)
     >>> bar(4, 4)
-    >>> print(out.getvalue().split("\\r")[-1], end="")  # doctest: +ELLIPSIS
+    >>> print(out.getvalue().split("\\r")[-1].rstrip())  # doctest: +ELLIPSIS
     refine [##############################] 4/4 frames, ... frames/s
     """
 
