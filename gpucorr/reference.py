@@ -156,7 +156,8 @@ def reference_templates(reference, peaks, search=None, scaling="log", *, frames=
 
 
 def refine_by_reference(frames, peaks, reference, *, search=None, scaling="log",
-                        upsample=20, device=None, memory_limit=None, workers=None):
+                        upsample=20, device=None, memory_limit=None, workers=None,
+                        progress=None):
     """Refine every disk of every frame against the same disk in a reference.
 
     Each disk's template is its own crop of the reference's mean frame
@@ -183,7 +184,7 @@ def refine_by_reference(frames, peaks, reference, *, search=None, scaling="log",
     scaling : {"log", "none"}
         Of the templates and the frames' crops. Default ``"log"`` (measured the
         more accurate here).
-    upsample, device, memory_limit, workers
+    upsample, device, memory_limit, workers, progress
         As for :func:`gpucorr.refine` (fast mode); ``upsample`` defaults to 20.
 
     Returns
@@ -199,6 +200,17 @@ def refine_by_reference(frames, peaks, reference, *, search=None, scaling="log",
 
     Notes
     -----
+    The templates carry the noise of the reference's mean, and the log step
+    bends flat, sharp disks (below): for flat disks a built-in pattern is the
+    better choice. On the demo's scan (flat disks, 1e6 counts per frame, an
+    8-frame reference region) the strain error is 2e-4 against 3e-5 with
+    ``Circular``.
+
+    ``refineds`` are ``peak + displacement``: they carry each disk's
+    sub-pixel offset from its rounded peak in the reference (up to 0.5 px, the
+    same in every frame). A lattice fit of them shows it as residual; strain
+    relative to the reference does not see it.
+
     One ``refine`` call in fast mode: the frames are read once. On a GPU, fast
     mode with per-peak templates runs as separate kernels, not the fused one.
     Results do not depend on how the frames are batched.
@@ -242,4 +254,5 @@ def refine_by_reference(frames, peaks, reference, *, search=None, scaling="log",
     peaks = like(_check_peaks(peaks), frames)     # in the frames' array library
     pattern = PeakTemplates(templates, search=templates.shape[-1] // 2)
     return refine(frames, peaks, pattern, mode="fast", upsample=upsample, device=device,
-                  memory_limit=memory_limit, workers=workers, scaling=scaling)
+                  memory_limit=memory_limit, workers=workers, progress=progress,
+                  scaling=scaling)

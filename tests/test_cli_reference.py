@@ -206,3 +206,36 @@ def test_the_input_file_is_not_modified(scan):
     before = os.path.getmtime(scan["path"]), Path(scan["path"]).read_bytes()
     run(scan, "--reference", "0:4,0:2", "--upsample", "0", name="same.h5")
     assert (os.path.getmtime(scan["path"]), Path(scan["path"]).read_bytes()) == before
+
+
+def test_templates_from_the_reference_region(scan, capsys):
+    """--templates reference: each disk against its own mean over the region; the same as
+    gpucorr.refine_by_reference with the command's peaks."""
+    data, _ = run(scan, "--reference", "0:4,0:2", "--templates", "reference",
+                  name="templates.h5")
+    printed = capsys.readouterr().out
+    assert "templates: each disk's own mean over scan positions [0:4,0:2]" in printed
+    with h5py.File(scan["dir"] / "templates.h5", "r") as f:
+        refineds, peaks = f["refineds"][()], f["peaks"][()]
+        assert f.attrs["templates"] == "reference" and f.attrs["scaling"] == "log"
+    expected = gpucorr.refine_by_reference(scan["frames"], peaks, "0:4,0:2")
+    np.testing.assert_array_equal(refineds, expected.refineds)
+    for k, name in enumerate(("exx", "eyy")):
+        error = np.sqrt(np.mean((data[f"strain/{name}"] - scan["field"][k]) ** 2))
+        assert error < 5e-4, (name, error)
+
+
+@pytest.mark.parametrize("extra, message", [
+    (["--templates", "reference"], "--templates reference needs --reference REGION"),
+    (["--templates", "reference", "--reference", "0:4,0:2", "--mode", "full"],
+     "--templates reference needs --mode fast; got --mode full"),
+    (["--templates", "reference", "--reference", "0:4,0:2", "--power", "0.5"],
+     "--power must be 1; got 0.5"),
+])
+def test_templates_from_the_reference_need_a_region_fast_mode_and_power_1(scan, capsys, extra,
+                                                                          message):
+    argv = ["refine", scan["path"], "--radius", "8", "--device", "cpu", "-o",
+            str(scan["dir"] / "never.h5"), *extra]
+    assert cli.main(argv) == 2
+    assert message in capsys.readouterr().err
+    assert not (scan["dir"] / "never.h5").exists()

@@ -262,10 +262,16 @@ def _add_template(p):
                    help="peaks to look for with --peaks auto")
     p.add_argument("--scaling", choices=("log", "none"), default=None,
                    help="scaling of the frames before correlating: 'log', log(x - min + 1), "
-                        "or 'none' (default: the pattern's default (log))")
+                        "or 'none' (default: the pattern's default: none for "
+                        "radial-gradient and disk-edge, else log; log with --templates "
+                        "reference)")
     p.add_argument("--power", type=_power, default=1.0, metavar="P",
                    help="power P of the correlation in [0, 1]: 1, plain cross-correlation; "
                         "0, phase correlation; between, hybrid")
+    p.add_argument("--templates", choices=("pattern", "reference"), default="pattern",
+                   help="'pattern': every disk correlated with --pattern; 'reference': each "
+                        "disk with its own mean over the --reference region "
+                        "(gpucorr.refine_by_reference; fast mode, power 1)")
 
 
 def _add_calibration_and_reference(p):

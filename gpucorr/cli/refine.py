@@ -65,13 +65,20 @@ def _refine(args, run):
     print(f"{args.input}: frames {run.shape} {run.frames.dtype}; {len(run.peaks)} peaks "
           f"({'indexed' if run.indices is not None else 'no lattice indices'}); "
           f"{type(run.pattern).__name__}(radius={run.radius:.4g}), mode={args.mode}, "
-          f"upsample={args.upsample}, scaling={scaling_of(args, run.pattern)}, "
+          f"upsample={args.upsample}, scaling={_scaling(args, run)}, "
           f"power={args.power:g}, device={run.device}")
     print(f"calibration: {run.calibration.describe()}")
-    res, seconds = timed(args, lambda: gpucorr.refine(
-        run.frames, run.peaks, run.pattern, mode=args.mode, upsample=args.upsample,
-        device=run.device, memory_limit=memory_limit_bytes(args), workers=args.workers,
-        progress=Progress("refine"), scaling=args.scaling, power=args.power))
+    if args.templates == "reference":
+        print(f"templates: each disk's own mean over scan positions [{args.reference}]")
+        res, seconds = timed(args, lambda: gpucorr.refine_by_reference(
+            run.frames, run.peaks, run.region, upsample=args.upsample, device=run.device,
+            memory_limit=memory_limit_bytes(args), workers=args.workers,
+            progress=Progress("refine"), scaling=args.scaling or "log"))
+    else:
+        res, seconds = timed(args, lambda: gpucorr.refine(
+            run.frames, run.peaks, run.pattern, mode=args.mode, upsample=args.upsample,
+            device=run.device, memory_limit=memory_limit_bytes(args), workers=args.workers,
+            progress=Progress("refine"), scaling=args.scaling, power=args.power))
     n = int(np.prod(run.lead, dtype=np.int64))
     print(f"refined {frames_word(n)} in {seconds:.2f} s = {n / seconds:.0f} frames/s")
     return res
@@ -142,7 +149,8 @@ def _write_results(args, run, results, derived):
         "pattern": type(run.pattern).__name__, "radius": float(run.radius),
         "radius_source": "given" if args.radius != "auto" else "estimated from the sum frame",
         "mode": args.mode, "upsample": int(args.upsample),
-        "scaling": scaling_of(args, run.pattern), "power": float(args.power),
+        "scaling": _scaling(args, run), "power": float(args.power),
+        "templates": args.templates,
         "device": run.device, "peaks_source": args.peaks,
         "strain_reference": derived["strain_reference"],
         "parameters": parameters})
@@ -162,6 +170,13 @@ def _draw_plots(args, run, res, derived):
                        frame=maps.first_frame(run.frames), peaks=run.peaks, refineds=refined0,
                        calibration=run.calibration)
     print(f"wrote {', '.join(paths)}")
+
+
+def _scaling(args, run):
+    """The scaling the call uses (refine_by_reference's default is log)."""
+    if args.templates == "reference":
+        return args.scaling or "log"
+    return scaling_of(args, run.pattern)
 
 
 def _edge_radius(run):

@@ -50,6 +50,15 @@ def check_options(args):
         raise CLIError(f"--pattern must be one of {', '.join(PATTERNS)}; got {args.pattern!r}")
     given = parse_calibration(args)
     region = parse_reference(args)
+    if getattr(args, "templates", "pattern") == "reference":
+        if region is None:
+            raise CLIError("--templates reference needs --reference REGION: the scan "
+                           "positions whose mean disks are the templates")
+        if args.mode != "fast":
+            raise CLIError(f"--templates reference needs --mode fast; got --mode {args.mode}")
+        if args.power != 1:
+            raise CLIError(f"--templates reference correlates plainly: --power must be 1; got "
+                           f"{args.power:g}")
     if region is not None and args.reference_lattice is not None:
         raise CLIError("--reference and --reference-lattice: give one of them, not both")
     return Run(out=out, radius=radius, calibration=given, region=region,
