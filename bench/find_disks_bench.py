@@ -93,8 +93,9 @@ def main():
     sets, truths = make_frames(args.frames)
     rows = []
     for name, frames in sets.items():
-        for upsample in (False, 20):
-            kwargs = dict(max_disks=60, edge=4, upsample=upsample, workers=1)
+        for upsample, subpixel in ((False, "com"), (False, "quadratic"), (20, "com")):
+            kwargs = dict(max_disks=60, edge=4, upsample=upsample, subpixel=subpixel,
+                          workers=1)
             gpucorr.find_disks(frames[:2], Circular(radius=8), **kwargs)
             best = float("inf")
             for _ in range(args.rounds):
@@ -102,10 +103,11 @@ def main():
                 res = gpucorr.find_disks(frames, Circular(radius=8), **kwargs)
                 best = min(best, time.thread_time() - t0)
             recall, rms = score(res, truths)
-            rows.append(dict(frames=name, tool="gpucorr", upsample=upsample,
+            rows.append(dict(frames=name, tool="gpucorr", upsample=upsample, subpixel=subpixel,
                              frames_per_cpu_s=len(frames) / best,
                              recall=recall, rms_px=rms))
-            print(f"| gpucorr | {name} | {upsample or 'off'} | {len(frames) / best:.0f} "
+            label = "gpucorr" + (" quadratic" if subpixel == "quadratic" else "")
+            print(f"| {label} | {name} | {upsample or 'off'} | {len(frames) / best:.0f} "
                   f"| {recall:.3f} | {rms:.4f} |")
         for subpixel in ("multicorr", "poly") if PY4DSTEM.exists() else ():
             row = py4dstem(frames, truths, subpixel, args.rounds)

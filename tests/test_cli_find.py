@@ -333,3 +333,21 @@ def test_find_end_to_end(tmp_path, scan, h5py, kind, capsys):
     np.testing.assert_allclose(data["strain/rotation"], angle, atol=3e-3)
     np.testing.assert_allclose(data["strain/exx"], 1 / stretch - 1, atol=3e-3)
     np.testing.assert_allclose(data["strain/eyy"], 1 / stretch - 1, atol=3e-3)
+
+
+def test_find_subpixel_quadratic(tmp_path, scan, h5py, capsys):
+    path = save_inputs(tmp_path, scan, h5py)["npy"]
+    out = tmp_path / "quadratic.h5"
+    assert cli.main(["find", path, "--radius", "4", "--max-disks", str(K), "--edge", "6",
+                     "--min-relative-height", "0.3", "--upsample", "0", "--subpixel",
+                     "quadratic", "--device", "cpu", "-o", str(out)]) == 0
+    data, _, file_attrs = read(out)
+    assert file_attrs["subpixel"] == "quadratic"
+    frames = np.load(path)
+    expected = gpucorr.find_disks(frames, gpucorr.patterns.Circular(radius=4), max_disks=K,
+                                  edge=6, min_relative_height=0.3, subpixel="quadratic")
+    np.testing.assert_array_equal(data["positions"], expected.positions)
+    capsys.readouterr()
+    assert cli.main(["find", path, "--radius", "4", "--max-disks", str(K), "--subpixel",
+                     "quadratic", "--device", "cpu", "-o", str(tmp_path / "x.h5")]) == 2
+    assert "--subpixel quadratic refines without upsampling" in capsys.readouterr().err

@@ -129,11 +129,13 @@ def test_disks_appear_and_vanish():
     assert res.mask.sum(axis=1).tolist() == res.counts.tolist()
 
 
-@pytest.mark.parametrize("upsample", [False, 7])
-def test_a_frames_disks_do_not_depend_on_the_batch(upsample):
+@pytest.mark.parametrize("upsample, subpixel", [(False, "com"), (7, "com"),
+                                              (False, "quadratic")])
+def test_a_frames_disks_do_not_depend_on_the_batch(upsample, subpixel):
     rng = np.random.default_rng(11)
     frames, _ = scan(rng, 5, dose=1e6)
-    kwargs = dict(max_disks=50, edge=6, upsample=upsample, min_elevation=0.01)
+    kwargs = dict(max_disks=50, edge=6, upsample=upsample, min_elevation=0.01,
+                  subpixel=subpixel)
     stack = gpucorr.find_disks(frames, PATTERN, workers=2, memory_limit=1, **kwargs)
     for i in (0, 4):
         alone = gpucorr.find_disks(frames[i], PATTERN, workers=1, **kwargs)
@@ -209,12 +211,13 @@ def test_the_frames_are_not_modified():
 
 
 @pytest.mark.gpu
-@pytest.mark.parametrize("upsample", [False, 7])
-def test_gpu_finds_the_cpus_disks(upsample):
+@pytest.mark.parametrize("upsample, subpixel", [(False, "com"), (7, "com"),
+                                              (False, "quadratic")])
+def test_gpu_finds_the_cpus_disks(upsample, subpixel):
     import cupy
     rng = np.random.default_rng(6)
     frames, _ = scan(rng, 3, dose=1e6)
-    kwargs = dict(max_disks=50, edge=6, upsample=upsample)
+    kwargs = dict(max_disks=50, edge=6, upsample=upsample, subpixel=subpixel)
     cpu = gpucorr.find_disks(frames, PATTERN, **kwargs)
     for given in (cupy.asarray(frames), frames):
         gpu = gpucorr.find_disks(given, PATTERN, device="cuda", **kwargs)
@@ -247,3 +250,57 @@ def test_elevations_are_peak_elevation_within_the_spacing():
             best = maps[n][tuple(centers[n, i])]
             assert out[2][n, i] == peak_elevation((ry, rx), maps[n], best, 1.5, s)
             assert out[1][n, i] == np.float32(best + [0.5, -2.0][n])
+
+
+# ---------------------------------------------------------------- subpixel="quadratic"
+
+def test_the_quadratic_vertex_of_an_exact_quadratic_peak():
+    """On a map that is a quadratic around its maximum the vertex is exact; at the border
+    the neighbourhood wraps, as the (periodic) map does; where the 3x3 fit is not a
+    maximum the centre of mass stays."""
+    from gpucorr.pipeline.disks import _quadratic
+    h, w = 12, 14
+    y, x = np.mgrid[0:h, 0:w].astype(np.float64)
+    maps, centers, want = [], [], []
+    for y0, x0, cy, cx in ((5.3, 6.8, 5, 7), (0.2, 13.4, 0, 13)):
+        dy = (y - y0 + h / 2) % h - h / 2            # periodic distances
+        dx = (x - x0 + w / 2) % w - w / 2
+        maps.append(10 - (1.5 * dy ** 2 + 0.8 * dx ** 2 + 0.6 * dx * dy))
+        centers.append([[cy, cx]])
+        want.append([[y0, x0]])
+    saddle = np.zeros((h, w))
+    saddle[4:7, 4:7] = [[0, 1, 0], [1, 2, 1], [0, 1, 0]]
+    saddle[5, 4] = saddle[5, 6] = 5.0                 # rises along x: not a maximum
+    maps.append(saddle)
+    centers.append([[5, 5]])
+    want.append([[-7.0, -7.0]])                        # the given (centre of mass) stays
+    maps = np.stack(maps).astype(np.float32)
+    centers = np.array(centers, np.int32)
+    positions = np.full((3, 1, 2), -7.0, np.float32)
+    _quadratic(np, maps, centers, np.array([1, 1, 1], np.int32), positions)
+    np.testing.assert_allclose(positions, np.array(want, np.float32), atol=2e-5)
+
+
+def test_quadratic_is_more_accurate_than_the_centre_of_mass():
+    rng = np.random.default_rng(3)
+    frames, truth = scan(rng, 4, dose=1e6)
+    errors = {}
+    for subpixel in ("com", "quadratic"):
+        res = gpucorr.find_disks(frames, PATTERN, max_disks=50, edge=6, subpixel=subpixel)
+        err = []
+        for i in range(len(frames)):
+            found = np.asarray(res.positions[i, :res.counts[i]], np.float64)
+            d = np.linalg.norm(found[:, None] - truth[i][None], axis=-1).min(axis=1)
+            err.append(d[d < 2])
+        errors[subpixel] = float(np.sqrt(np.mean(np.concatenate(err) ** 2)))
+    assert errors["quadratic"] < 0.06 and errors["quadratic"] < errors["com"] / 2, errors
+
+
+@pytest.mark.parametrize("kwargs, match", [
+    (dict(subpixel="poly"), "subpixel must be 'com' or 'quadratic'"),
+    (dict(subpixel="quadratic", upsample=20), "subpixel='quadratic' refines without"),
+])
+def test_bad_subpixel_is_refused(kwargs, match):
+    frames, _ = scan(np.random.default_rng(0), 1)
+    with pytest.raises(ValueError, match=match):
+        gpucorr.find_disks(frames, PATTERN, max_disks=5, **kwargs)

@@ -206,11 +206,15 @@ def _add_find(sub):
                    help="drop disks whose centre is closer than N px to the frame's border "
                         "(default: gpucorr.find_disks' default)")
     p.add_argument("--scaling", choices=("log", "none"), default=None,
-                   help="scaling of the frames before correlating (default: the pattern's, "
-                        "log)")
+                   help="scaling of the frames before correlating (default: the pattern's: "
+                        "none for radial-gradient and disk-edge, else log)")
     p.add_argument("--power", type=_power, default=1.0, metavar="P",
                    help="power P of the correlation in [0, 1]: 1, plain cross-correlation; "
                         "0, phase correlation")
+    p.add_argument("--subpixel", choices=("com", "quadratic"), default="com",
+                   help="with --upsample 0: 'com', the 5x5 centre of mass (as refine); "
+                        "'quadratic', the vertex of a quadratic fitted to the 3x3 "
+                        "neighbourhood (more accurate, as fast)")
     _add_calibration_and_reference(p)
     p.add_argument("--plots", metavar="DIR",
                    help="also write pictures (strain maps, elevation, the first frame with "

@@ -46,6 +46,9 @@ def cmd_find(args):
     """Run ``gpucorr find`` on the parsed ``args``; returns the exit status (0)."""
     if args.output is None:
         args.output = default_find_output(args.input)
+    if args.subpixel == "quadratic" and args.upsample:
+        raise CLIError(f"--subpixel quadratic refines without upsampling: pass --upsample 0 "
+                       f"(got --upsample {args.upsample})")
     run = check_options(args)
     open_input(args, run)
     # refine's checks of the reference and the crop; find has no peaks file
@@ -86,7 +89,7 @@ def _find(args, run):
     disks, seconds = timed(args, lambda: gpucorr.find_disks(
         run.frames, run.pattern, max_disks=args.max_disks, min_spacing=spacing,
         min_relative_height=args.min_relative_height, min_elevation=args.min_elevation,
-        upsample=args.upsample, **optional, device=run.device,
+        upsample=args.upsample, subpixel=args.subpixel, **optional, device=run.device,
         memory_limit=memory_limit_bytes(args), workers=args.workers,
         progress=Progress("find"), scaling=args.scaling, power=args.power))
     run.min_spacing = spacing
@@ -209,7 +212,7 @@ def _write_results(args, run, results, ref_text):
         "max_disks": int(args.max_disks), "min_spacing": float(run.min_spacing),
         "min_relative_height": float(args.min_relative_height),
         "min_elevation": float(args.min_elevation),
-        "edge": args.edge, "upsample": int(args.upsample),
+        "edge": args.edge, "upsample": int(args.upsample), "subpixel": args.subpixel,
         "scaling": scaling_of(args, run.pattern), "power": float(args.power),
         "device": run.device, "strain_reference": ref_text,
         "parameters": parameters})

@@ -31,6 +31,7 @@ class DiskSearch:
     factor: int = 1
     half: int = 8
     scaling: Scaling = LOG_SCALING
+    quadratic: bool = False
 
 
 def run_disks(backend, frames, filt, search, out, ws=None):
@@ -56,6 +57,8 @@ def run_disks(backend, frames, filt, search, out, ws=None):
                         elevations)
     if search.factor > 1:
         _upsample(backend, maps, centers, counts, search, positions)
+    elif search.quadratic:
+        _quadratic(xp, maps, centers, counts, positions)
     if search.min_elevation > 0:
         _drop_low(xp, out, search.min_elevation)
     if xp is not np:  # frames with NaN or infinite values: no disks (the CPU raised)
@@ -96,6 +99,43 @@ def _upsample(backend, maps, centers, counts, search, positions):
     refined[..., 0] += cy
     refined[..., 1] += cx
     positions[...] = xp.where(valid[..., None], refined, np.float32(np.nan))
+
+
+def _quadratic(xp, maps, centers, counts, positions):
+    """Positions of the found maxima at the vertex of the quadratic fitted by least squares
+    to each maximum's 3x3 neighbourhood (periodic, like the map), in float64.
+
+    ``f = c + gy y + gx x + hyy y^2 + hxx x^2 + hxy x y`` on ``y, x`` in ``{-1, 0, 1}``
+    has the closed form ``gy = (R+ - R-) / 6``, ``hyy = (R+ + R- - 2 R0) / 6`` (``R``: row
+    sums; columns likewise) and ``hxy = (f++ - f+- - f-+ + f--) / 4``; the vertex solves
+    ``[[2 hyy, hxy], [hxy, 2 hxx]] d = -(gy, gx)``. Where that matrix is not negative
+    definite or the vertex lies more than one pixel away, the centre of mass stays.
+    """
+    n, k = centers.shape[:2]
+    h, w = maps.shape[1:]
+    valid = xp.arange(k)[None, :] < counts[:, None]
+    cy = xp.where(valid, centers[..., 0], 0).astype(np.int64)
+    cx = xp.where(valid, centers[..., 1], 0).astype(np.int64)
+    offs = xp.arange(-1, 2, dtype=np.int64)
+    rows = (cy[..., None, None] + offs[:, None]) % h
+    cols = (cx[..., None, None] + offs[None, :]) % w
+    frame = xp.arange(n, dtype=np.int64)[:, None, None, None]
+    f = maps[frame, rows, cols].astype(np.float64)                # (N, K, 3, 3)
+    row = f.sum(axis=3)
+    col = f.sum(axis=2)
+    gy = (row[..., 2] - row[..., 0]) / 6
+    gx = (col[..., 2] - col[..., 0]) / 6
+    hyy = (row[..., 2] + row[..., 0] - 2 * row[..., 1]) / 6
+    hxx = (col[..., 2] + col[..., 0] - 2 * col[..., 1]) / 6
+    hxy = (f[..., 2, 2] - f[..., 2, 0] - f[..., 0, 2] + f[..., 0, 0]) / 4
+    det = 4 * hyy * hxx - hxy * hxy
+    maximum = (hyy < 0) & (det > 0)
+    safe = xp.where(maximum, det, 1.0)
+    dy = (-2 * hxx * gy + hxy * gx) / safe
+    dx = (-2 * hyy * gx + hxy * gy) / safe
+    use = valid & maximum & (xp.abs(dy) <= 1) & (xp.abs(dx) <= 1)
+    vertex = xp.stack([cy + dy, cx + dx], axis=-1).astype(np.float32)
+    positions[...] = xp.where(use[..., None], vertex, positions)
 
 
 def _drop_low(xp, out, min_elevation):
