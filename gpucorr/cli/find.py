@@ -24,7 +24,7 @@ from gpucorr.cli.options import default_output, memory_limit_bytes
 from gpucorr.cli.progress import Progress
 from gpucorr.cli.steps import (check_against_input, check_crop, check_options, frames_word,
                                make_pattern, open_input, radius_of_sum_frame, reading_frames,
-                               reference_text, scaling_of, timed)
+                               scaling_of, strain_of, timed)
 
 __all__ = ["cmd_find", "default_find_output"]
 
@@ -137,14 +137,7 @@ def _index_and_fit(args, run, disks):
 
 def _strain(args, run, fit):
     """The strain maps of ``fit`` against the reference of ``refine``; and its text."""
-    from gpucorr.lattice import crystal_strain
-    ref_text = reference_text(args.reference, run.lattice)
-    try:
-        st = crystal_strain(fit, reference=run.lattice if run.lattice is not None
-                            else run.region)
-    except ValueError as exc:
-        raise CLIError(f"--reference {args.reference}: {one_line(exc)}" if run.region
-                       else f"strain: {one_line(exc)}") from exc
+    st, ref_text = strain_of(args, run, fit)
     print(f"strain relative to {ref_text}")
     return st, ref_text
 

@@ -18,7 +18,7 @@ from gpucorr.cli.options import PATTERNS, check_paths, memory_limit_bytes, read_
 from gpucorr.cli.progress import Progress
 from gpucorr.cli.steps import (check_against_input, check_crop, check_options, frames_word,
                                make_pattern, open_input, radius_of_sum_frame, reading_frames,
-                               reference_text, scaling_of, timed)
+                               scaling_of, strain_of, timed)
 
 __all__ = ["PATTERNS", "check_paths", "cmd_refine", "read_peaks"]
 
@@ -116,15 +116,9 @@ def _build_results(args, run, res):
 def _add_strain(args, run, res, results):
     """The lattice fit and the strain maps added to ``results``; ``(strain, reference)``."""
     from gpucorr.cli.results import add_lattice, add_strain
-    from gpucorr.lattice import crystal_strain, fit_lattice
+    from gpucorr.lattice import fit_lattice
     fit = fit_lattice(res.refineds, run.indices, elevations=res.elevations, weighted=True)
-    ref_text = reference_text(args.reference, run.lattice)
-    try:
-        st = crystal_strain(fit, reference=run.lattice if run.lattice is not None
-                            else run.region)
-    except ValueError as exc:
-        raise CLIError(f"--reference {args.reference}: {one_line(exc)}" if run.region
-                       else f"strain: {one_line(exc)}") from exc
+    st, ref_text = strain_of(args, run, fit)
     add_lattice(results, fit, run.indices, res.refineds)
     add_strain(results, st, ref_text)
     residual = float(np.nanmedian(fit.residual))

@@ -13,7 +13,7 @@ from gpucorr.cli.options import (PATTERNS, check_paths, check_plots, default_out
 
 __all__ = ["Run", "check_options", "open_input", "check_against_input", "scaling_of", "timed",
            "reading_frames", "make_pattern", "radius_of_sum_frame", "reference_text",
-           "frames_word", "check_crop"]
+           "frames_word", "check_crop", "strain_of"]
 
 
 @dataclass
@@ -172,3 +172,18 @@ def check_crop(pattern, shape, radius):
         raise CLIError(f"--radius {radius:g}: the {2 * cs}-px crop is larger than the "
                        f"{shape[-2]}x{shape[-1]} frames")
 
+
+
+def strain_of(args, run, fit):
+    """The crystal's strain maps of the lattice ``fit`` against the run's reference (the
+    ``--reference-lattice``, the ``--reference`` region, or the whole scan), and the
+    reference's description; a reference that does not work is a CLIError."""
+    from gpucorr.lattice import crystal_strain
+    ref_text = reference_text(args.reference, run.lattice)
+    try:
+        st = crystal_strain(fit, reference=run.lattice if run.lattice is not None
+                            else run.region)
+    except ValueError as exc:
+        raise CLIError(f"--reference {args.reference}: {one_line(exc)}" if run.region
+                       else f"strain: {one_line(exc)}") from exc
+    return st, ref_text

@@ -1,15 +1,10 @@
 """:class:`PeakTemplates`: one template per peak (fast mode)."""
-import numpy as np
-
-from gpucorr._validate import check_real_array, check_shape
-from gpucorr.backends.host import to_host
-from gpucorr.patterns._base import MatchPattern, _check_search
-from gpucorr.patterns._user import placement
+from gpucorr.patterns._user import UserTemplate
 
 __all__ = ["PeakTemplates"]
 
 
-class PeakTemplates(MatchPattern):
+class PeakTemplates(UserTemplate):
     """One template per peak: peak ``p`` of every frame is correlated with ``templates[p]``.
 
     For disks that each look different (dynamical diffraction), e.g. each disk's
@@ -40,7 +35,8 @@ class PeakTemplates(MatchPattern):
 
     Notes
     -----
-    :meth:`get_mask` places each template as :class:`UserTemplate` does
+    A :class:`UserTemplate` of a stack: :meth:`get_mask` places each template
+    as :class:`UserTemplate` does
     (its centre on ``sig_shape // 2``) and returns the stack ``(P, H, W)``;
     :meth:`get_template` its ``rfft2`` over the last two axes.
 
@@ -50,6 +46,7 @@ class PeakTemplates(MatchPattern):
 
     Examples
     --------
+    >>> import numpy as np
     >>> t = np.zeros((2, 3, 3)); t[0, 1, 1] = 1; t[1, 0, 1] = 1
     >>> pattern = PeakTemplates(t, search=2)
     >>> masks = pattern.get_mask((4, 4))
@@ -57,17 +54,10 @@ class PeakTemplates(MatchPattern):
     ((2, 4, 4), [(2, 2), (1, 2)])
     """
 
-    def __init__(self, templates, search=None):
-        templates = check_real_array("templates", to_host(templates, "templates"), ndim=3)
-        if search is None:
-            search = np.sqrt(templates.shape[1] ** 2 + templates.shape[2] ** 2) / 2
-        _check_search(search)
-        self.templates = templates
-        super().__init__(search=search)
+    _ndim = 3
+    _name = "templates"
 
-    def get_mask(self, sig_shape):
-        sig_shape = check_shape(sig_shape)
-        result = np.zeros((len(self.templates),) + tuple(sig_shape), dtype=self.templates.dtype)
-        src, dst = placement(sig_shape, self.templates.shape[1:])
-        result[(slice(None),) + dst] = self.templates[(slice(None),) + src]
-        return result
+    @property
+    def templates(self):
+        """The ``(P, h, w)`` stack (the ``template`` attribute of :class:`UserTemplate`)."""
+        return self.template

@@ -72,10 +72,14 @@ class UserTemplate(MatchPattern):
     [3, 3]
     """
 
+    #: dimensions of ``template`` and the argument's name (a subclass may stack templates)
+    _ndim = 2
+    _name = "template"
+
     def __init__(self, template, search=None):
-        template = check_real_array("template", to_host(template, "template"), ndim=2)
+        template = check_real_array(self._name, to_host(template, self._name), ndim=self._ndim)
         if search is None:
-            search = np.sqrt(template.shape[0] ** 2 + template.shape[1] ** 2) / 2
+            search = np.sqrt(template.shape[-2] ** 2 + template.shape[-1] ** 2) / 2
         _check_search(search)
         self.template = template
         super().__init__(search=search)
@@ -83,13 +87,14 @@ class UserTemplate(MatchPattern):
     def get_mask(self, sig_shape):
         sig_shape = check_shape(sig_shape)
         template = np.asarray(self.template)
-        if template.ndim != 2:
+        if template.ndim != self._ndim:
             raise ValueError(
-                f"template must be a 2-D array; got shape {template.shape}"
+                f"{self._name} must be a {self._ndim}-D array; got shape {template.shape}"
             )
-        result = np.zeros(sig_shape, dtype=template.dtype)
-        src, dst = placement(sig_shape, template.shape)
-        result[dst] = template[src]
+        result = np.zeros(template.shape[:-2] + tuple(sig_shape), dtype=template.dtype)
+        src, dst = placement(sig_shape, template.shape[-2:])
+        lead = (slice(None),) * (template.ndim - 2)
+        result[lead + dst] = template[lead + src]
         return result
 
 
