@@ -106,5 +106,7 @@ def test_help_shows_the_defaults(capsys):
     with pytest.raises(SystemExit):
         cli.main(["refine", "--help"])
     text = " ".join(capsys.readouterr().out.split())
-    assert "--scaling {log,none}" in text and "pattern's default (log)" in text
+    assert "--scaling {log,none}" in text
+    assert "pattern's default: none for radial-gradient and disk-edge, else log" in text
+    assert "--templates {pattern,reference}" in text and "(default: pattern)" in text
     assert "--power P" in text and "(default: 1.0)" in text
