@@ -218,7 +218,8 @@ def test_templates_from_the_reference_region(scan, capsys):
     with h5py.File(scan["dir"] / "templates.h5", "r") as f:
         refineds, peaks = f["refineds"][()], f["peaks"][()]
         assert f.attrs["templates"] == "reference" and f.attrs["scaling"] == "log"
-    expected = gpucorr.refine_by_reference(scan["frames"], peaks, "0:4,0:2")
+    expected = gpucorr.refine_by_reference(scan["frames"], peaks, "0:4,0:2",
+                                           pattern=gpucorr.patterns.Circular(radius=8))
     np.testing.assert_array_equal(refineds, expected.refineds)
     for k, name in enumerate(("exx", "eyy")):
         error = np.sqrt(np.mean((data[f"strain/{name}"] - scan["field"][k]) ** 2))

@@ -33,6 +33,22 @@ def test_each_disk_is_located_by_its_displacement_from_the_reference():
     np.testing.assert_array_equal(ref, before[1])
 
 
+def test_with_a_pattern_the_positions_are_the_reference_centres_plus_the_displacement():
+    ref, frames, peaks = _moved(SHIFTS)
+    _, _, true_ref = cbed_frame(fy=96, fx=96, radius=4, zero=(48, 48))
+    pattern = gpucorr.patterns.Circular(radius=4, search=6)
+    res = gpucorr.refine_by_reference(frames, peaks, ref, pattern=pattern, scaling="none")
+    plain = gpucorr.refine_by_reference(frames, peaks, ref, scaling="none")
+    centres = np.asarray(gpucorr.refine(ref.astype(np.float64), peaks, pattern,
+                                        upsample=20).refineds, np.float64)
+    np.testing.assert_allclose(np.asarray(res.refineds) - np.asarray(plain.refineds),
+                               np.broadcast_to(centres - peaks, res.refineds.shape), atol=1e-5)
+    truth = true_ref[None] + np.array(SHIFTS)[:, None, :]
+    assert np.abs(np.asarray(res.refineds) - truth).max() < 0.03
+    for a, b in ((res.centers, plain.centers), (res.heights, plain.heights)):
+        np.testing.assert_array_equal(a, b)
+
+
 def test_the_reference_against_itself_does_not_move():
     ref, _, peaks = _moved(SHIFTS[:1])
     res = gpucorr.refine_by_reference(ref, peaks, ref)
@@ -110,9 +126,11 @@ def test_bad_arguments_are_refused(kwargs, error, match):
 def test_gpu_gives_the_cpus_answers():
     import cupy
     ref, frames, peaks = _moved(SHIFTS)
-    got = gpucorr.refine_by_reference(cupy.asarray(frames), peaks, ref, upsample=7)
-    expected = gpucorr.refine_by_reference(frames, peaks, ref, upsample=7)
-    assert_results_match([cupy.asnumpy(a) for a in got], expected)
+    for pattern in (None, gpucorr.patterns.Circular(radius=4, search=6)):
+        got = gpucorr.refine_by_reference(cupy.asarray(frames), peaks, ref, upsample=7,
+                                          pattern=pattern)
+        expected = gpucorr.refine_by_reference(frames, peaks, ref, upsample=7, pattern=pattern)
+        assert_results_match([cupy.asnumpy(a) for a in got], expected)
 
 
 # ---------------------------------------------------------------- PeakTemplates

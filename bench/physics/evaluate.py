@@ -194,15 +194,28 @@ def gpucorr_method(pattern, radius, mode, scaling="log"):
     return run
 
 
-def reference_method(scaling="log"):
+def reference_method(scaling="log", edge_centres=False):
     """gpucorr.refine_by_reference: each disk against its mean in the condition's unstrained
-    reference scan (``run.reference``, set before each condition); positions are relative to
-    the reference, so only the "rel" errors mean anything."""
+    reference scan (``run.reference``, set before each condition). Without
+    ``edge_centres`` the positions are relative to the reference, so only the "rel" errors
+    mean anything; with it the reference disks' centres are measured with DiskEdge at the
+    radius fit_edge_radius finds on the reference frames, and "abs" means something too."""
     def run(frames, peaks):
-        res = gpucorr.refine_by_reference(frames, peaks, run.reference, search=int(SEARCH),
-                                          scaling=scaling, upsample=UPSAMPLE, device="cpu")
+        pattern = None
+        if edge_centres:
+            key = id(run.reference)
+            if run.cache.get("key") != key:
+                radius = gpucorr.fit_edge_radius(run.reference, peaks, R_NOMINAL, search=SEARCH)
+                run.cache.update(key=key, radius=radius)
+                run.fitted.append(radius)
+            pattern = gp.DiskEdge(run.cache["radius"], search=SEARCH)
+        res = gpucorr.refine_by_reference(frames, peaks, run.reference, pattern=pattern,
+                                          search=int(SEARCH), scaling=scaling,
+                                          upsample=UPSAMPLE, device="cpu")
         return np.asarray(res.refineds), np.asarray(res.elevations)
     run.reference = None
+    run.cache = {}
+    run.fitted = []
     return run
 
 
@@ -272,6 +285,9 @@ def settings(r_true, libraries, quick=False, modes=MODES, scalings=("log",)):
     if "gpucorr" in libraries:
         out.append(dict(library="gpucorr", pattern="reference disks", radius=None, mode="fast",
                         search=SEARCH, upsample=UPSAMPLE, scaling="log", run=reference_method()))
+        out.append(dict(library="gpucorr", pattern="reference disks + DiskEdge centres",
+                        radius="auto", mode="fast", search=SEARCH, upsample=UPSAMPLE,
+                        scaling="log", run=reference_method(edge_centres=True)))
     if "py4DSTEM" in libraries:
         out.append(dict(library="py4DSTEM", pattern="probe kernel (sigmoid)", radius=r_true,
                         mode="find_Bragg_disks", upsample="multicorr 16",
@@ -310,7 +326,8 @@ def main(argv=None):
     p.add_argument("--scalings", default="log",
                    help="gpucorr's refine(scaling=...) values to run (log,none,default: the "
                         "pattern's own)")
-    p.add_argument("--patterns", default=",".join(PATTERNS + ("reference disks",)),
+    p.add_argument("--patterns", default=",".join(PATTERNS + ("reference disks",
+                                                              "reference disks + DiskEdge centres")),
                    help="gpucorr patterns to run (comma-separated; 'reference disks': "
                         "gpucorr.refine_by_reference)")
     p.add_argument("--merge", nargs="+", help="merge result JSONs of --libraries runs")

@@ -69,9 +69,11 @@ def _refine(args, run):
           f"power={args.power:g}, device={run.device}")
     print(f"calibration: {run.calibration.describe()}")
     if args.templates == "reference":
-        print(f"templates: each disk's own mean over scan positions [{args.reference}]")
+        print(f"templates: each disk's own mean over scan positions [{args.reference}]; "
+              f"its centre there measured with {type(run.pattern).__name__}")
         res, seconds = timed(args, lambda: gpucorr.refine_by_reference(
-            run.frames, run.peaks, run.region, upsample=args.upsample, device=run.device,
+            run.frames, run.peaks, run.region, pattern=run.pattern, upsample=args.upsample,
+            device=run.device,
             memory_limit=memory_limit_bytes(args), workers=args.workers,
             progress=Progress("refine"), scaling=args.scaling or "log"))
     else:
