@@ -29,8 +29,8 @@ condition (thickness x strain field x dose):
    settings, disks matched to the lattice within 4 px);
 4. fits the reciprocal lattice of every frame (``gpucorr.lattice.fit_lattice``,
    unweighted, and weighted by the elevations (py4DSTEM: peak intensities) as
-   a second variant), converts it to the real-space lattice (dual basis) and
-   computes the real-space strain (``gpucorr.lattice.strain``) against
+   a second variant) and computes the crystal's (real-space) strain of it
+   (``gpucorr.lattice.crystal_strain``, through the dual basis) against
    (abs) the known unstrained lattice of the calibration and
    (rel) the lattice measured the same way on the unstrained reference set
    of the same thickness and dose;
@@ -54,7 +54,7 @@ import numpy as np
 
 import gpucorr
 import gpucorr.patterns as gp
-from gpucorr.lattice import fit_lattice, strain
+from gpucorr.lattice import crystal_strain, fit_lattice
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.abspath(os.path.join(HERE, "..", ".."))
@@ -132,18 +132,6 @@ def lattice_peaks(d):
     return np.rint(pos[inside]).astype(np.int64), idx[inside]
 
 
-def dual(a, b):
-    """Real-space basis (y, x) dual to reciprocal vectors a, b (y, x), batched."""
-    a = np.asarray(a, dtype=np.float64)
-    b = np.asarray(b, dtype=np.float64)
-    M = np.stack([np.stack([a[..., 1], b[..., 1]], -1),
-                  np.stack([a[..., 0], b[..., 0]], -1)], -2)      # [[ax, bx], [ay, by]]
-    Minv = np.linalg.inv(M)                                          # rows: dual vectors (x, y)
-    ar = np.stack([Minv[..., 0, 1], Minv[..., 0, 0]], -1)
-    br = np.stack([Minv[..., 1, 1], Minv[..., 1, 0]], -1)
-    return ar, br
-
-
 def median_lattice(fit_a, fit_b):
     a = np.nanmedian(np.asarray(fit_a).reshape(-1, 2), axis=0)
     b = np.nanmedian(np.asarray(fit_b).reshape(-1, 2), axis=0)
@@ -152,9 +140,7 @@ def median_lattice(fit_a, fit_b):
 
 def strain_errors(fit_a, fit_b, eps_known, ref_ab):
     """RMS error (all components) and per component of the real-space strain."""
-    ar, br = dual(fit_a, fit_b)
-    a0r, b0r = dual(*ref_ab)
-    s = strain((ar, br), reference=(a0r, b0r))
+    s = crystal_strain((fit_a, fit_b), reference=tuple(ref_ab))
     err = np.stack([s.exx - eps_known[0], s.eyy - eps_known[1], s.exy - eps_known[2]])
     comp = {k: float(np.sqrt(np.nanmean(e ** 2))) for k, e in zip(("exx", "eyy", "exy"), err)}
     return dict(rms=float(np.sqrt(np.nanmean(err ** 2))), **comp,
