@@ -90,10 +90,17 @@ def _mean_frame(reference, frames):
     if frames is not None and tuple(frames.shape[-2:]) != shape[-2:]:
         raise ValueError(f"reference frames must have the frames' shape "
                          f"{tuple(frames.shape[-2:])}; got {shape[-2:]}")
-    data = np.asarray(to_host(reference, "reference"))
-    if data.dtype.kind not in "biuf":
-        raise TypeError(f"reference must hold real numbers; got dtype {data.dtype}")
-    mean = data.reshape((-1,) + shape[-2:]).mean(axis=0, dtype=np.float64)
+    dtype = np.dtype(getattr(reference, "dtype", np.asarray(reference).dtype))
+    if dtype.kind not in "biuf":
+        raise TypeError(f"reference must hold real numbers; got dtype {dtype}")
+    # summed one index of the first axis at a time: a reference on disk (memmap, HDF5)
+    # or on a GPU is never copied whole to host memory
+    rows = [reference] if len(shape) == 2 else (reference[i] for i in range(shape[0]))
+    total = np.zeros(shape[-2:])
+    for row in rows:
+        data = np.asarray(to_host(row, "reference"))
+        total += data.reshape((-1,) + shape[-2:]).sum(axis=0, dtype=np.float64)
+    mean = total / math.prod(shape[:-2])
     if not np.all(np.isfinite(mean)):
         raise ValueError("reference holds NaN or infinite values")
     return mean

@@ -312,8 +312,8 @@ def main(argv=None):
     p.add_argument("--scalings", default="log",
                    help="gpucorr's refine(scaling=...) values to run (log,none,default: the "
                         "pattern's own)")
-    p.add_argument("--patterns", default=",".join(PATTERNS + ("reference disks",
-                                                              "reference disks + DiskEdge centres")),
+    p.add_argument("--patterns", default=",".join(
+                       PATTERNS + ("reference disks", "reference disks + DiskEdge centres")),
                    help="gpucorr patterns to run (comma-separated; 'reference disks': "
                         "gpucorr.refine_by_reference)")
     p.add_argument("--merge", nargs="+", help="merge result JSONs of --libraries runs")

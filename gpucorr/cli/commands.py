@@ -205,12 +205,7 @@ def _add_find(sub):
     p.add_argument("--edge", type=_non_negative_int, default=None, metavar="N",
                    help="drop disks whose centre is closer than N px to the frame's border "
                         "(default: gpucorr.find_disks' default)")
-    p.add_argument("--scaling", choices=("log", "none"), default=None,
-                   help="scaling of the frames before correlating (default: the pattern's: "
-                        "none for radial-gradient and disk-edge, else log)")
-    p.add_argument("--power", type=_power, default=1.0, metavar="P",
-                   help="power P of the correlation in [0, 1]: 1, plain cross-correlation; "
-                        "0, phase correlation")
+    _add_scaling(p)
     p.add_argument("--subpixel", choices=("com", "quadratic"), default="com",
                    help="with --upsample 0: 'com', the 5x5 centre of mass (as refine); "
                         "'quadratic', the vertex of a quadratic fitted to the 3x3 "
@@ -264,18 +259,22 @@ def _add_template(p):
                    help="'auto' (from the sum frame) or a text file of y x [i j] rows")
     p.add_argument("--num-peaks", type=_positive(int), default=100,
                    help="peaks to look for with --peaks auto")
-    p.add_argument("--scaling", choices=("log", "none"), default=None,
-                   help="scaling of the frames before correlating: 'log', log(x - min + 1), "
-                        "or 'none' (default: the pattern's default: none for "
-                        "radial-gradient and disk-edge, else log; log with --templates "
-                        "reference)")
-    p.add_argument("--power", type=_power, default=1.0, metavar="P",
-                   help="power P of the correlation in [0, 1]: 1, plain cross-correlation; "
-                        "0, phase correlation; between, hybrid")
+    _add_scaling(p, "; log with --templates reference")
     p.add_argument("--templates", choices=("pattern", "reference"), default="pattern",
                    help="'pattern': every disk correlated with --pattern; 'reference': each "
                         "disk with its own mean over the --reference region "
                         "(gpucorr.refine_by_reference; fast mode, power 1)")
+
+
+def _add_scaling(p, default_note=""):
+    """``--scaling`` and ``--power``: how frames and template are correlated."""
+    p.add_argument("--scaling", choices=("log", "none"), default=None,
+                   help="scaling of the frames before correlating: 'log', log(x - min + 1), "
+                        "or 'none' (default: the pattern's default: none for "
+                        f"radial-gradient and disk-edge, else log{default_note})")
+    p.add_argument("--power", type=_power, default=1.0, metavar="P",
+                   help="power P of the correlation in [0, 1]: 1, plain cross-correlation; "
+                        "0, phase correlation; between, hybrid")
 
 
 def _add_calibration_and_reference(p):

@@ -24,7 +24,7 @@ from gpucorr.cli.options import default_output, memory_limit_bytes
 from gpucorr.cli.progress import Progress
 from gpucorr.cli.steps import (check_against_input, check_crop, check_options, frames_word,
                                make_pattern, open_input, radius_of_sum_frame, reading_frames,
-                               scaling_of, strain_of, timed)
+                               scaling_of, strain_of, timed, warn_if_bad_fit)
 
 __all__ = ["cmd_find", "default_find_output"]
 
@@ -125,13 +125,10 @@ def _index_and_fit(args, run, disks):
         return None
     fit = fit_lattice(positions, indices, mask=indexed, elevations=_host(disks.elevations),
                       weighted=True)
-    residual = float(np.nanmedian(fit.residual))
+    residual = warn_if_bad_fit(fit, "the disks", "spurious disks may be indexed; try a "
+                               "larger --min-relative-height or --min-elevation")
     print(f"indexed {int(frames_indexed.sum())} of {frames_word(frames_indexed.size)}; "
           f"lattice fit: median residual {residual:.3f} px")
-    if not residual < 1.0:
-        print(f"gpucorr: warning: the lattice fits the disks badly (median residual "
-              f"{residual:.2f} px): spurious disks may be indexed; try a larger "
-              f"--min-relative-height or --min-elevation", file=sys.stderr)
     return {"indices": indices, "indexed": indexed, "fit": fit}
 
 

@@ -8,8 +8,6 @@ refine all frames, fit the lattice and strain where the peaks have indices,
 write the HDF5 results file, and draw the pictures. Nothing is computed before
 every option has been checked.
 """
-import sys
-
 import numpy as np
 
 import gpucorr
@@ -18,7 +16,7 @@ from gpucorr.cli.options import PATTERNS, check_paths, memory_limit_bytes, read_
 from gpucorr.cli.progress import Progress
 from gpucorr.cli.steps import (check_against_input, check_crop, check_options, frames_word,
                                make_pattern, open_input, radius_of_sum_frame, reading_frames,
-                               scaling_of, strain_of, timed)
+                               scaling_of, strain_of, timed, warn_if_bad_fit)
 
 __all__ = ["PATTERNS", "check_paths", "cmd_refine", "read_peaks"]
 
@@ -123,14 +121,11 @@ def _add_strain(args, run, res, results):
     st, ref_text = strain_of(args, run, fit)
     add_lattice(results, fit, run.indices, res.refineds)
     add_strain(results, st, ref_text)
-    residual = float(np.nanmedian(fit.residual))
+    residual = warn_if_bad_fit(fit, "the refined peaks",
+                               f"the peaks may be wrongly indexed; try fewer --num-peaks "
+                               f"(now {args.num_peaks}) or a peaks file of y x i j rows")
     print(f"lattice fit: median residual {residual:.3f} px; "
           f"strain relative to {ref_text}")
-    if not residual < 1.0:
-        print(f"gpucorr: warning: the lattice fits the refined peaks badly (median residual "
-              f"{residual:.2f} px): the peaks may be wrongly indexed; try fewer "
-              f"--num-peaks (now {args.num_peaks}) or a peaks file of y x i j rows",
-              file=sys.stderr)
     return st, ref_text
 
 

@@ -2,9 +2,12 @@
 checks of the options before and after the input is opened, the pattern, the radius
 of the sum frame, the timed call with its error mapping, and the words they print.
 """
+import sys
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass
+
+import numpy as np
 
 from gpucorr.cli.common import CLIError, one_line, resolve_device
 from gpucorr.cli.options import (PATTERNS, check_paths, check_plots, default_output,
@@ -13,7 +16,7 @@ from gpucorr.cli.options import (PATTERNS, check_paths, check_plots, default_out
 
 __all__ = ["Run", "check_options", "open_input", "check_against_input", "scaling_of", "timed",
            "reading_frames", "make_pattern", "radius_of_sum_frame", "reference_text",
-           "frames_word", "check_crop", "strain_of"]
+           "frames_word", "check_crop", "strain_of", "warn_if_bad_fit"]
 
 
 @dataclass
@@ -187,3 +190,13 @@ def strain_of(args, run, fit):
         raise CLIError(f"--reference {args.reference}: {one_line(exc)}" if run.region
                        else f"strain: {one_line(exc)}") from exc
     return st, ref_text
+
+
+def warn_if_bad_fit(fit, what, advice):
+    """The lattice fit's median residual (px); a warning on stderr, with ``advice``, where
+    it is 1 px or more (``what``: the positions fitted)."""
+    residual = float(np.nanmedian(fit.residual))
+    if not residual < 1.0:
+        print(f"gpucorr: warning: the lattice fits {what} badly (median residual "
+              f"{residual:.2f} px): {advice}", file=sys.stderr)
+    return residual
