@@ -31,6 +31,17 @@ Measured, per (weights, noise):
   1 px) with the flat kernel. Thresholds: bench/py4dstem_run.py's defaults
   (minRelativeIntensity 0.0005, minPeakSpacing 2 r, edgeBoundary r).
 
+``--scalings both`` runs every pattern with both ``scaling="log"`` and
+``scaling="none"`` through ``refine`` (the default: only each pattern's own
+``default_scaling``); rows name their scaling and whether it is the default.
+
+Noise against bias: for every Poisson scan its noise-free twin (the same
+seed, so the same sub-pixel shifts) is refined too, and each gpucorr row of
+the Poisson scan carries ``noise_rms_px``, the RMS of (position on the noisy
+frame - position on the noise-free frame) over disks bound in both, and
+``bias_rms_px``, the RMS error of the noise-free positions: the part of the
+error that the dose causes and the part the method has without noise.
+
 Metrics: each true centre is matched to the nearest detected/refined position;
 it counts as found within ``--tolerance`` px (default 2). ``recall`` = found /
 true disks; ``RMS error`` = sqrt(mean(dy^2 + dx^2)) over the found disks (2-D
@@ -182,9 +193,37 @@ def best_time(fn, repeat):
 
 # ---------------------------------------------------------------- gpucorr
 
-def run_refine(frames, start, pattern, mode, upsample, workers=None):
+def run_refine(frames, start, pattern, mode, upsample, workers=None, scaling=None):
     return gpucorr.refine(frames, start, pattern, mode=mode, upsample=upsample,
-                          workers=workers).refineds
+                          workers=workers, scaling=scaling).refineds
+
+
+def _gpucorr_settings(pats, ups, scalings):
+    """(pattern name, pattern, mode, upsample, its name, scaling) of every gpucorr row."""
+    for pname, pat in pats.items():
+        default = getattr(pat, "default_scaling", "log")   # refine's default
+        chosen = [default] if scalings == "default" else \
+            [default] + [s for s in ("log", "none") if s != default]
+        for scaling in chosen:
+            for mode in ("fast", "full"):
+                for uname, up in ups:
+                    yield pname, pat, mode, up, uname, scaling
+
+
+def noise_and_bias(noisy, clean, truth, tol):
+    """``noise_rms_px``: RMS of (noisy - noise-free position) over the disks bound
+    (within ``tol`` of the truth) in both; ``bias_rms_px``: RMS error of the noise-free
+    positions bound."""
+    noisy, clean = np.asarray(noisy, np.float64), np.asarray(clean, np.float64)
+    both = (np.linalg.norm(noisy - truth, axis=-1) < tol) & \
+        (np.linalg.norm(clean - truth, axis=-1) < tol)
+    if not both.any():
+        return {"noise_rms_px": None, "bias_rms_px": None}
+
+    def rms(e):
+        return float(np.sqrt(np.mean(np.sum(e[both] ** 2, axis=-1))))
+
+    return {"noise_rms_px": rms(noisy - clean), "bias_rms_px": rms(clean - truth)}
 
 
 def emulate(frames, start, pattern, mode, upsample, log):
@@ -299,6 +338,9 @@ def main(argv=None):
     ap.add_argument("--noise", choices=("noise-free", "poisson", "both"), default="both")
     ap.add_argument("--patterns", nargs="+", metavar="NAME",
                     help="only these gpucorr patterns (default all built-in)")
+    ap.add_argument("--scalings", choices=("default", "both"), default="default",
+                    help="gpucorr scalings: each pattern's default_scaling, or both log "
+                         "and none")
     ap.add_argument("--py4dstem-python", default=DEFAULT_PY4DSTEM_PYTHON)
     ap.add_argument("--no-py4dstem", action="store_true")
     ap.add_argument("--no-emulation", action="store_true")
@@ -379,50 +421,60 @@ def main(argv=None):
                   file=sys.stderr, flush=True)
             base = {"weights": wname, "noise": nname, "dose": dose, "seed": seed,
                     "n_frames": args.frames, "n_disks": int(truth.shape[1])}
+            twin = None
+            if dose is not None:   # the same shifts without noise: noise vs bias
+                twin, twin_truth, _, _ = make_scan(args.frames, args.size, radius,
+                                                   wname == "equal", None, seed)
+                assert np.array_equal(twin_truth, truth)
 
             # gpucorr refine
-            for pname, pat in pats.items():
-                for mode in ("fast", "full"):
-                    for uname, up in ups:
-                        run_refine(frames[:2], start, pat, mode, up)  # warm-up / JIT
-                        pos, t, ts, tc = best_time(
-                            lambda: run_refine(frames, start, pat, mode, up), args.repeat)
-                        scaling = getattr(pat, "default_scaling", "log")   # refine's default
-                        row = dict(base, tool="gpucorr", pattern=pname, mode=mode,
-                                   upsample=up or None, log=scaling == "log", scaling=scaling,
-                                   setting=f"gpucorr {pname} {mode} upsample={uname} "
-                                           f"({scaling})",
-                                   fps=args.frames / t, seconds=t, seconds_all=ts,
-                                   fps_cpu=args.frames / tc)
-                        if not args.no_workers1:
-                            _, t1, _, tc1 = best_time(
-                                lambda: run_refine(frames, start, pat, mode, up, workers=1),
-                                args.repeat)
-                            row["fps_workers1"] = args.frames / t1
-                            row["fps_cpu_workers1"] = args.frames / tc1
-                        add(row, score_bound(pos, truth, args.tolerance))
-
-                        if args.no_emulation:
-                            continue
-                        if scaling != "log":   # the emulation checks the log against refine
-                            continue
-                        # emulation with log == refine? (checked on 4 frames)
-                        ref4 = pos[:4]
-                        emu4 = emulate(frames[:4], start, pat, mode, up, log=True)
-                        checks.append(dict(weights=wname, noise=nname, pattern=pname,
-                                           mode=mode, upsample=up or None,
-                                           max_abs_diff_px=float(np.max(np.abs(
-                                               emu4.astype(np.float64) - ref4)))))
-                        emulate(frames[:2], start, pat, mode, up, log=False)
-                        pos_nl, t_nl, ts_nl, tc_nl = best_time(
-                            lambda: emulate(frames, start, pat, mode, up, log=False), 1)
-                        row = dict(base, tool="gpucorr-nolog-emulated", pattern=pname,
-                                   mode=mode, upsample=up or None, log=False,
-                                   setting=f"gpucorr {pname} {mode} upsample={uname} NO LOG "
-                                           "(emulated)",
-                                   fps=args.frames / t_nl, seconds=t_nl, seconds_all=ts_nl,
-                                   fps_cpu=args.frames / tc_nl)
-                        add(row, score_bound(pos_nl, truth, args.tolerance))
+            for pname, pat, mode, up, uname, scaling in _gpucorr_settings(pats, ups,
+                                                                           args.scalings):
+                default = scaling == getattr(pat, "default_scaling", "log")
+                run_refine(frames[:2], start, pat, mode, up, scaling=scaling)  # warm-up / JIT
+                pos, t, ts, tc = best_time(
+                    lambda: run_refine(frames, start, pat, mode, up, scaling=scaling),
+                    args.repeat)
+                row = dict(base, tool="gpucorr", pattern=pname, mode=mode,
+                           upsample=up or None, log=scaling == "log", scaling=scaling,
+                           default_scaling=default,
+                           setting=f"gpucorr {pname} {mode} upsample={uname} ({scaling}"
+                                   + (")" if default or args.scalings == "default"
+                                      else ", not the default)"),
+                           fps=args.frames / t, seconds=t, seconds_all=ts,
+                           fps_cpu=args.frames / tc)
+                if not args.no_workers1:
+                    _, t1, _, tc1 = best_time(
+                        lambda: run_refine(frames, start, pat, mode, up, workers=1,
+                                           scaling=scaling), args.repeat)
+                    row["fps_workers1"] = args.frames / t1
+                    row["fps_cpu_workers1"] = args.frames / tc1
+                if twin is not None:
+                    row.update(noise_and_bias(
+                        pos, run_refine(twin, start, pat, mode, up, scaling=scaling), truth,
+                        args.tolerance))
+                add(row, score_bound(pos, truth, args.tolerance))
+                if args.no_emulation or scaling != "log":
+                    continue   # the emulation checks the log against refine
+                # emulation with log == refine? (checked on 4 frames)
+                ref4 = pos[:4]
+                emu4 = emulate(frames[:4], start, pat, mode, up, log=True)
+                checks.append(dict(weights=wname, noise=nname, pattern=pname,
+                                   mode=mode, upsample=up or None,
+                                   max_abs_diff_px=float(np.max(np.abs(
+                                       emu4.astype(np.float64) - ref4)))))
+                if args.scalings == "both":
+                    continue   # refine ran without the log step already
+                emulate(frames[:2], start, pat, mode, up, log=False)
+                pos_nl, t_nl, ts_nl, tc_nl = best_time(
+                    lambda: emulate(frames, start, pat, mode, up, log=False), 1)
+                row = dict(base, tool="gpucorr-nolog-emulated", pattern=pname,
+                           mode=mode, upsample=up or None, log=False,
+                           setting=f"gpucorr {pname} {mode} upsample={uname} NO LOG "
+                                   "(emulated)",
+                           fps=args.frames / t_nl, seconds=t_nl, seconds_all=ts_nl,
+                           fps_cpu=args.frames / tc_nl)
+                add(row, score_bound(pos_nl, truth, args.tolerance))
 
             # py4DSTEM
             if not args.no_py4dstem:
@@ -546,8 +598,9 @@ def markdown(report):
         lines.append("")
         lines.append(f"### {w} weights")
         lines.append("")
-        lines.append("| setting | noise | RMS error px | recall | frames/s | frames/CPU-s |")
-        lines.append("|---|---|---|---|---|---|")
+        lines.append("| setting | noise | RMS error px | noise part / bias part px | recall "
+                     "| frames/s | frames/CPU-s |")
+        lines.append("|---|---|---|---|---|---|---|")
         for r in rows:
             if r["weights"] != w:
                 continue
@@ -563,7 +616,9 @@ def markdown(report):
             extra = ""
             if r.get("unmatched_per_frame"):
                 extra = f" (+{r['unmatched_per_frame']:.2f} unmatched/frame)"
-            lines.append(f"| {r['setting']} | {r['noise']} | {rms} | "
+            split = "" if r.get("noise_rms_px") is None else \
+                f"{r['noise_rms_px']:.4f} / {r['bias_rms_px']:.4f}"
+            lines.append(f"| {r['setting']} | {r['noise']} | {rms} | {split} | "
                          f"{r['recall']:.3f}{extra} | {fps} | {cpu} |")
     return "\n".join(lines)
 
