@@ -267,6 +267,8 @@ def test_find_plots(tmp_path, scan, fake_find, h5py):
      r"--min-relative-height: must be a number in \[0, 1\]; got 1.5"),
     (["--radius", "4", "--max-disks", "5", "--min-elevation", "nan"],
      "--min-elevation: must be a finite number >= 0; got nan"),
+    (["--radius", "4", "--max-disks", "5", "--min-height", "inf"],
+     "--min-height: must be a finite number; got inf"),
     (["--radius", "4", "--max-disks", "5", "--edge", "-2"],
      "--edge: must be an integer >= 0; got -2"),
     (["--radius", "0", "--max-disks", "5"], "--radius must be a number > 0"),
@@ -351,3 +353,28 @@ def test_find_subpixel_quadratic(tmp_path, scan, h5py, capsys):
     assert cli.main(["find", path, "--radius", "4", "--max-disks", str(K), "--subpixel",
                      "quadratic", "--device", "cpu", "-o", str(tmp_path / "x.h5")]) == 2
     assert "--subpixel quadratic refines without upsampling" in capsys.readouterr().err
+
+
+@needs_find_disks
+def test_find_min_height_with_disk_edge(tmp_path, scan, h5py):
+    """--min-height reaches find_disks and the file: with DiskEdge it leaves out the maxima
+    between the disks that --max-disks would otherwise fill up with."""
+    path = save_inputs(tmp_path, scan, h5py)["npy"]
+    frames = np.load(path)
+    edge = gpucorr.patterns.DiskEdge(radius=RADIUS)
+    every = gpucorr.find_disks(frames, edge, max_disks=K, edge=6)
+    assert np.all(every.counts == K)              # filled up with the maxima between disks
+    expected = gpucorr.find_disks(frames, edge, max_disks=K, edge=6, min_height=1.0,
+                                  upsample=20)          # the command's default
+    assert np.all(expected.counts < K)
+    assert np.all(np.nanmin(expected.heights, axis=-1) > 1.0)
+    out = tmp_path / "edge.h5"
+    assert cli.main(["find", path, "--pattern", "disk-edge", "--radius", str(RADIUS),
+                     "--max-disks", str(K), "--edge", "6", "--min-height", "1", "--device",
+                     "cpu", "-o", str(out)]) == 0
+    data, _, file_attrs = read(out)
+    assert file_attrs["min_height"] == 1.0
+    np.testing.assert_array_equal(data["counts"], expected.counts)
+    np.testing.assert_array_equal(data["positions"], expected.positions)
+    want = true_disks(SCAN, K)
+    assert np.all(data["counts"] >= want.counts - 4) and np.all(data["counts"] <= want.counts)

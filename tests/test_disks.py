@@ -135,7 +135,7 @@ def test_a_frames_disks_do_not_depend_on_the_batch(upsample, subpixel):
     rng = np.random.default_rng(11)
     frames, _ = scan(rng, 5, dose=1e6)
     kwargs = dict(max_disks=50, edge=6, upsample=upsample, min_elevation=0.01,
-                  subpixel=subpixel)
+                  min_height=0.0, subpixel=subpixel)
     stack = gpucorr.find_disks(frames, PATTERN, workers=2, memory_limit=1, **kwargs)
     for i in (0, 4):
         alone = gpucorr.find_disks(frames[i], PATTERN, workers=1, **kwargs)
@@ -174,6 +174,41 @@ def test_min_elevation_drops_weak_disks_and_keeps_the_rank():
         assert np.all(np.diff(strong.heights[i, :strong.counts[i]]) <= 0)
 
 
+def test_min_height_leaves_out_the_maxima_between_disk_edge_disks():
+    """DiskEdge's template sums to < 0: between the disks its map has maxima at about 0,
+    which min_height=0 leaves out, keeping every disk (even the faintest of 160:1)."""
+    frame, _, true = gpucorr.cbed_frame(128, 128, radius=4, all_equal=False)
+    inside = true[np.all((true >= 6) & (true < 122), axis=1)]
+    edge = patterns.DiskEdge(radius=4)
+    every = gpucorr.find_disks(frame, edge, max_disks=60, edge=6, upsample=True)
+    assert every.counts[0] > len(inside)          # the maxima between the disks
+    res = gpucorr.find_disks(frame, edge, max_disks=60, edge=6, upsample=True, min_height=0)
+    n = int(res.counts[0])
+    assert n == len(inside)
+    distance = np.linalg.norm(res.positions[0, :n, None] - inside[None], axis=-1)
+    assert distance.min(axis=1).max() < 0.05 and distance.min(axis=0).max() < 0.05
+    np.testing.assert_array_equal(res.centers[0, :n], every.centers[0, :n])
+    assert np.all(every.heights[0, n:every.counts[0]] <= 0) and np.all(res.heights[0, :n] > 0)
+    assert np.all(res.centers[0, n:] == -1) and np.all(np.isnan(res.positions[0, n:]))
+
+
+def test_min_height_keeps_the_disks_above_it_in_rank_order():
+    rng = np.random.default_rng(5)
+    frames, _ = scan(rng, 3, dose=1e5)
+    every = gpucorr.find_disks(frames, PATTERN, max_disks=80)
+    threshold = float(np.nanmedian(every.heights))
+    high = gpucorr.find_disks(frames, PATTERN, max_disks=80, min_height=threshold)
+    for i in range(3):
+        keep = every.heights[i, :every.counts[i]] > threshold
+        assert 0 < high.counts[i] == keep.sum() < every.counts[i]
+        np.testing.assert_array_equal(high.centers[i, :high.counts[i]],
+                                      every.centers[i, :every.counts[i]][keep])
+        np.testing.assert_array_equal(high.heights[i, :high.counts[i]],
+                                      every.heights[i, :every.counts[i]][keep])
+    none = gpucorr.find_disks(frames, PATTERN, max_disks=80, min_height=1e30)
+    assert np.all(none.counts == 0)
+
+
 def test_results_keep_the_scan_axes():
     frames = np.zeros((2, 3, 64, 64), np.float32)
     frames[..., 30:35, 30:35] = 1
@@ -192,6 +227,12 @@ def test_results_keep_the_scan_axes():
      r"min_relative_height must be in \[0, 1\]; got 1.5"),
     (dict(max_disks=5, min_relative_height=-0.1), ValueError, "min_relative_height must be in"),
     (dict(max_disks=5, min_elevation=-1), ValueError, "min_elevation must be a finite number"),
+    (dict(max_disks=5, min_height="0"), TypeError,
+     "min_height must be a real number or None; got '0'"),
+    (dict(max_disks=5, min_height=True), TypeError, "min_height must be a real number"),
+    (dict(max_disks=5, min_height=float("nan")), ValueError,
+     r"min_height must be finite \(or None: no limit\); got nan"),
+    (dict(max_disks=5, min_height=-float("inf")), ValueError, "min_height must be finite"),
     (dict(max_disks=5, edge=-1), ValueError, "edge must be an int >= 0"),
     (dict(max_disks=5, edge=2.5), ValueError, "edge must be an int >= 0"),
     (dict(max_disks=5, upsample=1.5), TypeError, "upsample"),
@@ -211,16 +252,20 @@ def test_the_frames_are_not_modified():
 
 
 @pytest.mark.gpu
-@pytest.mark.parametrize("upsample, subpixel", [(False, "com"), (7, "com"),
-                                              (False, "quadratic")])
-def test_gpu_finds_the_cpus_disks(upsample, subpixel):
+@pytest.mark.parametrize("upsample, subpixel, pattern, min_height", [
+    (False, "com", PATTERN, None), (7, "com", PATTERN, None),
+    (False, "quadratic", PATTERN, None), (7, "com", patterns.DiskEdge(radius=4), 1.0)])
+def test_gpu_finds_the_cpus_disks(upsample, subpixel, pattern, min_height):
+    """(DiskEdge: min_height leaves out its maxima between the disks, which sit at the
+    rounding level of the maps, where CPU and GPU may rank them differently.)"""
     import cupy
     rng = np.random.default_rng(6)
     frames, _ = scan(rng, 3, dose=1e6)
-    kwargs = dict(max_disks=50, edge=6, upsample=upsample, subpixel=subpixel)
-    cpu = gpucorr.find_disks(frames, PATTERN, **kwargs)
+    kwargs = dict(max_disks=50, edge=6, upsample=upsample, subpixel=subpixel,
+                  min_height=min_height)
+    cpu = gpucorr.find_disks(frames, pattern, **kwargs)
     for given in (cupy.asarray(frames), frames):
-        gpu = gpucorr.find_disks(given, PATTERN, device="cuda", **kwargs)
+        gpu = gpucorr.find_disks(given, pattern, device="cuda", **kwargs)
         np.testing.assert_array_equal(cupy.asnumpy(cupy.asarray(gpu.counts)), cpu.counts)
         np.testing.assert_array_equal(cupy.asnumpy(cupy.asarray(gpu.centers)), cpu.centers)
         np.testing.assert_allclose(cupy.asnumpy(cupy.asarray(gpu.positions)), cpu.positions,

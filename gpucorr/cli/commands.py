@@ -200,6 +200,10 @@ def _add_find(sub):
                         "size, about 2 x radius)")
     p.add_argument("--min-relative-height", type=_number_in(0, 1), default=0.0, metavar="F",
                    help="drop disks whose correlation is below F times the frame's highest")
+    p.add_argument("--min-height", type=_finite, default=None, metavar="H",
+                   help="drop disks whose correlation height is not above H (default: "
+                        "none); with --pattern disk-edge give 0 or a little more, which "
+                        "leaves out its maxima between the disks")
     p.add_argument("--min-elevation", type=_non_negative, default=0.0, metavar="E",
                    help="drop disks whose elevation (a quality score) is below E")
     p.add_argument("--edge", type=_non_negative_int, default=None, metavar="N",
@@ -224,6 +228,13 @@ def _add_find(sub):
                    help="CPU threads (on a GPU: threads reading frames)")
     p.add_argument("--force", action="store_true", help="overwrite existing results")
     p.set_defaults(func=cmd_find)
+
+
+def _finite(text):
+    value = _number(float, text)
+    if not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"must be a finite number; got {text}")
+    return value
 
 
 def _non_negative(text):

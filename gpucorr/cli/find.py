@@ -88,7 +88,8 @@ def _find(args, run):
     print(f"calibration: {run.calibration.describe()}")
     disks, seconds = timed(args, lambda: gpucorr.find_disks(
         run.frames, run.pattern, max_disks=args.max_disks, min_spacing=spacing,
-        min_relative_height=args.min_relative_height, min_elevation=args.min_elevation,
+        min_relative_height=args.min_relative_height, min_height=args.min_height,
+        min_elevation=args.min_elevation,
         upsample=args.upsample, subpixel=args.subpixel, **optional, device=run.device,
         memory_limit=memory_limit_bytes(args), workers=args.workers,
         progress=Progress("find"), scaling=args.scaling, power=args.power))
@@ -201,6 +202,7 @@ def _write_results(args, run, results, ref_text):
         "radius_source": "given" if args.radius != "auto" else "estimated from the sum frame",
         "max_disks": int(args.max_disks), "min_spacing": float(run.min_spacing),
         "min_relative_height": float(args.min_relative_height),
+        "min_height": args.min_height,
         "min_elevation": float(args.min_elevation),
         "edge": args.edge, "upsample": int(args.upsample), "subpixel": args.subpixel,
         "scaling": scaling_of(args, run.pattern), "power": float(args.power),

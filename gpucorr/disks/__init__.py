@@ -57,6 +57,16 @@ class DiskResult:
                 f"positions={self.positions.dtype}, counts={self.counts.dtype})")
 
 
+def _check_min_height(min_height):
+    if min_height is None:
+        return None
+    if isinstance(min_height, bool) or not isinstance(min_height, numbers.Real):
+        raise TypeError(f"min_height must be a real number or None; got {min_height!r}")
+    if not math.isfinite(min_height):
+        raise ValueError(f"min_height must be finite (or None: no limit); got {min_height!r}")
+    return float(min_height)
+
+
 def _check_search(max_disks, min_spacing, min_relative_height, min_elevation, edge):
     max_disks = _validate.check_count(max_disks, "max_disks", "an int >= 1")
     if isinstance(min_spacing, bool) or not isinstance(min_spacing, numbers.Real):
@@ -80,7 +90,7 @@ def _check_search(max_disks, min_spacing, min_relative_height, min_elevation, ed
 
 
 def find_disks(frames, pattern, *, max_disks, min_spacing=None, min_relative_height=0.0,
-               min_elevation=0.0, edge=0, upsample=False, subpixel="com", device=None,
+               min_height=None, min_elevation=0.0, edge=0, upsample=False, subpixel="com", device=None,
                memory_limit=None, workers=None, progress=None, scaling=None, power=1.0):
     """Find the disks of every frame on its own: the maxima of its correlation map.
 
@@ -101,6 +111,16 @@ def find_disks(frames, pattern, *, max_disks, min_spacing=None, min_relative_hei
     min_relative_height : float
         Maxima whose height above the frame's lowest correlation value is below this
         share of the highest maximum's are left out (0 to 1; default 0: none).
+    min_height : float, optional
+        Maxima whose correlation height (``heights``) is not above this are left
+        out (default None: none). Use it with
+        :class:`~gpucorr.patterns.DiskEdge`: its template sums to less than 0, so
+        its map has maxima between the disks (outside their negative rings) at
+        the background's level, at or below 0, and every disk is above 0; the
+        other rules do not tell those apart from faint disks. Pass 0, or where
+        the background is exactly 0 (simulated frames) a small positive height:
+        rounding leaves those maxima about 1e-7 of the highest disk's height
+        above or below 0.
     min_elevation : float
         Disks of a lower elevation (the slope of the tightest cone under the
         maximum, over the pixels closer than ``s``) are left out (default 0).
@@ -163,8 +183,9 @@ def find_disks(frames, pattern, *, max_disks, min_spacing=None, min_relative_hei
     if subpixel == "quadratic" and call.factor > 1:
         raise ValueError(f"subpixel='quadratic' refines without upsampling; got "
                          f"upsample={upsample!r} (pass upsample=False, or subpixel='com')")
-    search = DiskSearch(k, s, rel, elevation, edge, call.factor, call.crop_size,
-                        call.scaling, quadratic=subpixel == "quadratic")
+    search = DiskSearch(k, s, rel, _check_min_height(min_height), elevation, edge,
+                        call.factor, call.crop_size, call.scaling,
+                        quadratic=subpixel == "quadratic")
     result = execute(call, lambda xp: DiskJob(xp, call.source, pattern, search,
                                               call.memory_limit), progress)
     centers, positions, heights, elevations, counts = result

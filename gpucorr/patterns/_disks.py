@@ -249,6 +249,10 @@ class DiskEdge(MatchPattern):
     log step costs this pattern its accuracy (strain error 26e-4 instead of
     2e-4 on the 41 nm frames).
 
+    With :func:`gpucorr.find_disks`, pass ``min_height`` (0 or a little more):
+    the template sums to less than 0, so between the disks the map has maxima
+    at the background's level, outside the disks' negative rings.
+
     Backends: NumPy only (the template; the correlation runs on any backend).
 
     Examples

@@ -26,6 +26,7 @@ class DiskSearch:
     max_disks: int
     min_spacing: float
     min_relative_height: float = 0.0
+    min_height: float | None = None
     min_elevation: float = 0.0
     edge: int = 0
     factor: int = 1
@@ -53,6 +54,10 @@ def run_disks(backend, frames, filt, search, out, ws=None):
                         values, counts)
     if search.min_relative_height > 0:
         _threshold(xp, maps, values, centers, counts, search.min_relative_height)
+    if search.min_height is not None:
+        # height = map value + the map's mean, as evaluate_at computes it
+        _keep_prefix(xp, values.astype(np.float64) + offsets[:, None] > search.min_height,
+                     centers, counts)
     backend.evaluate_at(maps, centers, counts, offsets, search.min_spacing, positions, heights,
                         elevations)
     if search.factor > 1:
@@ -73,9 +78,14 @@ def _threshold(xp, maps, values, centers, counts, fraction):
     highest maximum's (the maxima are ranked: a prefix of each row)."""
     low = maps.min(axis=(1, 2))[:, None].astype(np.float64)
     top = values[:, :1].astype(np.float64)
-    keep = (values - low) >= fraction * (top - low)  # NaN (no maximum) compares False
+    _keep_prefix(xp, (values - low) >= fraction * (top - low), centers, counts)
+
+
+def _keep_prefix(xp, keep, centers, counts):
+    """Cut each row of ranked maxima to those where ``keep`` (N, K) holds: a prefix of the
+    row, the values falling along it (NaN, no maximum, compares False)."""
     counts[...] = xp.minimum(counts, keep.sum(axis=1).astype(np.int32))
-    gone = xp.arange(values.shape[1])[None, :] >= counts[:, None]
+    gone = xp.arange(keep.shape[1])[None, :] >= counts[:, None]
     centers[...] = xp.where(gone[..., None], -1, centers)
 
 
