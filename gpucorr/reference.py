@@ -81,7 +81,9 @@ def _mean_frame(reference, frames):
             raise ValueError(f"reference must be one slice per scan axis ({len(shape) - 2}); "
                              f"got {reference!r}")
         reference = frames[region]
-    shape = tuple(getattr(reference, "shape", np.shape(reference)))
+    if not hasattr(reference, "shape"):     # nested lists
+        reference = np.asarray(reference)
+    shape = tuple(reference.shape)
     if len(shape) < 2:
         raise ValueError(f"reference must be frames (..., H, W) or a region of the scan; "
                          f"got shape {shape}")
@@ -90,7 +92,7 @@ def _mean_frame(reference, frames):
     if frames is not None and tuple(frames.shape[-2:]) != shape[-2:]:
         raise ValueError(f"reference frames must have the frames' shape "
                          f"{tuple(frames.shape[-2:])}; got {shape[-2:]}")
-    dtype = np.dtype(getattr(reference, "dtype", np.asarray(reference).dtype))
+    dtype = np.dtype(reference.dtype)
     if dtype.kind not in "biuf":
         raise TypeError(f"reference must hold real numbers; got dtype {dtype}")
     # summed one index of the first axis at a time: a reference on disk (memmap, HDF5)

@@ -125,6 +125,17 @@ def test_scans_and_single_frames_are_read():
     assert 8.0 < gpucorr.fit_edge_radius(frames[0], start, 8.3) < 8.2
 
 
+@pytest.mark.gpu
+def test_gpu_measures_the_cpus_radius():
+    import cupy
+    frames, _, start = _lattice(shifts=((0.3, -0.2), (-0.1, 0.4)))
+    expected = gpucorr.fit_edge_radius(frames, start, 8.3)
+    for given in (cupy.asarray(frames), frames):
+        got = gpucorr.fit_edge_radius(given, start, 8.3, device="cuda")
+        assert isinstance(got, float)
+        assert abs(got - expected) < 2e-3, (got, expected)
+
+
 def test_a_guess_too_far_off_is_refused():
     frames, _, start = _lattice()
     with pytest.raises(ValueError, match="peaks at the end of the radii tried"):

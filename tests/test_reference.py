@@ -55,6 +55,32 @@ def test_the_reference_against_itself_does_not_move():
     np.testing.assert_allclose(np.asarray(res.refineds), peaks, atol=1e-3)
 
 
+def test_a_reference_on_disk_or_as_lists_is_the_same_as_in_memory(tmp_path):
+    ref, frames, peaks = _moved(SHIFTS)
+    refs = np.stack([ref, ref + 1, ref * 0.5]).astype(np.float32)
+    expected = gpucorr.refine_by_reference(frames, peaks, refs)
+    np.save(tmp_path / "refs.npy", refs)
+    given = [np.load(tmp_path / "refs.npy", mmap_mode="r"), refs.tolist(), refs[::-1]]
+    h5py = None
+    try:
+        import h5py
+    except ImportError:
+        pass
+    if h5py is not None:
+        with h5py.File(tmp_path / "refs.h5", "w") as f:
+            f["refs"] = refs
+        handle = h5py.File(tmp_path / "refs.h5", "r")
+        given.append(handle["refs"])
+    try:
+        for reference in given:
+            got = gpucorr.refine_by_reference(frames, peaks, reference)
+            for a, b in zip(got, expected):
+                np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-6, atol=1e-6)
+    finally:
+        if h5py is not None:
+            handle.close()
+
+
 def test_a_region_of_the_scan_is_the_same_as_its_frames():
     ref, frames, peaks = _moved(SHIFTS + [(0.2, 0.2), (-0.1, -0.3)])
     scan = frames.reshape(2, 3, *frames.shape[-2:])
@@ -127,10 +153,11 @@ def test_gpu_gives_the_cpus_answers():
     import cupy
     ref, frames, peaks = _moved(SHIFTS)
     for pattern in (None, gpucorr.patterns.Circular(radius=4, search=6)):
-        got = gpucorr.refine_by_reference(cupy.asarray(frames), peaks, ref, upsample=7,
-                                          pattern=pattern)
         expected = gpucorr.refine_by_reference(frames, peaks, ref, upsample=7, pattern=pattern)
-        assert_results_match([cupy.asnumpy(a) for a in got], expected)
+        for reference in (ref, cupy.asarray(ref)):     # the reference on the host or the GPU
+            got = gpucorr.refine_by_reference(cupy.asarray(frames), peaks, reference,
+                                              upsample=7, pattern=pattern)
+            assert_results_match([cupy.asnumpy(a) for a in got], expected)
 
 
 # ---------------------------------------------------------------- PeakTemplates
