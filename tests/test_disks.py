@@ -160,18 +160,23 @@ def test_without_upsampling_the_disks_are_refines_full_mode_at_their_centres():
         np.testing.assert_allclose(ref.heights, res.heights[i, :n], rtol=1e-6)
 
 
-def test_min_elevation_drops_weak_disks_and_keeps_the_rank():
+@pytest.mark.parametrize("option, scores, kept", [
+    ("min_elevation", "elevations", np.greater_equal), ("min_height", "heights", np.greater)])
+def test_thresholds_drop_disks_and_keep_the_rank(option, scores, kept):
     rng = np.random.default_rng(4)
-    frames, _ = scan(rng, 2, dose=1e5)
+    frames, _ = scan(rng, 3, dose=1e5)
     every = gpucorr.find_disks(frames, PATTERN, max_disks=80)
-    threshold = float(np.nanmedian(every.elevations))
-    strong = gpucorr.find_disks(frames, PATTERN, max_disks=80, min_elevation=threshold)
-    for i in range(2):
-        keep = every.elevations[i, :every.counts[i]] >= threshold
-        assert strong.counts[i] == keep.sum() < every.counts[i]
-        np.testing.assert_array_equal(strong.centers[i, :strong.counts[i]],
-                                      every.centers[i, :every.counts[i]][keep])
+    threshold = float(np.nanmedian(getattr(every, scores)))
+    strong = gpucorr.find_disks(frames, PATTERN, max_disks=80, **{option: threshold})
+    for i in range(3):
+        keep = kept(getattr(every, scores)[i, :every.counts[i]], threshold)
+        assert 0 < strong.counts[i] == keep.sum() < every.counts[i]
+        for name in ("centers", "heights", "elevations"):
+            np.testing.assert_array_equal(getattr(strong, name)[i, :strong.counts[i]],
+                                          getattr(every, name)[i, :every.counts[i]][keep])
         assert np.all(np.diff(strong.heights[i, :strong.counts[i]]) <= 0)
+    assert np.all(gpucorr.find_disks(frames, PATTERN, max_disks=80,
+                                     **{option: 1e30}).counts == 0)
 
 
 def test_min_height_leaves_out_the_maxima_between_disk_edge_disks():
@@ -190,23 +195,6 @@ def test_min_height_leaves_out_the_maxima_between_disk_edge_disks():
     np.testing.assert_array_equal(res.centers[0, :n], every.centers[0, :n])
     assert np.all(every.heights[0, n:every.counts[0]] <= 0) and np.all(res.heights[0, :n] > 0)
     assert np.all(res.centers[0, n:] == -1) and np.all(np.isnan(res.positions[0, n:]))
-
-
-def test_min_height_keeps_the_disks_above_it_in_rank_order():
-    rng = np.random.default_rng(5)
-    frames, _ = scan(rng, 3, dose=1e5)
-    every = gpucorr.find_disks(frames, PATTERN, max_disks=80)
-    threshold = float(np.nanmedian(every.heights))
-    high = gpucorr.find_disks(frames, PATTERN, max_disks=80, min_height=threshold)
-    for i in range(3):
-        keep = every.heights[i, :every.counts[i]] > threshold
-        assert 0 < high.counts[i] == keep.sum() < every.counts[i]
-        np.testing.assert_array_equal(high.centers[i, :high.counts[i]],
-                                      every.centers[i, :every.counts[i]][keep])
-        np.testing.assert_array_equal(high.heights[i, :high.counts[i]],
-                                      every.heights[i, :every.counts[i]][keep])
-    none = gpucorr.find_disks(frames, PATTERN, max_disks=80, min_height=1e30)
-    assert np.all(none.counts == 0)
 
 
 def test_results_keep_the_scan_axes():
