@@ -356,7 +356,7 @@ def test_find_subpixel_quadratic(tmp_path, scan, h5py, capsys):
 
 
 @needs_find_disks
-def test_find_min_height_with_disk_edge(tmp_path, scan, h5py):
+def test_find_min_height_with_disk_edge(tmp_path, scan, h5py, capsys):
     """--min-height reaches find_disks and the file: with DiskEdge it leaves out the maxima
     between the disks that --max-disks would otherwise fill up with."""
     path = save_inputs(tmp_path, scan, h5py)["npy"]
@@ -369,9 +369,14 @@ def test_find_min_height_with_disk_edge(tmp_path, scan, h5py):
     assert np.all(expected.counts < K)
     assert np.all(np.nanmin(expected.heights, axis=-1) > 1.0)
     out = tmp_path / "edge.h5"
+    capsys.readouterr()
+    assert cli.main(["find", path, "--pattern", "disk-edge", "--radius", str(RADIUS),
+                     "--max-disks", str(K), "--device", "cpu", "-o", str(out)]) == 0
+    assert "pass --min-height 0" in capsys.readouterr().err
     assert cli.main(["find", path, "--pattern", "disk-edge", "--radius", str(RADIUS),
                      "--max-disks", str(K), "--edge", "6", "--min-height", "1", "--device",
-                     "cpu", "-o", str(out)]) == 0
+                     "cpu", "-o", str(out), "--force"]) == 0
+    assert "--min-height" not in capsys.readouterr().err
     data, _, file_attrs = read(out)
     assert file_attrs["min_height"] == 1.0
     np.testing.assert_array_equal(data["counts"], expected.counts)

@@ -86,6 +86,10 @@ def _find(args, run):
           f"scaling={scaling_of(args, run.pattern)}, power={args.power:g}, "
           f"device={run.device}")
     print(f"calibration: {run.calibration.describe()}")
+    if isinstance(run.pattern, gpucorr.patterns.DiskEdge) and args.min_height is None:
+        print("gpucorr: warning: the disk-edge pattern's map has maxima between the disks, "
+              "which --max-disks may take for disks; pass --min-height 0 (or a little more) "
+              "to leave them out", file=sys.stderr)
     disks, seconds = timed(args, lambda: gpucorr.find_disks(
         run.frames, run.pattern, max_disks=args.max_disks, min_spacing=spacing,
         min_relative_height=args.min_relative_height, min_height=args.min_height,
