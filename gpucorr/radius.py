@@ -218,9 +218,17 @@ def estimate_radius(frame, *, max_disks=10, radius_range=None, return_details=Fa
                           params[:, 4], params[:, 3], inliers)
 
 
+MAX_EDGE_RADII = 100
+"""fit_edge_radius tries at most ``2 * MAX_EDGE_RADII + 1`` radii (``span / step`` at most
+this)."""
+
+
 def _frame_sample(frames, max_frames):
     """Up to ``max_frames`` frames, evenly spaced over the scan, as one host stack."""
-    shape = tuple(getattr(frames, "shape", np.shape(frames)))
+    if isinstance(frames, (list, tuple)):       # a list of frames, as refine takes it
+        from gpucorr.execution.sources import stack_list
+        frames = stack_list(frames)
+    shape = tuple(getattr(frames, "shape", None) or np.shape(frames))
     if len(shape) < 2:
         raise ValueError(f"frames must be a frame (H, W) or a stack (..., H, W); "
                          f"got shape {shape}")
@@ -259,10 +267,12 @@ def fit_edge_radius(frames, peaks, radius, *, width=0.7, span=1.0, step=0.1, sea
     width : float, optional
         The ``DiskEdge`` width the radius is for. Default 0.7.
     span, step : float, optional
-        Radii tried: ``radius +- span`` in steps of ``step`` (> 0, ``step <= span``).
-        Defaults 1.0 and 0.1.
+        Radii tried: from ``radius`` in steps of ``step`` up and down, as far as
+        ``span`` (> 0, ``step <= span``, ``span / step <= 100``). Defaults 1.0
+        and 0.1.
     search : float, optional
-        Search range of every template. Default ``DiskEdge(radius + span, width).search``.
+        Search range of every template, >= the largest radius tried. Default
+        ``DiskEdge(radius + span, width).search``.
     max_frames : int, optional
         How many frames to use, >= 1. Default 32.
     device, workers
@@ -321,10 +331,20 @@ def fit_edge_radius(frames, peaks, radius, *, width=0.7, span=1.0, step=0.1, sea
                         f"({type(max_frames).__name__})")
     if max_frames < 1:
         raise ValueError(f"max_frames must be an int >= 1; got {max_frames!r}")
-    if search is None:
-        search = DiskEdge(radius + span, check.width).search
-    k = int(round(span / step))
+    k = int(math.floor(span / step * (1 + 1e-9)))     # the radii tried lie within +- span
+    if k > MAX_EDGE_RADII:
+        raise ValueError(f"span / step must be at most {MAX_EDGE_RADII} (one refine call per "
+                         f"radius tried, {2 * MAX_EDGE_RADII + 1} at most); got span={span!r}, "
+                         f"step={step!r}")
     radii = radius + step * np.arange(-k, k + 1)
+    if search is None:
+        search = DiskEdge(radii[-1], check.width).search
+    elif isinstance(search, (bool, np.bool_)) or not isinstance(search, numbers.Real):
+        raise TypeError(f"search must be a real number >= the largest radius tried; got "
+                        f"{search!r} ({type(search).__name__})")
+    elif not search >= radii[-1]:
+        raise ValueError(f"search must be >= the largest radius tried, radius + span = "
+                         f"{radii[-1]:g} px; got search={search!r}")
     sample = _frame_sample(frames, max_frames)
     totals = np.stack([
         np.asarray(to_host(refine(sample, peaks, DiskEdge(float(r), width, search=search),

@@ -50,6 +50,10 @@ def default_search(peaks):
                          "distance to the nearest other peak)")
     d = np.sqrt(((peaks[:, None, :] - peaks[None, :, :]) ** 2).sum(-1).astype(np.float64))
     d[np.arange(len(peaks)), np.arange(len(peaks))] = np.inf
+    if d.min() == 0:
+        p, q = sorted(int(i) for i in np.unravel_index(np.argmin(d), d.shape))
+        raise ValueError(f"peaks {p} and {q} are the same, {tuple(int(v) for v in peaks[p])}: "
+                         f"give each disk once (or pass search)")
     return max(2, int(math.floor(d.min() / 2)))
 
 
@@ -64,10 +68,24 @@ def _check_search(search, peaks):
     return int(search)
 
 
+def _is_region(reference):
+    return isinstance(reference, str) or (
+        isinstance(reference, tuple) and all(isinstance(s, slice) for s in reference))
+
+
+def _stacked(frames):
+    """A list or tuple of frames as one array (in their array library), as refine takes
+    it; anything else as it is."""
+    if isinstance(frames, (list, tuple)):
+        from gpucorr.execution.sources import stack_list
+        return stack_list(frames)
+    return frames
+
+
 def _mean_frame(reference, frames):
     """The reference's mean frame (float64, host): ``reference`` frames (..., H, W), or a
     region of ``frames``' scan positions (``"0:10,0:64"`` or a tuple of slices)."""
-    if isinstance(reference, (str, tuple)):
+    if _is_region(reference):
         from gpucorr.lattice import parse_region
         if frames is None:
             raise ValueError(f"reference {reference!r} is a region of scan positions: pass "
@@ -81,7 +99,8 @@ def _mean_frame(reference, frames):
             raise ValueError(f"reference must be one slice per scan axis ({len(shape) - 2}); "
                              f"got {reference!r}")
         reference = frames[region]
-    if not hasattr(reference, "shape"):     # nested lists
+    reference = _stacked(reference)
+    if not hasattr(reference, "shape"):
         reference = np.asarray(reference)
     shape = tuple(reference.shape)
     if len(shape) < 2:
@@ -89,6 +108,8 @@ def _mean_frame(reference, frames):
                          f"got shape {shape}")
     if math.prod(shape[:-2]) == 0:
         raise ValueError(f"reference holds no frame (shape {shape})")
+    if 0 in shape[-2:]:
+        raise ValueError(f"reference frames are empty (shape {shape})")
     if frames is not None and tuple(frames.shape[-2:]) != shape[-2:]:
         raise ValueError(f"reference frames must have the frames' shape "
                          f"{tuple(frames.shape[-2:])}; got {shape[-2:]}")
@@ -146,12 +167,15 @@ def reference_templates(reference, peaks, search=None, scaling="log", *, frames=
     scaling = _check_scaling(scaling)
     peaks = _check_peaks(peaks)
     search = _check_search(search, peaks)
-    return _crops(_mean_frame(reference, frames), peaks, search, scaling)
+    return _crops(_mean_frame(reference, _stacked(frames)), peaks, search, scaling)
 
 
 def _crops(mean, peaks, search, scaling):
     """The zero-mean (log-scaled) ``2 search`` squares of ``mean`` about ``peaks``."""
     h, w = mean.shape
+    if 2 * search > min(h, w):
+        raise ValueError(f"search={search} makes templates of {2 * search}x{2 * search} px, "
+                         f"larger than the {h}x{w} frames")
     padded = np.zeros((h + 4 * search, w + 4 * search))
     padded[2 * search:2 * search + h, 2 * search:2 * search + w] = mean
     out = np.empty((len(peaks), 2 * search, 2 * search))
@@ -269,12 +293,9 @@ def refine_by_reference(frames, peaks, reference, *, pattern=None, search=None,
     """
     from gpucorr.api import RefineResult, refine
     from gpucorr.patterns import PeakTemplates
-    from gpucorr.backends import array_namespace
     from gpucorr.backends.host import as_native
 
-    if isinstance(frames, (list, tuple)):       # a list of frames, as refine takes it
-        frames = array_namespace(*frames).stack(frames)
-    frames = as_native(frames, "frames")
+    frames = as_native(_stacked(frames), "frames")
     scaling = _check_scaling(scaling)
     host_peaks = _check_peaks(peaks)
     search = _check_search(search, host_peaks)

@@ -33,6 +33,35 @@ def test_parallel_vectors_have_no_dual():
     assert np.isfinite(a_star[1]).all()
 
 
+def test_nearly_parallel_vectors_are_parallel_as_strain_sees_them():
+    a = np.array([26.08, 18.94])
+    b = 1.7678 * a                      # parallel up to rounding: det about 1e-13
+    a_star, b_star = real_space((a, b))
+    assert np.isnan(a_star).all() and np.isnan(b_star).all()
+    res = crystal_strain((a[None], b[None]), reference=([0.0, 20.0], [20.0, 0.0]))
+    assert np.isnan(res.exx).all() and np.isnan(res.rotation).all()
+
+
+def test_complex_vectors_are_refused():
+    with pytest.raises(TypeError, match="lattice: a and b must be real .y, x. vectors; got "
+                                        "dtype complex128"):
+        crystal_strain((np.array([1j, 20.0]), np.array([20.0, 0.0])),
+                       reference=([0.0, 20.0], [20.0, 0.0]))
+
+
+def test_infinite_vectors_give_nan_without_warnings():
+    import warnings
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        res = crystal_strain((np.array([[np.inf, 20.0], [0.0, 20.0]]),
+                              np.array([[20.0, 0.0], [20.0, 0.0]])),
+                             reference=([0.0, 20.0], [20.0, 0.0]))
+        assert np.isnan(res.exx[0]) and res.exx[1] == 0
+        with pytest.raises(ValueError, match="reference vectors a0, b0 must be finite"):
+            strain((np.array([[0.0, 20.0]]), np.array([[20.0, 0.0]])),
+                   reference=([np.inf, 20.0], [20.0, 0.0]))
+
+
 @pytest.mark.parametrize("exx, eyy, exy, rot", [(0.01, 0.0, 0.0, 0.0), (0.0, -0.02, 0.0, 0.0),
                                                  (0.004, -0.003, 0.0025, 0.07)])
 def test_the_crystals_strain_from_its_diffraction_pattern(exx, eyy, exy, rot):

@@ -136,6 +136,22 @@ def test_gpu_measures_the_cpus_radius():
         assert abs(got - expected) < 2e-3, (got, expected)
 
 
+def test_a_list_of_frames_is_a_stack():
+    frames, _, start = _lattice(shifts=((0.3, -0.2), (-0.1, 0.4)))
+    expected = gpucorr.fit_edge_radius(frames, start, 8.3)
+    assert gpucorr.fit_edge_radius(list(frames), start, 8.3) == expected
+    assert gpucorr.fit_edge_radius(tuple(frames), start, 8.3) == expected
+
+
+def test_the_radii_tried_stay_within_span():
+    frames, _, start = _lattice()
+    # span 1.0 in steps of 0.6: radii 7.7, 8.3, 8.9 (not 7.1 to 9.5)
+    got = gpucorr.fit_edge_radius(frames, start, 8.3, span=1.0, step=0.6)
+    assert 7.7 < got < 8.9
+    with pytest.raises(ValueError, match=r"radii tried \(8.9 to 10.1 px\)"):
+        gpucorr.fit_edge_radius(frames, start, 9.5, span=1.0, step=0.6)
+
+
 def test_a_guess_too_far_off_is_refused():
     frames, _, start = _lattice()
     with pytest.raises(ValueError, match="peaks at the end of the radii tried"):
@@ -151,6 +167,11 @@ def test_a_guess_too_far_off_is_refused():
     (dict(max_frames=2.0), TypeError, "max_frames must be an int >= 1"),
     (dict(width=-1), ValueError, "width"),
     (dict(radius=0.5), ValueError, "radius must be > span"),
+    (dict(step=1e-9), ValueError, r"span / step must be at most 100 .one refine call per "
+                                  r"radius tried, 201 at most.; got span=1.0, step=1e-09"),
+    (dict(search=8.5), ValueError, r"search must be >= the largest radius tried, radius \+ "
+                                   r"span = 9 px; got search=8.5"),
+    (dict(search="12"), TypeError, "search must be a real number >= the largest radius"),
 ])
 def test_bad_options_are_refused(kwargs, error, match):
     frames, _, start = _lattice()

@@ -179,6 +179,18 @@ def test_thresholds_drop_disks_and_keep_the_rank(option, scores, kept):
                                      **{option: 1e30}).counts == 0)
 
 
+@pytest.mark.parametrize("pattern", [PATTERN, patterns.DiskEdge(radius=4)])
+def test_min_height_at_a_disks_own_height_leaves_it_out(pattern):
+    """"not above": the cut compares the heights as reported (float32)."""
+    frame, _, _ = gpucorr.cbed_frame(128, 128, radius=4, dose=1e6, seed=3)
+    every = gpucorr.find_disks(frame, pattern, max_disks=60, upsample=True)
+    for i in range(min(18, int(every.counts[0]) - 1)):
+        height = float(every.heights[0, i])
+        res = gpucorr.find_disks(frame, pattern, max_disks=60, upsample=True,
+                                 min_height=height)
+        assert res.counts[0] == np.count_nonzero(every.heights[0] > height) <= i, i
+
+
 def test_min_height_leaves_out_the_maxima_between_disk_edge_disks():
     """DiskEdge's template sums to < 0: between the disks its map has maxima at about 0,
     which min_height=0 leaves out, keeping every disk (even the faintest of 160:1)."""
@@ -203,6 +215,15 @@ def test_results_keep_the_scan_axes():
     res = gpucorr.find_disks(frames, PATTERN, max_disks=4)
     assert res.positions.shape == (2, 3, 4, 2) and res.counts.shape == (2, 3)
     assert res.mask.shape == (2, 3, 4) and "max_disks=4" in repr(res)
+
+
+def test_per_peak_templates_are_refused():
+    templates = np.zeros((3, 8, 8))
+    templates[:, 2:6, 2:6] = 1
+    with pytest.raises(TypeError, match="got PeakTemplates .one template per peak., which "
+                                        "only gpucorr.refine takes"):
+        gpucorr.find_disks(np.zeros((64, 64), np.float32), patterns.PeakTemplates(templates),
+                           max_disks=5)
 
 
 @pytest.mark.parametrize("kwargs, error, match", [

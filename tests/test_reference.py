@@ -81,6 +81,24 @@ def test_a_reference_on_disk_or_as_lists_is_the_same_as_in_memory(tmp_path):
             handle.close()
 
 
+def test_frames_and_references_as_lists_or_tuples_are_stacked():
+    ref, frames, peaks = _moved(SHIFTS)
+    refs = np.stack([ref, ref * 2])
+    expected = gpucorr.refine_by_reference(frames, peaks, refs)
+    for given_frames in (list(frames), tuple(frames)):
+        for given_ref in (list(refs), tuple(refs)):
+            got = gpucorr.refine_by_reference(given_frames, peaks, given_ref)
+            for a, b in zip(got, expected):
+                np.testing.assert_array_equal(a, b)
+    scan = frames.reshape(2, 2, *frames.shape[-2:])
+    np.testing.assert_array_equal(reference_templates("0:1,0:2", peaks, frames=list(scan)),
+                                  reference_templates(scan[0], peaks))
+    # with peaks given twice the search must be given (or it would be 0)
+    twice = np.concatenate([peaks, peaks[:1]])
+    res = gpucorr.refine_by_reference(frames, twice, refs, search=6)
+    np.testing.assert_array_equal(res.refineds[:, -1], res.refineds[:, 0])
+
+
 def test_a_region_of_the_scan_is_the_same_as_its_frames():
     ref, frames, peaks = _moved(SHIFTS + [(0.2, 0.2), (-0.1, -0.3)])
     scan = frames.reshape(2, 3, *frames.shape[-2:])
@@ -138,6 +156,12 @@ def test_templates_are_the_mean_frames_crops():
     (dict(reference=np.full((96, 96), np.nan)), ValueError, "NaN or infinite"),
     (dict(reference=np.zeros((0, 96, 96))), ValueError, "holds no frame"),
     (dict(peaks=np.array([[10, 10], [500, 10]]), search=3), ValueError, "peak 1 at \\(500, 10\\)"),
+    (dict(peaks=np.array([[10, 10], [40, 40], [10, 10]])), ValueError,
+     r"peaks 0 and 2 are the same, \(10, 10\): give each disk once \(or pass search\)"),
+    (dict(search=10 ** 6), ValueError,
+     "search=1000000 makes templates of 2000000x2000000 px, larger than the 96x96 frames"),
+    (dict(search=49), ValueError, "templates of 98x98 px, larger than the 96x96 frames"),
+    (dict(reference=np.zeros((1, 0, 0))), ValueError, r"reference frames are empty \(shape"),
 ])
 def test_bad_arguments_are_refused(kwargs, error, match):
     ref, frames, peaks = _moved(SHIFTS[:1])

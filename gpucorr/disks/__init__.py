@@ -171,6 +171,10 @@ def find_disks(frames, pattern, *, max_disks, min_spacing=None, min_relative_hei
     >>> bool(distance.min(axis=1).max() < 0.05)
     True
     """
+    from gpucorr.patterns import PeakTemplates
+    if isinstance(pattern, PeakTemplates):
+        raise TypeError("pattern must be one template for the whole frame; got PeakTemplates "
+                        "(one template per peak), which only gpucorr.refine takes")
     call = prepare(frames, None, pattern, upsample=upsample, scaling=scaling, power=power,
                    device=device, memory_limit=memory_limit, workers=workers,
                    progress=progress)

@@ -47,7 +47,9 @@ def real_space(lattice):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)          # parallel: NaN / inf
         det = ax * by - bx * ay
-        det = xp.where(det == 0, float("nan"), det)
+        # parallel by the test of gpucorr.lattice.strain (relative to the vectors' size)
+        parallel = ~(xp.abs(det) > 1e-12 * (ax * ax + ay * ay + bx * bx + by * by))
+        det = xp.where(parallel, float("nan"), det)
         a_star = xp.stack([-bx / det, by / det], axis=-1)
         b_star = xp.stack([ax / det, -ay / det], axis=-1)
     return a_star, b_star

@@ -51,8 +51,11 @@ def _lattice_vectors(xp, lattice, name):
             f"{name} must be a LatticeFit or an (a, b) pair of (..., 2) arrays; "
             f"got {type(lattice).__name__}"
         )
-    a = xp.asarray(a, dtype=xp.float64)
-    b = xp.asarray(b, dtype=xp.float64)
+    a, b = xp.asarray(a), xp.asarray(b)
+    for v in (a, b):
+        if v.dtype.kind not in "iuf":
+            raise TypeError(f"{name}: a and b must be real (y, x) vectors; got dtype {v.dtype}")
+    a, b = a.astype(xp.float64), b.astype(xp.float64)
     if a.ndim < 1 or a.shape[-1] != 2 or a.shape != b.shape:
         raise ValueError(
             f"{name}: a and b must have the same shape (..., 2) of (y, x) vectors; "
@@ -359,7 +362,13 @@ def strain(lattice, *, reference=None):
     xp = array_namespace(*arrays, *ref_arrays)
     a, b = _lattice_vectors(xp, lattice, "lattice")
     a0, b0, mask = _reference(xp, a, b, reference)
+    # inf and NaN vectors give NaN results (or the reference's error), without warnings
+    with np.errstate(invalid="ignore", divide="ignore", over="ignore"):
+        return _polar(xp, a, b, a0, b0, mask, reference)
 
+
+def _polar(xp, a, b, a0, b0, mask, reference):
+    """strain's computation once its lattices are read (see :func:`strain`)."""
     # columns in (x, y) order: A = [[ax, bx], [ay, by]]
     ay, ax, by, bx = a[..., 0], a[..., 1], b[..., 0], b[..., 1]
     a0y, a0x, b0y, b0x = a0[0], a0[1], b0[0], b0[1]

@@ -55,9 +55,9 @@ def run_disks(backend, frames, filt, search, out, ws=None):
     if search.min_relative_height > 0:
         _threshold(xp, maps, values, centers, counts, search.min_relative_height)
     if search.min_height is not None:
-        # height = map value + the map's mean, as evaluate_at computes it
-        _keep_prefix(xp, values.astype(np.float64) + offsets[:, None] > search.min_height,
-                     centers, counts)
+        # the height as evaluate_at gives it: float32(map value + the map's mean, in float64)
+        reported = (values.astype(np.float64) + offsets[:, None]).astype(np.float32)
+        _keep_prefix(xp, reported.astype(np.float64) > search.min_height, centers, counts)
     backend.evaluate_at(maps, centers, counts, offsets, search.min_spacing, positions, heights,
                         elevations)
     if search.factor > 1:
