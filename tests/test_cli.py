@@ -439,8 +439,11 @@ def test_interrupt_while_writing_removes_the_partial_file(small, capsys, monkeyp
     assert cli.main(refine_argv(small["npy"], out, small["peaks"], "--force")) == 130
     monkeypatch.undo()
     assert capsys.readouterr().err == "gpucorr: interrupted\n"
-    assert created == [f"{out}.partial"]          # it did get as far as writing
-    assert not os.path.exists(f"{out}.partial")
+    assert len(created) == 1                      # it did get as far as writing, into a
+    name = os.path.basename(created[0])           # file of its own beside the results
+    assert os.path.dirname(created[0]) == str(small["dir"])
+    assert name.startswith(".out.h5.") and name.endswith(".partial")
+    assert not os.path.exists(created[0])
     assert out.read_bytes() == b"earlier results" if existing else not out.exists()
 
 
@@ -476,10 +479,10 @@ def test_unwritable_output_folder_fails_before_computing(small, capsys, no_compu
 
 
 @pytest.mark.parametrize("kind", ["same-path", "relative-path", "symlink", "hardlink",
-                                  "hdf5-input", "partial-is-the-input"])
+                                  "hdf5-input"])
 def test_output_that_is_the_input_is_refused(small, capsys, monkeypatch, no_compute, kind):
-    """-o naming the input (by any path, a link, or so that OUT.partial is the input),
-    even with --force: exit 2 before anything is computed, the input's bytes unchanged."""
+    """-o naming the input (by any path or a link), even with --force: exit 2 before
+    anything is computed, the input's bytes unchanged."""
     d = small["dir"]
     input_path, out = small["npy"], small["npy"]
     if kind == "relative-path":
@@ -495,10 +498,6 @@ def test_output_that_is_the_input_is_refused(small, capsys, monkeypatch, no_comp
     elif kind == "hdf5-input":
         image = small_h5(small)
         input_path, out = image + ":/entry/data", image
-    elif kind == "partial-is-the-input":
-        input_path = str(d / "r.h5.partial")
-        os.replace(small["npy"], input_path)
-        out = str(d / "r.h5")
     path = input_path.split(":")[0]
     before = open(path, "rb").read()
     assert cli.main(refine_argv(input_path, out, small["peaks"], "--force")) == 2
@@ -507,8 +506,59 @@ def test_output_that_is_the_input_is_refused(small, capsys, monkeypatch, no_comp
     assert open(path, "rb").read() == before
     assert sorted(os.listdir(d)) == sorted(
         {"relative-path": ["scan.npy", "sub"], "symlink": ["scan.npy", "link.h5"],
-         "hardlink": ["scan.npy", "hard.npy"], "partial-is-the-input": ["r.h5.partial"]}.get(
+         "hardlink": ["scan.npy", "hard.npy"]}.get(
             kind, ["scan.npy"]) + ["peaks.txt"] + (["image.h5"] if kind == "hdf5-input" else []))
+
+
+def test_a_file_named_like_partial_results_is_left_alone(small):
+    """The results are written under a name of their own first: a user's OUT.partial (or
+    an input of that name) is never touched."""
+    d = small["dir"]
+    (d / "r.h5.partial").write_bytes(b"the user's own file")
+    assert cli.main(refine_argv(small["npy"], d / "r.h5", small["peaks"])) == 0
+    assert (d / "r.h5.partial").read_bytes() == b"the user's own file"
+    assert (d / "r.h5").exists()
+    assert sorted(os.listdir(d)) == ["peaks.txt", "r.h5", "r.h5.partial", "scan.npy"]
+
+
+@pytest.mark.parametrize("kind", ["peaks", "reference-lattice", "zarr-inside", "plots-file",
+                                  "plots-folder"])
+def test_output_over_another_file_the_command_uses_is_refused(small, capsys, no_compute,
+                                                              kind):
+    """-o naming the --peaks file, the --reference-lattice file, a file inside a zarr
+    input, or a picture --plots writes (or the --plots folder): exit 2 before anything is
+    computed, even with --force."""
+    d = small["dir"]
+    extra, input_path, out = [], small["npy"], None
+    if kind == "peaks":
+        out = small["peaks"]
+        match = f"-o {out}: that is --peaks {out}; name another results file"
+    elif kind == "reference-lattice":
+        np.savetxt(d / "lattice.txt", np.array([[0.0, 10.0], [10.0, 0.0]]))
+        out = str(d / "lattice.txt")
+        extra = ["--reference-lattice", out]
+        match = f"-o {out}: that is --reference-lattice {out}; name another results file"
+    elif kind == "zarr-inside":
+        (d / "scan.zarr").mkdir()
+        (d / "scan.zarr" / ".zarray").write_text("{}")
+        input_path, out = str(d / "scan.zarr"), str(d / "scan.zarr" / ".zarray")
+        match = (f"-o {out}: that is inside the input {input_path}; name a results file "
+                 "outside it")
+    elif kind == "plots-file":
+        (d / "pics").mkdir()
+        out = str(d / "pics" / "strain_maps.png")
+        extra = ["--plots", str(d / "pics")]
+        match = (f"--plots {d / 'pics'}: a picture would overwrite the results file -o {out}; "
+                 "name another folder or results file")
+    else:
+        out = str(d / "same")
+        extra = ["--plots", out]
+        match = (f"--plots {out}: that is the results file (-o {out}); name another folder "
+                 "for the pictures")
+    before = {p.name: p.read_bytes() for p in d.rglob("*") if p.is_file()}
+    assert cli.main(refine_argv(input_path, out, small["peaks"], "--force", *extra)) == 2
+    assert one_error_line(capsys) == f"gpucorr: error: {match}"
+    assert {p.name: p.read_bytes() for p in d.rglob("*") if p.is_file()} == before
 
 
 def test_usage_errors_have_one_prefix(small, capsys):

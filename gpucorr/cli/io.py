@@ -8,6 +8,7 @@ Results go to HDF5 (:func:`write_results`) with attributes on the file, on
 each dataset and on groups; what they hold is :mod:`gpucorr.cli.results`.
 """
 import os
+import tempfile
 
 import numpy as np
 
@@ -214,9 +215,10 @@ def write_results(path, *, datasets, attrs, force=False, dataset_attrs=None, gro
     file) soft links, made last.
 
     Refuses to replace an existing file unless ``force``. The file is written
-    as ``PATH.partial`` and renamed to ``PATH`` once complete; on any failure
-    (a full disk, a file-size limit, an interrupt) the partial file is removed
-    and ``path`` is left as it was.
+    under a new name of its own in ``path``'s folder (``.NAME.<random>.partial``,
+    so no other file is touched) and renamed to ``path`` once complete; on any
+    failure (a full disk, a file-size limit, an interrupt) the partial file is
+    removed and ``path`` is left as it was.
 
     Raises
     ------
@@ -228,7 +230,13 @@ def write_results(path, *, datasets, attrs, force=False, dataset_attrs=None, gro
     import h5py
     if os.path.exists(path) and not force:
         raise FileExistsError(f"{path} exists; pass --force to overwrite it")
-    tmp = f"{path}.partial"
+    folder, name = os.path.split(os.path.abspath(path))
+    try:
+        fd, tmp = tempfile.mkstemp(dir=folder, prefix=f".{name}.", suffix=".partial")
+    except OSError as exc:
+        raise OutputError(f"{path}: could not write the results "
+                          f"({exc.strerror or exc})") from exc
+    os.close(fd)
     try:
         with h5py.File(tmp, "w") as f:
             for name, value in datasets.items():

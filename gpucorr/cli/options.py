@@ -114,15 +114,27 @@ def _same_file(a, b):
         return False
 
 
-def check_paths(input_path, out, force):
+def _inside(path, folder):
+    """Whether ``path`` lies inside the folder ``folder`` (links resolved)."""
+    folder = os.path.realpath(folder)
+    return os.path.commonpath([os.path.realpath(path), folder]) == folder
+
+
+def check_paths(input_path, out, force, others=()):
     """Before anything is computed: the input there and readable, the results file
-    ``out`` not the input, in an existing, writable folder, and new unless ``force``."""
+    ``out`` neither the input nor inside it (a zarr store) nor one of the ``others``
+    (name, path) the command reads, in an existing, writable folder, and new unless
+    ``force``."""
     if os.path.exists(input_path) and not os.access(input_path, os.R_OK):
         raise CLIError(f"{input_path}: not readable (permission denied)")
-    for target in (out, f"{out}.partial"):  # the results are written as OUT.partial first
-        if os.path.exists(input_path) and _same_file(target, input_path):
-            raise CLIError(f"-o {out}: that is the input {input_path}; name another "
-                           "results file")
+    for name, path in (("the input", input_path), *others):
+        if not os.path.exists(path):
+            continue
+        if _same_file(out, path):
+            raise CLIError(f"-o {out}: that is {name} {path}; name another results file")
+        if os.path.isdir(path) and _inside(out, path):
+            raise CLIError(f"-o {out}: that is inside {name} {path}; name a results file "
+                           "outside it")
     if os.path.isdir(out):
         raise CLIError(f"-o {out}: is a folder; name the results file, e.g. "
                        f"{os.path.join(out, 'results.h5')}")
@@ -274,11 +286,19 @@ def default_output(spec):
 PLOT_FILES = ("strain_maps.png", "strain_error.png", "context.png", "frame_overlay.png")
 
 
-def check_plots(directory, force):
+def check_plots(directory, force, out=None):
     """``--plots DIR``: a folder (made if missing, in an existing folder) whose pictures
-    are new unless ``force``."""
+    are new unless ``force``, and neither the results file ``out`` nor holding it."""
     if directory is None:
         return
+    if out is not None:
+        pictures = {os.path.realpath(os.path.join(directory, n)) for n in PLOT_FILES}
+        if os.path.realpath(out) == os.path.realpath(directory):
+            raise CLIError(f"--plots {directory}: that is the results file (-o {out}); name "
+                           "another folder for the pictures")
+        if os.path.realpath(out) in pictures:
+            raise CLIError(f"--plots {directory}: a picture would overwrite the results file "
+                           f"-o {out}; name another folder or results file")
     import importlib.util
     if importlib.util.find_spec("matplotlib") is None:
         raise CLIError(f"--plots needs matplotlib: {install_hint('cli')}")

@@ -46,8 +46,12 @@ def check_options(args):
     """Everything the command line alone says, checked before the input is opened."""
     from gpucorr.io import split_spec
     out = args.output or default_output(args.input)
-    check_paths(split_spec(args.input)[0], out, args.force)
-    check_plots(args.plots, args.force)
+    others = [("--peaks", getattr(args, "peaks", "auto")),
+              ("--reference-lattice", getattr(args, "reference_lattice", None))]
+    check_paths(split_spec(args.input)[0], out, args.force,
+                others=[(name, path) for name, path in others
+                        if path is not None and path != "auto"])
+    check_plots(args.plots, args.force, out)
     radius = parse_radius(args.radius)
     if args.pattern not in PATTERNS:
         raise CLIError(f"--pattern must be one of {', '.join(PATTERNS)}; got {args.pattern!r}")
