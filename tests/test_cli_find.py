@@ -383,3 +383,15 @@ def test_find_min_height_with_disk_edge(tmp_path, scan, h5py, capsys):
     np.testing.assert_array_equal(data["positions"], expected.positions)
     want = true_disks(SCAN, K)
     assert np.all(data["counts"] >= want.counts - 4) and np.all(data["counts"] <= want.counts)
+
+
+@needs_find_disks
+def test_find_radius_auto_with_disk_edge_warns_and_records_its_source(tmp_path, scan, h5py,
+                                                                      capsys):
+    path = save_inputs(tmp_path, scan, h5py)["npy"]
+    out = tmp_path / "auto.h5"
+    assert cli.main(["find", path, "--pattern", "disk-edge", "--radius", "auto",
+                     "--max-disks", str(K), "--edge", "6", "--min-height", "1",
+                     "--device", "cpu", "-o", str(out)]) == 0
+    assert "find measures it on the sum frame only" in capsys.readouterr().err
+    assert read(out)[2]["radius_source"] == "estimated from the sum frame (estimate_radius)"

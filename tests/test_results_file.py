@@ -192,7 +192,14 @@ def test_radius_auto_measures_the_disks(calibrated, capsys):
     assert "--radius auto: 8.0" in printed, printed
     _, _, file_attrs = read(out)
     assert file_attrs["radius"] == pytest.approx(8.0, abs=0.1)
-    assert file_attrs["radius_source"] == "estimated from the sum frame"
+    assert file_attrs["radius_source"] == "estimated from the sum frame (estimate_radius)"
+    # in any case, as the option reads it
+    assert cli.main(["refine", calibrated["path"] + ":/entry/data", "--radius", " AUTO",
+                     "--device", "cpu", "--upsample", "0", "-o", str(out), "--force"]) == 0
+    assert read(out)[2]["radius_source"] == "estimated from the sum frame (estimate_radius)"
+    assert cli.main(["refine", calibrated["path"] + ":/entry/data", "--radius", "8",
+                     "--device", "cpu", "--upsample", "0", "-o", str(out), "--force"]) == 0
+    assert read(out)[2]["radius_source"] == "given"
 
 
 def test_radius_auto_with_disk_edge_fits_the_edges(calibrated, capsys):
@@ -206,6 +213,8 @@ def test_radius_auto_with_disk_edge_fits_the_edges(calibrated, capsys):
     # a ring's heights peak about width**2 / radius (0.06 px) outside a sharp edge
     assert 8.0 < file_attrs["radius"] < 8.15
     assert file_attrs["pattern"] == "DiskEdge"
+    assert file_attrs["radius_source"] == ("estimated from the sum frame, then fitted to the "
+                                           "disks' edges (fit_edge_radius)")
 
 
 def test_plots(calibrated, capsys):

@@ -20,7 +20,7 @@ import numpy as np
 
 import gpucorr
 from gpucorr.cli.common import CLIError, one_line
-from gpucorr.cli.options import default_output, memory_limit_bytes
+from gpucorr.cli.options import PATTERNS, default_output, memory_limit_bytes
 from gpucorr.cli.progress import Progress
 from gpucorr.cli.steps import (check_against_input, check_crop, check_options, frames_word,
                                make_pattern, open_input, radius_of_sum_frame, reading_frames,
@@ -69,8 +69,13 @@ def _radius_and_pattern(args, run):
     if run.radius is None:
         with reading_frames(args):
             run.total = maps.sum_frame(run.frames)
-        run.radius = radius_of_sum_frame(run.total)
+        run.radius = radius_of_sum_frame(run.total, run)
         print(f"--radius auto: {run.radius:.2f} px (measured on the disks of the sum frame)")
+        if PATTERNS[args.pattern] == "DiskEdge":
+            print("gpucorr: warning: disk-edge needs the radius to a few hundredths of a "
+                  "pixel, and find measures it on the sum frame only (not on the disks' "
+                  "edges as refine does); give --radius, e.g. from gpucorr.fit_edge_radius",
+                  file=sys.stderr)
     run.pattern = make_pattern(args, run.radius)
     check_crop(run.pattern, run.shape, run.radius)
 
@@ -203,7 +208,7 @@ def _write_results(args, run, results, ref_text):
                        + (", strain maps" if ref_text is not None else ""),
         "input": args.input, "frames_shape": np.array(run.shape),
         "pattern": type(run.pattern).__name__, "radius": float(run.radius),
-        "radius_source": "given" if args.radius != "auto" else "estimated from the sum frame",
+        "radius_source": run.radius_source,
         "max_disks": int(args.max_disks), "min_spacing": float(run.min_spacing),
         "min_relative_height": float(args.min_relative_height),
         "min_height": args.min_height,

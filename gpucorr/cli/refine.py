@@ -43,7 +43,7 @@ def _find_pattern_and_peaks(args, run):
             run.total = maps.sum_frame(run.frames)
         auto = run.radius is None
         if auto:
-            run.radius = radius_of_sum_frame(run.total)
+            run.radius = radius_of_sum_frame(run.total, run)
             print(f"--radius auto: {run.radius:.2f} px (measured on the disks of the sum "
                   "frame)")
         run.pattern = make_pattern(args, run.radius)
@@ -51,7 +51,9 @@ def _find_pattern_and_peaks(args, run):
         if args.peaks == "auto":
             run.peaks, run.indices = _peaks(args, run.total, run.pattern)
         if auto and PATTERNS[args.pattern] == "DiskEdge":
-            run.radius = _edge_radius(run)
+            run.radius = _edge_radius(args, run)
+            run.radius_source = ("estimated from the sum frame, then fitted to the disks' "
+                                 "edges (fit_edge_radius)")
             print(f"--radius auto: {run.radius:.3f} px for disk-edge (fit_edge_radius on the "
                   "frames' disk edges)")
             run.pattern = make_pattern(args, run.radius)
@@ -138,7 +140,7 @@ def _write_results(args, run, results, derived):
                        "frame" + (", lattice fits and strain maps" if fitted else ""),
         "input": args.input, "frames_shape": np.array(run.shape),
         "pattern": type(run.pattern).__name__, "radius": float(run.radius),
-        "radius_source": "given" if args.radius != "auto" else "estimated from the sum frame",
+        "radius_source": run.radius_source,
         "mode": args.mode, "upsample": int(args.upsample),
         "scaling": _scaling(args, run), "power": float(args.power),
         "templates": args.templates,
@@ -170,13 +172,19 @@ def _scaling(args, run):
     return scaling_of(args, run.pattern)
 
 
-def _edge_radius(run):
+def _edge_radius(args, run):
     """``--radius auto`` with ``--pattern disk-edge``: the sum frame's radius refined on the
-    disks' edges of up to 32 frames (:func:`gpucorr.fit_edge_radius`)."""
+    disks' edges of up to 32 frames (:func:`gpucorr.fit_edge_radius`), on the device and
+    workers of the run; with ``--templates reference``, frames of the reference region,
+    whose disks' centres the pattern measures."""
     from gpucorr.radius import fit_edge_radius
+    frames = run.frames
+    if args.templates == "reference" and run.region is not None:
+        frames = run.frames[run.region]
     span = min(1.0, 0.5 * run.radius)
     try:
-        return fit_edge_radius(run.frames, run.peaks, run.radius, span=span, step=span / 10)
+        return fit_edge_radius(frames, run.peaks, run.radius, span=span, step=span / 10,
+                               device=run.device, workers=args.workers)
     except ValueError as exc:
         raise CLIError(f"--radius auto: could not fit the disks' edges ({one_line(exc)}); "
                        f"give --radius in px") from exc

@@ -35,6 +35,7 @@ class Run:
     pattern: object = None
     peaks: object = None
     indices: object = None
+    radius_source: str = "given"   # what the results file records of the radius
 
     @property
     def lead(self):
@@ -149,9 +150,12 @@ def make_pattern(args, radius):
     return getattr(patterns, PATTERNS[args.pattern])(radius=radius)
 
 
-def radius_of_sum_frame(total):
-    """``--radius auto``: the radius of the disks of the sum frame."""
+def radius_of_sum_frame(total, run=None):
+    """``--radius auto``: the radius of the disks of the sum frame (recorded as the
+    ``run``'s radius source)."""
     from gpucorr.radius import estimate_radius
+    if run is not None:
+        run.radius_source = "estimated from the sum frame (estimate_radius)"
     try:
         return estimate_radius(total)
     except ValueError as exc:
