@@ -262,7 +262,7 @@ def test_find_plots(tmp_path, scan, fake_find, h5py):
     (["--max-disks", "5"], "the following arguments are required: --radius"),
     (["--radius", "4", "--max-disks", "0"], "--max-disks: must be a finite number > 0"),
     (["--radius", "4", "--max-disks", "5", "--min-spacing", "-1"],
-     "--min-spacing: must be a finite number > 0 px"),
+     "--min-spacing: must be a finite number >= 1 px"),
     (["--radius", "4", "--max-disks", "5", "--min-relative-height", "1.5"],
      r"--min-relative-height: must be a number in \[0, 1\]; got 1.5"),
     (["--radius", "4", "--max-disks", "5", "--min-elevation", "nan"],
@@ -270,7 +270,13 @@ def test_find_plots(tmp_path, scan, fake_find, h5py):
     (["--radius", "4", "--max-disks", "5", "--min-height", "inf"],
      "--min-height: must be a finite number; got inf"),
     (["--radius", "4", "--max-disks", "5", "--edge", "-2"],
-     "--edge: must be an integer >= 0; got -2"),
+     "--edge: must be an integer from 0 to 2147483647; got -2"),
+    (["--radius", "4", "--max-disks", "5", "--edge", "99999999999999999999"],
+     "--edge: must be an integer from 0 to 2147483647; got 99999999999999999999"),
+    (["--radius", "4", "--max-disks", "5", "--min-spacing", "0.5"],
+     "--min-spacing: must be a finite number >= 1 px; got 0.5"),
+    (["--radius", "1e308", "--max-disks", "5"],
+     r"--radius 1e\+308: no circular pattern of that radius \(search must be finite"),
     (["--radius", "0", "--max-disks", "5"], "--radius must be a number > 0"),
     (["--radius", "4", "--max-disks", "5", "--reference", "0:1,x"],
      "--reference must be start:stop per scan axis"),
@@ -395,3 +401,13 @@ def test_find_radius_auto_with_disk_edge_warns_and_records_its_source(tmp_path, 
                      "--device", "cpu", "-o", str(out)]) == 0
     assert "find measures it on the sum frame only" in capsys.readouterr().err
     assert read(out)[2]["radius_source"] == "estimated from the sum frame (estimate_radius)"
+
+
+def test_find_more_disks_than_pixels_is_refused(tmp_path, scan, capsys):
+    np.save(tmp_path / "scan.npy", scan)
+    assert cli.main(["find", str(tmp_path / "scan.npy"), "--radius", "4", "--max-disks",
+                     str(FRAME * FRAME + 1), "--device", "cpu",
+                     "-o", str(tmp_path / "r.h5")]) == 2
+    assert (f"--max-disks {FRAME * FRAME + 1}: more than the {FRAME}x{FRAME} = "
+            f"{FRAME * FRAME} pixels of a frame") in capsys.readouterr().err
+    assert not (tmp_path / "r.h5").exists()

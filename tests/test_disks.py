@@ -209,6 +209,20 @@ def test_min_height_leaves_out_the_maxima_between_disk_edge_disks():
     assert np.all(res.centers[0, n:] == -1) and np.all(np.isnan(res.positions[0, n:]))
 
 
+def test_a_spacing_or_edge_beyond_the_frame_is_the_frame():
+    """A spacing beyond the frame's diagonal, or an edge beyond its size, means what the
+    diagonal or the size means (no overflow in the kernels)."""
+    frame, _, _ = gpucorr.cbed_frame(64, 64, radius=4)
+    diagonal = gpucorr.find_disks(frame, PATTERN, max_disks=5, min_spacing=float(np.hypot(64, 64)))
+    for spacing in (1e10, 1e20, 1e300):
+        far = gpucorr.find_disks(frame, PATTERN, max_disks=5, min_spacing=spacing)
+        for name in ("positions", "centers", "heights", "elevations", "counts"):
+            np.testing.assert_array_equal(getattr(far, name), getattr(diagonal, name))
+        assert far.counts[0] == 1
+    for edge in (64, 10 ** 6, 10 ** 19, 10 ** 30):
+        assert gpucorr.find_disks(frame, PATTERN, max_disks=5, edge=edge).counts[0] == 0
+
+
 def test_results_keep_the_scan_axes():
     frames = np.zeros((2, 3, 64, 64), np.float32)
     frames[..., 30:35, 30:35] = 1
@@ -242,6 +256,8 @@ def test_per_peak_templates_are_refused():
     (dict(max_disks=5, min_height=float("nan")), ValueError,
      r"min_height must be finite \(or None: no limit\); got nan"),
     (dict(max_disks=5, min_height=-float("inf")), ValueError, "min_height must be finite"),
+    (dict(max_disks=64 * 64 + 1), ValueError,
+     "max_disks must be at most the frames' 64x64 = 4096 pixels; got 4097"),
     (dict(max_disks=5, edge=-1), ValueError, "edge must be an int >= 0"),
     (dict(max_disks=5, edge=2.5), ValueError, "edge must be an int >= 0"),
     (dict(max_disks=5, upsample=1.5), TypeError, "upsample"),

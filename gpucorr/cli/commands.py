@@ -87,6 +87,13 @@ def _positive(kind, unit=""):
     return parse
 
 
+def _at_least_one_px(text):
+    value = _number(float, text)
+    if not (value >= 1 and math.isfinite(value)):
+        raise argparse.ArgumentTypeError(f"must be a finite number >= 1 px; got {text}")
+    return value
+
+
 def _power(text):
     """``--power``: a number from 0 to 1."""
     value = _number(float, text)
@@ -195,7 +202,7 @@ def _add_find(sub):
                    help="disk radius in px, or 'auto' (measured on the sum frame)")
     p.add_argument("--max-disks", type=_positive(int), required=True, metavar="K",
                    help="most disks kept per frame, the highest correlation first")
-    p.add_argument("--min-spacing", type=_positive(float, " px"), metavar="S",
+    p.add_argument("--min-spacing", type=_at_least_one_px, metavar="S",
                    help="smallest distance between two disks in px (default: the pattern's crop "
                         "size, about 2 x radius)")
     p.add_argument("--min-relative-height", type=_number_in(0, 1), default=0.0, metavar="F",
@@ -246,8 +253,8 @@ def _non_negative(text):
 
 def _non_negative_int(text):
     value = _number(int, text)
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be an integer >= 0; got {text}")
+    if not 0 <= value < 2**31:
+        raise argparse.ArgumentTypeError(f"must be an integer from 0 to {2**31 - 1}; got {text}")
     return value
 
 

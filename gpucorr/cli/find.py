@@ -82,6 +82,10 @@ def _radius_and_pattern(args, run):
 
 def _find(args, run):
     """``gpucorr.find_disks`` on every frame, with a progress bar; a summary printed."""
+    h, w = run.shape[-2:]
+    if args.max_disks > h * w:
+        raise CLIError(f"--max-disks {args.max_disks}: more than the {h}x{w} = {h * w} "
+                       "pixels of a frame")
     spacing = (args.min_spacing if args.min_spacing is not None
                else float(run.pattern.get_crop_size()))      # find_disks' own default
     optional = {} if args.edge is None else {"edge": args.edge}

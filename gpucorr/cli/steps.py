@@ -147,7 +147,11 @@ def make_pattern(args, radius):
     if radius is None or not radius > 0:
         raise CLIError(f"--radius must be a number > 0 (disk radius in px) or auto; "
                        f"got {radius}")
-    return getattr(patterns, PATTERNS[args.pattern])(radius=radius)
+    try:
+        return getattr(patterns, PATTERNS[args.pattern])(radius=radius)
+    except (ValueError, TypeError) as exc:
+        raise CLIError(f"--radius {radius:g}: no {args.pattern} pattern of that radius "
+                       f"({one_line(exc)})") from exc
 
 
 def radius_of_sum_frame(total, run=None):

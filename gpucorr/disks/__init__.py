@@ -182,6 +182,12 @@ def find_disks(frames, pattern, *, max_disks, min_spacing=None, min_relative_hei
         min_spacing = float(call.crop_size)
     k, s, rel, elevation, edge = _check_search(max_disks, min_spacing, min_relative_height,
                                                min_elevation, edge)
+    h, w = (int(n) for n in call.source.shape[-2:])
+    if k > h * w:
+        raise ValueError(f"max_disks must be at most the frames' {h}x{w} = {h * w} pixels; "
+                         f"got {k}")
+    s = min(s, math.hypot(h, w))    # no pixel lies farther: the same maxima, no overflow
+    edge = min(edge, max(h, w))     # no pixel lies farther inside either
     if subpixel not in ("com", "quadratic"):
         raise ValueError(f"subpixel must be 'com' or 'quadratic'; got {subpixel!r}")
     if subpixel == "quadratic" and call.factor > 1:
