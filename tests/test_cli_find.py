@@ -245,6 +245,24 @@ def test_find_without_a_lattice_warns_and_writes_the_disks(tmp_path, scan, fake_
     assert "lattice/a" not in data and "indices" not in data and "strain/exx" not in data
 
 
+def test_find_on_one_flat_disk_warns_and_writes_the_disks(tmp_path, h5py, capsys):
+    """A flat disk in each frame: the maxima found are flat (elevation 0), so the lattice
+    fit has no weights: a warning and the disks written, no NaN warnings, no error."""
+    import warnings
+    one = np.zeros((2, 2, 64, 64), np.float32)
+    yy, xx = np.mgrid[:64, :64]
+    one[:] = (yy - 32) ** 2 + (xx - 30) ** 2 < 36
+    np.save(tmp_path / "one.npy", one)
+    out = tmp_path / "one.h5"
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", RuntimeWarning)
+        assert cli.main(["find", str(tmp_path / "one.npy"), "--radius", "6", "--max-disks",
+                         "5", "--device", "cpu", "-o", str(out)]) == 0
+    assert "no frame's lattice could be fitted" in capsys.readouterr().err
+    data, _, _ = read(out)
+    assert "counts" in data and "lattice/a" not in data and "strain/exx" not in data
+
+
 def test_find_plots(tmp_path, scan, fake_find, h5py):
     pytest.importorskip("matplotlib")
     np.save(tmp_path / "scan.npy", scan)

@@ -139,6 +139,11 @@ def _index_and_fit(args, run, disks):
         return None
     fit = fit_lattice(positions, indices, mask=indexed, elevations=_host(disks.elevations),
                       weighted=True)
+    if not np.isfinite(fit.a).all(axis=-1).any():
+        print("gpucorr: warning: no frame's lattice could be fitted (the indexed disks' "
+              "elevations, the fit's weights, are 0, or they lie on one line): no lattice "
+              "fit and no strain", file=sys.stderr)
+        return None
     residual = warn_if_bad_fit(fit, "the disks", "spurious disks may be indexed; try a "
                                "larger --min-relative-height or --min-elevation")
     print(f"indexed {int(frames_indexed.sum())} of {frames_word(frames_indexed.size)}; "

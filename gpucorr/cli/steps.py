@@ -207,7 +207,8 @@ def strain_of(args, run, fit):
 def warn_if_bad_fit(fit, what, advice):
     """The lattice fit's median residual (px); a warning on stderr, with ``advice``, where
     it is 1 px or more (``what``: the positions fitted)."""
-    residual = float(np.nanmedian(fit.residual))
+    finite = np.isfinite(fit.residual)
+    residual = float(np.median(fit.residual[finite])) if finite.any() else float("nan")
     if not residual < 1.0:
         print(f"gpucorr: warning: the lattice fits {what} badly (median residual "
               f"{residual:.2f} px): {advice}", file=sys.stderr)
