@@ -256,7 +256,7 @@ def test_find_on_one_flat_disk_warns_and_writes_the_disks(tmp_path, h5py, capsys
     out = tmp_path / "one.h5"
     with warnings.catch_warnings():
         warnings.simplefilter("error", RuntimeWarning)
-        assert cli.main(["find", str(tmp_path / "one.npy"), "--radius", "6", "--max-disks",
+        assert cli.main(["find", str(tmp_path / "one.npy"), "--radius", "auto", "--max-disks",
                          "5", "--device", "cpu", "-o", str(out)]) == 0
     assert "no frame's lattice could be fitted" in capsys.readouterr().err
     data, _, _ = read(out)
