@@ -41,3 +41,15 @@ def test_demo_help_shows_defaults(capsys):
         cli.main(["demo", "--help"])
     text = " ".join(capsys.readouterr().out.split())
     assert "(default: 64)" in text and "(default: gpucorr-demo)" in text
+
+
+def test_the_reference_region_is_recorded_as_it_applies_to_the_scan():
+    from gpucorr.cli.steps import reference_text
+    from gpucorr.lattice import parse_region
+    text = "the median lattice over scan positions "
+    assert reference_text("0:10,0:64", None, parse_region("0:10,0:64"), (3, 4)) == (
+        text + "[0:3,0:4] (given as 0:10,0:64)")
+    assert reference_text("0:2,1:3", None, parse_region("0:2,1:3"), (3, 4)) == (
+        text + "[0:2,1:3]")
+    assert reference_text("::-1,0:2", None, parse_region("::-1,0:2"), (3, 4)) == (
+        text + "[2::-1,0:2] (given as ::-1,0:2)")

@@ -167,14 +167,27 @@ def radius_of_sum_frame(total, run=None):
                        f"({one_line(exc)}); give --radius in px") from exc
 
 
-def reference_text(region_text, lattice):
+def reference_text(region_text, lattice, region=None, lead=None):
+    """What the strain is relative to; a region as it applies to the scan axes ``lead``
+    (a stop beyond the scan is cut to it, as Python's slices are)."""
     if lattice is not None:
         a0, b0 = lattice
         return (f"the given lattice a0 = ({a0[0]:.4g}, {a0[1]:.4g}) px, "
                 f"b0 = ({b0[0]:.4g}, {b0[1]:.4g}) px")
     if region_text is not None:
+        if region is not None and lead is not None and len(region) == len(lead):
+            applied = ",".join(_slice_text(*s.indices(n)) for s, n in zip(region, lead))
+            if applied != region_text.replace(" ", ""):
+                return (f"the median lattice over scan positions [{applied}] (given as "
+                        f"{region_text})")
         return f"the median lattice over scan positions [{region_text}]"
     return "the median lattice of the whole scan"
+
+
+def _slice_text(start, stop, step):
+    if step == 1:
+        return f"{start}:{stop}"
+    return f"{start}:{stop}:{step}" if stop >= 0 else f"{start}::{step}"
 
 
 def frames_word(n):
@@ -194,7 +207,7 @@ def strain_of(args, run, fit):
     ``--reference-lattice``, the ``--reference`` region, or the whole scan), and the
     reference's description; a reference that does not work is a CLIError."""
     from gpucorr.lattice import crystal_strain
-    ref_text = reference_text(args.reference, run.lattice)
+    ref_text = reference_text(args.reference, run.lattice, run.region, run.lead)
     try:
         st = crystal_strain(fit, reference=run.lattice if run.lattice is not None
                             else run.region)
