@@ -51,5 +51,6 @@ def test_the_reference_region_is_recorded_as_it_applies_to_the_scan():
         text + "[0:3,0:4] (given as 0:10,0:64)")
     assert reference_text("0:2,1:3", None, parse_region("0:2,1:3"), (3, 4)) == (
         text + "[0:2,1:3]")
-    assert reference_text("::-1,0:2", None, parse_region("::-1,0:2"), (3, 4)) == (
-        text + "[2::-1,0:2] (given as ::-1,0:2)")
+    assert reference_text(":,0:2", None, parse_region(":,0:2"), (3, 4)) == text + "[:,0:2]"
+    assert reference_text("-2:,0:9:2", None, parse_region("-2:,0:9:2"), (3, 4)) == (
+        text + "[1:3,0:4:2] (given as -2:,0:9:2)")

@@ -176,9 +176,13 @@ def reference_text(region_text, lattice, region=None, lead=None):
                 f"b0 = ({b0[0]:.4g}, {b0[1]:.4g}) px")
     if region_text is not None:
         if region is not None and lead is not None and len(region) == len(lead):
-            applied = ",".join(_slice_text(*s.indices(n)) for s, n in zip(region, lead))
-            if applied != region_text.replace(" ", ""):
-                return (f"the median lattice over scan positions [{applied}] (given as "
+            applied = [s.indices(n) for s, n in zip(region, lead)]
+            cut = any((s.start is not None and s.start != a[0])
+                      or (s.stop is not None and s.stop != a[1])
+                      for s, a in zip(region, applied))
+            if cut:
+                return (f"the median lattice over scan positions "
+                        f"[{','.join(_slice_text(*a) for a in applied)}] (given as "
                         f"{region_text})")
         return f"the median lattice over scan positions [{region_text}]"
     return "the median lattice of the whole scan"
