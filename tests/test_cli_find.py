@@ -204,7 +204,7 @@ def test_find_reference_region_and_default_output(tmp_path, scan, fake_find, h5p
     monkeypatch.chdir(tmp_path)
     assert cli.main(["find", "scan.npy", "--radius", "4", "--max-disks", str(K),
                      "--reference", ":,0:1", "--device", "cpu"]) == 0
-    assert "edge" not in fake_find[1][0]          # find_disks' own default
+    assert fake_find[1][0]["edge"] == RADIUS      # the radius: no disk cut by the border
     data, _, file_attrs = read(tmp_path / "scan_npy-gpucorr-find.h5")
     _, _, _, angle, stretch = truth()
     # the reference: the median lattice of the first column (its rotation, the median
@@ -257,7 +257,7 @@ def test_find_on_one_flat_disk_warns_and_writes_the_disks(tmp_path, h5py, capsys
     with warnings.catch_warnings():
         warnings.simplefilter("error", RuntimeWarning)
         assert cli.main(["find", str(tmp_path / "one.npy"), "--radius", "auto", "--max-disks",
-                         "5", "--device", "cpu", "-o", str(out)]) == 0
+                         "5", "--edge", "0", "--device", "cpu", "-o", str(out)]) == 0
     assert "no frame's lattice could be fitted" in capsys.readouterr().err
     data, _, _ = read(out)
     assert "counts" in data and "lattice/a" not in data and "strain/exx" not in data

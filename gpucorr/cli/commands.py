@@ -215,7 +215,8 @@ def _add_find(sub):
                    help="drop disks whose elevation (a quality score) is below E")
     p.add_argument("--edge", type=_non_negative_int, default=None, metavar="N",
                    help="drop disks whose centre is closer than N px to the frame's border "
-                        "(default: gpucorr.find_disks' default)")
+                        "(default: the radius, rounded up: disks cut by the border, whose "
+                        "positions the border moves, are left out)")
     _add_scaling(p)
     p.add_argument("--subpixel", choices=("com", "quadratic"), default="com",
                    help="with --upsample 0: 'com', the 5x5 centre of mass (as refine); "

@@ -14,6 +14,7 @@ mask of the disks found), fit each frame's lattice with its own indices
 write the results file (:mod:`gpucorr.cli.results`) and the pictures.
 """
 import argparse
+import math
 import sys
 
 import numpy as np
@@ -88,7 +89,8 @@ def _find(args, run):
                        "pixels of a frame")
     spacing = (args.min_spacing if args.min_spacing is not None
                else float(run.pattern.get_crop_size()))      # find_disks' own default
-    optional = {} if args.edge is None else {"edge": args.edge}
+    if args.edge is None:       # disks cut by the border: their positions are moved
+        args.edge = int(math.ceil(run.radius))
     print(f"{args.input}: frames {run.shape} {run.frames.dtype}; up to {args.max_disks} "
           f"disks a frame, {spacing:.4g} px apart; {type(run.pattern).__name__}"
           f"(radius={run.radius:.4g}), upsample={args.upsample}, "
@@ -103,7 +105,7 @@ def _find(args, run):
         run.frames, run.pattern, max_disks=args.max_disks, min_spacing=spacing,
         min_relative_height=args.min_relative_height, min_height=args.min_height,
         min_elevation=args.min_elevation,
-        upsample=args.upsample, subpixel=args.subpixel, **optional, device=run.device,
+        upsample=args.upsample, subpixel=args.subpixel, edge=args.edge, device=run.device,
         memory_limit=memory_limit_bytes(args), workers=args.workers,
         progress=Progress("find"), scaling=args.scaling, power=args.power))
     run.min_spacing = spacing
