@@ -209,6 +209,47 @@ def test_min_height_leaves_out_the_maxima_between_disk_edge_disks():
     assert np.all(res.centers[0, n:] == -1) and np.all(np.isnan(res.positions[0, n:]))
 
 
+@pytest.mark.parametrize("pattern", [PATTERN, patterns.RadialGradient(radius=4),
+                                     patterns.BackgroundSubtraction(radius=4)])
+def test_maxima_that_rounding_leaves_on_flat_parts_are_left_out(pattern):
+    """Blank margins: rounding of the float32 maps leaves dozens of maxima of elevation 0
+    or about 1e-7 of the highest there. By default (min_relative_elevation=1e-6) exactly
+    the disks are found; with 0 every maximum is kept, and the default keeps those of them
+    whose elevation is above 0 and at least 1e-6 of the highest, in rank order."""
+    frame, _, true = gpucorr.cbed_frame(128, 128, radius=4, all_equal=False, margin=20)
+    res = gpucorr.find_disks(frame, pattern, max_disks=100)
+    n = int(res.counts[0])
+    assert n == len(true)
+    distance = np.linalg.norm(res.positions[0, :n, None] - true[None], axis=-1)
+    assert distance.min(axis=1).max() < 1 and distance.min(axis=0).max() < 1
+    every = gpucorr.find_disks(frame, pattern, max_disks=100, min_relative_elevation=0)
+    m = int(every.counts[0])
+    assert m > n + 20
+    e = every.elevations[0, :m]
+    keep = (e > 0) & (e >= np.float32(1e-6) * e.max())
+    np.testing.assert_array_equal(res.centers[0, :n], every.centers[0, :m][keep])
+
+
+@pytest.mark.gpu
+def test_gpu_leaves_out_the_same_flat_maxima():
+    import cupy
+    frame, _, _ = gpucorr.cbed_frame(128, 128, radius=4, all_equal=False, margin=20)
+    frames = np.concatenate([frame, np.zeros_like(frame)]).astype(np.float32)
+    cpu = gpucorr.find_disks(frames, PATTERN, max_disks=100)
+    gpu = gpucorr.find_disks(cupy.asarray(frames), PATTERN, max_disks=100)
+    np.testing.assert_array_equal(cupy.asnumpy(gpu.counts), cpu.counts)
+    np.testing.assert_array_equal(cupy.asnumpy(gpu.centers), cpu.centers)
+    assert cpu.counts.tolist() == [25, 0]
+
+
+def test_a_blank_frame_has_no_disks():
+    blank = np.zeros((2, 64, 64), np.float32)
+    assert np.all(gpucorr.find_disks(blank, PATTERN, max_disks=5).counts == 0)
+    # by the maxima's definition alone, the first pixel of a flat map is one
+    assert np.all(gpucorr.find_disks(blank, PATTERN, max_disks=5,
+                                     min_relative_elevation=0).counts == 1)
+
+
 def test_a_spacing_or_edge_beyond_the_frame_is_the_frame():
     """A spacing beyond the frame's diagonal, or an edge beyond its size, means what the
     diagonal or the size means (no overflow in the kernels)."""
@@ -258,6 +299,10 @@ def test_per_peak_templates_are_refused():
     (dict(max_disks=5, min_height=-float("inf")), ValueError, "min_height must be finite"),
     (dict(max_disks=64 * 64 + 1), ValueError,
      "max_disks must be at most the frames' 64x64 = 4096 pixels; got 4097"),
+    (dict(max_disks=5, min_relative_elevation=2), ValueError,
+     r"min_relative_elevation must be in \[0, 1\]; got 2"),
+    (dict(max_disks=5, min_relative_elevation="0"), TypeError,
+     "min_relative_elevation must be a real number in"),
     (dict(max_disks=5, edge=-1), ValueError, "edge must be an int >= 0"),
     (dict(max_disks=5, edge=2.5), ValueError, "edge must be an int >= 0"),
     (dict(max_disks=5, upsample=1.5), TypeError, "upsample"),

@@ -213,6 +213,11 @@ def _add_find(sub):
                         "leaves out its maxima between the disks")
     p.add_argument("--min-elevation", type=_non_negative, default=0.0, metavar="E",
                    help="drop disks whose elevation (a quality score) is below E")
+    p.add_argument("--min-relative-elevation", type=_number_in(0, 1), default=1e-6,
+                   metavar="F",
+                   help="drop disks whose elevation is below F times the frame's highest, or "
+                        "0 (default 1e-6: the maxima rounding leaves on flat parts of a "
+                        "frame; 0 keeps them)")
     p.add_argument("--edge", type=_non_negative_int, default=None, metavar="N",
                    help="drop disks whose centre is closer than N px to the frame's border "
                         "(default: the radius, rounded up: disks cut by the border, whose "

@@ -104,7 +104,7 @@ def _find(args, run):
     disks, seconds = timed(args, lambda: gpucorr.find_disks(
         run.frames, run.pattern, max_disks=args.max_disks, min_spacing=spacing,
         min_relative_height=args.min_relative_height, min_height=args.min_height,
-        min_elevation=args.min_elevation,
+        min_elevation=args.min_elevation, min_relative_elevation=args.min_relative_elevation,
         upsample=args.upsample, subpixel=args.subpixel, edge=args.edge, device=run.device,
         memory_limit=memory_limit_bytes(args), workers=args.workers,
         progress=Progress("find"), scaling=args.scaling, power=args.power))
@@ -224,6 +224,7 @@ def _write_results(args, run, results, ref_text):
         "min_relative_height": float(args.min_relative_height),
         "min_height": args.min_height,
         "min_elevation": float(args.min_elevation),
+        "min_relative_elevation": float(args.min_relative_elevation),
         "edge": args.edge, "upsample": int(args.upsample), "subpixel": args.subpixel,
         "scaling": scaling_of(args, run.pattern), "power": float(args.power),
         "device": run.device, "strain_reference": ref_text,

@@ -67,6 +67,14 @@ def _check_min_height(min_height):
     return float(min_height)
 
 
+def _check_share(name, value):
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise TypeError(f"{name} must be a real number in [0, 1]; got {value!r}")
+    if not 0 <= value <= 1:
+        raise ValueError(f"{name} must be in [0, 1]; got {value!r}")
+    return float(value)
+
+
 def _check_search(max_disks, min_spacing, min_relative_height, min_elevation, edge):
     max_disks = _validate.check_count(max_disks, "max_disks", "an int >= 1")
     if isinstance(min_spacing, bool) or not isinstance(min_spacing, numbers.Real):
@@ -74,11 +82,7 @@ def _check_search(max_disks, min_spacing, min_relative_height, min_elevation, ed
     if not (math.isfinite(min_spacing) and min_spacing >= 1):
         raise ValueError(f"min_spacing must be a finite number >= 1 (pixels); "
                          f"got {min_spacing!r}")
-    for name, value in (("min_relative_height", min_relative_height),):
-        if isinstance(value, bool) or not isinstance(value, numbers.Real):
-            raise TypeError(f"{name} must be a real number in [0, 1]; got {value!r}")
-        if not 0 <= value <= 1:
-            raise ValueError(f"{name} must be in [0, 1]; got {value!r}")
+    _check_share("min_relative_height", min_relative_height)
     if isinstance(min_elevation, bool) or not isinstance(min_elevation, numbers.Real):
         raise TypeError(f"min_elevation must be a real number >= 0; got {min_elevation!r}")
     if not (math.isfinite(min_elevation) and min_elevation >= 0):
@@ -89,8 +93,14 @@ def _check_search(max_disks, min_spacing, min_relative_height, min_elevation, ed
         int(edge)
 
 
+MIN_RELATIVE_ELEVATION = 1e-6
+""":func:`find_disks`' default ``min_relative_elevation``: ten times the elevation, relative
+to a frame's highest, that rounding gives maxima on flat parts of a float32 map."""
+
+
 def find_disks(frames, pattern, *, max_disks, min_spacing=None, min_relative_height=0.0,
-               min_height=None, min_elevation=0.0, edge=0, upsample=False, subpixel="com", device=None,
+               min_height=None, min_elevation=0.0,
+               min_relative_elevation=MIN_RELATIVE_ELEVATION, edge=0, upsample=False, subpixel="com", device=None,
                memory_limit=None, workers=None, progress=None, scaling=None, power=1.0):
     """Find the disks of every frame on its own: the maxima of its correlation map.
 
@@ -124,6 +134,13 @@ def find_disks(frames, pattern, *, max_disks, min_spacing=None, min_relative_hei
     min_elevation : float
         Disks of a lower elevation (the slope of the tightest cone under the
         maximum, over the pixels closer than ``s``) are left out (default 0).
+    min_relative_elevation : float
+        Disks whose elevation is below this share of the highest elevation among
+        the frame's maxima (the ``max_disks`` kept) are left out, and, where it is
+        > 0, those of elevation 0 (0 to 1). Default 1e-6: where a frame is flat (an
+        empty background, blank corners, a blank frame), rounding of the float32
+        correlation leaves maxima of elevation 0 or below 1e-7 of the highest,
+        dozens a frame, which are not disks. 0 keeps every maximum.
     edge : int
         Maxima closer than this to the frame's border are left out (default 0).
     upsample : bool or int
@@ -182,6 +199,7 @@ def find_disks(frames, pattern, *, max_disks, min_spacing=None, min_relative_hei
         min_spacing = float(call.crop_size)
     k, s, rel, elevation, edge = _check_search(max_disks, min_spacing, min_relative_height,
                                                min_elevation, edge)
+    rel_elevation = _check_share("min_relative_elevation", min_relative_elevation)
     h, w = (int(n) for n in call.source.shape[-2:])
     if k > h * w:
         raise ValueError(f"max_disks must be at most the frames' {h}x{w} = {h * w} pixels; "
@@ -193,8 +211,8 @@ def find_disks(frames, pattern, *, max_disks, min_spacing=None, min_relative_hei
     if subpixel == "quadratic" and call.factor > 1:
         raise ValueError(f"subpixel='quadratic' refines without upsampling; got "
                          f"upsample={upsample!r} (pass upsample=False, or subpixel='com')")
-    search = DiskSearch(k, s, rel, _check_min_height(min_height), elevation, edge,
-                        call.factor, call.crop_size, call.scaling,
+    search = DiskSearch(k, s, rel, _check_min_height(min_height), elevation, rel_elevation,
+                        edge, call.factor, call.crop_size, call.scaling,
                         quadratic=subpixel == "quadratic")
     result = execute(call, lambda xp: DiskJob(xp, call.source, pattern, search,
                                               call.memory_limit), progress)

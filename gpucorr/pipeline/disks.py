@@ -5,7 +5,8 @@ kernel set finds each map's maxima (``find_maxima``) and evaluates them
 (``evaluate_at``: 5x5 centre of mass, height, elevation); with upsampling, the
 square of the map around each maximum (``2 * half`` pixels, periodic like the map)
 is refined by the rule of :func:`~gpucorr.pipeline.upsample_positions`; disks
-below ``min_elevation`` are dropped and the others move up, keeping their rank.
+below ``min_elevation`` (or ``min_relative_elevation`` of the frame's highest) are dropped
+and the others move up, keeping their rank.
 """
 from dataclasses import dataclass
 
@@ -28,6 +29,7 @@ class DiskSearch:
     min_relative_height: float = 0.0
     min_height: float | None = None
     min_elevation: float = 0.0
+    min_relative_elevation: float = 0.0
     edge: int = 0
     factor: int = 1
     half: int = 8
@@ -64,8 +66,8 @@ def run_disks(backend, frames, filt, search, out, ws=None):
         _upsample(backend, maps, centers, counts, search, positions)
     elif search.quadratic:
         _quadratic(xp, maps, centers, counts, positions)
-    if search.min_elevation > 0:
-        _drop_low(xp, out, search.min_elevation)
+    if search.min_elevation > 0 or search.min_relative_elevation > 0:
+        _drop_low(xp, out, search.min_elevation, search.min_relative_elevation)
     if xp is not np:  # frames with NaN or infinite values: no disks (the CPU raised)
         counts[...] = xp.where(bad, 0, counts)
         mark_bad(xp, xp.repeat(bad, centers.shape[1]), (None, positions.reshape(-1, 2),
@@ -148,12 +150,17 @@ def _quadratic(xp, maps, centers, counts, positions):
     positions[...] = xp.where(use[..., None], vertex, positions)
 
 
-def _drop_low(xp, out, min_elevation):
-    """Leave out disks of an elevation below ``min_elevation``; the rest keep their order."""
+def _drop_low(xp, out, min_elevation, relative=0.0):
+    """Leave out disks of an elevation below ``min_elevation`` and, where ``relative`` > 0,
+    below that share of the frame's highest elevation or not above 0; the rest keep their
+    order."""
     centers, positions, heights, elevations, counts = out
     k = centers.shape[1]
     valid = xp.arange(k)[None, :] < counts[:, None]
     keep = valid & (elevations >= min_elevation)
+    if relative > 0:
+        top = xp.where(valid, elevations, 0).max(axis=1)[:, None]      # K >= 1 columns
+        keep &= (elevations > 0) & (elevations >= np.float32(relative) * top)
     rows, cols = xp.nonzero(keep)
     dest = (xp.cumsum(keep, axis=1) - 1)[rows, cols]
     moved = [a[rows, cols] for a in (centers, positions, heights, elevations)]
