@@ -304,11 +304,11 @@ def _fit(xp, pos, idx, elev, min_elevation, weighted, mask=None):
     wn = w / xp.where(total > 0, total, 1.0)[..., None]               # weights sum to 1
 
     # weighted means; centred indices and positions per frame
-    if idx.ndim == 2:
-        mean_idx = wn @ idx                                           # (..., 2)
-    else:
+    # products and sums, not ``wn @ idx``: BLAS's matrix product sums in an order that
+    # depends on the number of frames, and a frame's fit must not (batch invariance)
+    if idx.ndim != 2:
         idx = xp.where(usable[..., None], idx, 0.0)                   # masked: any value
-        mean_idx = xp.sum(wn[..., None] * idx, axis=-2)
+    mean_idx = xp.sum(wn[..., None] * idx, axis=-2)                   # (..., 2)
     mean_pos = xp.sum(wn[..., None] * pos, axis=-2)                   # (..., 2)
     d = idx - mean_idx[..., None, :]                                  # (..., P, 2)
     di, dj = d[..., 0], d[..., 1]
