@@ -137,12 +137,24 @@ def _check_mask(mask, shape):
     return m
 
 
+def _check_number(name, value, allowed, ok):
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, float, np.integer,
+                                                                      np.floating)):
+        raise TypeError(f"{name} must be {allowed}; got {value!r} ({type(value).__name__})")
+    if not (np.isfinite(value) and ok(value)):
+        raise ValueError(f"{name} must be {allowed}; got {value!r}")
+
+
 def _check_zero(zero, lead, n_peaks):
     """``zero`` as an int64 array of shape ``lead`` (-1: the default per frame)."""
     if zero is None:
         return np.full(lead, -1, dtype=np.int64)
     z = np.asarray(zero)
-    if z.dtype.kind not in "iu" or (z.shape != () and z.shape != lead):
+    if isinstance(zero, (bool, np.bool_)) or z.dtype.kind not in "iu" or (
+            z.shape != () and z.shape != lead):
+        if lead == ():
+            raise TypeError(f"zero must be None or an int (the index of a peak); got "
+                            f"{zero!r}")
         raise ValueError(f"zero must be None, an int or an integer array of shape {lead} "
                          f"(one peak index per frame); got {zero!r}")
     if np.any((z < 0) | (z >= n_peaks)):
@@ -268,10 +280,19 @@ def index_peaks(peaks, *, mask=None, zero=None, tolerance=0.25, min_angle=20.0,
         return like(index_peaks(to_host(peaks), mask=host_mask, zero=zero,
                                 tolerance=tolerance, min_angle=min_angle,
                                 reference=reference), peaks)
-    p = np.asarray(peaks, dtype=np.float64)
-    if p.ndim < 2 or p.shape[-1] != 2:
+    p = np.asarray(peaks)
+    if p.dtype.kind not in "iuf":
+        raise TypeError(f"peaks must be real (y, x) positions; got dtype {p.dtype}")
+    p = p.astype(np.float64)
+    if p.ndim < 2 or p.shape[-1] != 2 or p.shape[-2] == 0:
         raise ValueError(f"peaks must have shape (P, 2), or (..., P, 2) with one set per "
-                         f"frame; got {p.shape}")
+                         f"frame, P >= 1; got {p.shape}")
+    _check_number("tolerance", tolerance, "a number > 0 (a share of the shorter basis "
+                  "vector)", lambda v: v > 0)
+    _check_number("min_angle", min_angle, "a number of degrees, 0 < min_angle < 90",
+                  lambda v: 0 < v < 90)
+    if p.ndim == 2 and zero is not None:
+        _check_zero(zero, (), p.shape[-2])
     present = _check_mask(mask, p.shape) & np.all(np.isfinite(p), axis=-1)
     ref = _check_reference(reference)
     if p.ndim == 2:

@@ -203,7 +203,10 @@ def estimate_radius(frame, *, max_disks=10, radius_range=None, return_details=Fa
     """
     frame = _check_frame(frame)
     max_disks, (rmin, rmax) = _check_options(max_disks, radius_range, frame.shape)
-    fits = fit_disks(frame, max_disks, rmin, rmax)
+    # the fit in units of about the frame's largest value, scaled by a power of 2 (exact):
+    # its tolerances are absolute, so the radius would depend on the intensity unit
+    scale = 2.0 ** np.round(np.log2(np.abs(frame).max()))
+    fits = fit_disks(frame / scale, max_disks, rmin, rmax)
     if not fits:
         raise ValueError(
             f"frame has no disk whose edge could be fitted with a radius in "
@@ -215,7 +218,7 @@ def estimate_radius(frame, *, max_disks=10, radius_range=None, return_details=Fa
     if not return_details:
         return radius
     return RadiusEstimate(radius, params[:, 2], errors[:, 2], params[:, :2],
-                          params[:, 4], params[:, 3], inliers)
+                          params[:, 4] * scale, params[:, 3], inliers)
 
 
 MAX_EDGE_RADII = 100

@@ -284,3 +284,20 @@ def test_cupy_frame_is_read_to_the_host(any_cupy):
     # CuPy forbids implicit host conversion; the frame is copied with .get()
     frame, _ = lattice(6.0, dose=1e6, seed=8)
     assert estimate_radius(any_cupy.asarray(frame)) == estimate_radius(frame)
+
+
+def test_the_radius_does_not_depend_on_the_intensity_unit():
+    """The fit runs in units of about the frame's largest value: a frame scaled by any
+    factor gives the same radius (its tolerances were absolute: 0.04 px off at 1e-11,
+    no disk at 1e200), without warnings."""
+    import warnings
+    frame = cbed_frame(128, 128, radius=4.3)[0][0].astype(np.float64)
+    expected = estimate_radius(frame)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        for factor in (1e-30, 1e-11, 1e-10, 3.7, 1e6, 1e100, 1e200):
+            assert estimate_radius(frame * factor) == pytest.approx(expected, abs=1e-9)
+    details = estimate_radius(frame * 1e-11, return_details=True)
+    np.testing.assert_allclose(details.amplitudes * 1e11,
+                               estimate_radius(frame, return_details=True).amplitudes,
+                               rtol=1e-9)
