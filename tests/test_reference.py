@@ -212,3 +212,23 @@ def test_one_template_per_peak_needs_fast_mode_and_one_per_peak():
         PeakTemplates(np.zeros((4, 4)))
     with pytest.raises(ValueError, match="templates must not be empty"):
         PeakTemplates(np.zeros((0, 4, 4)))
+
+
+def test_dask_checks_per_peak_templates_when_the_graph_is_built():
+    da = pytest.importorskip("dask.array")
+    import gpucorr.dask
+    from gpucorr.patterns import PeakTemplates
+    ref, frames, peaks = _moved(SHIFTS)
+    templates = reference_templates(ref, peaks, search=6)
+    darr = da.from_array(frames, chunks=(2, -1, -1))
+    with pytest.raises(ValueError, match=f"holds {len(peaks) - 1} templates for {len(peaks)} "
+                                         "peaks; give one per peak"):
+        gpucorr.dask.refine(darr, peaks, PeakTemplates(templates[1:], search=6))
+    with pytest.raises(ValueError, match="one template per peak .PeakTemplates. needs "
+                                         "mode='fast'; got mode='full'"):
+        gpucorr.dask.refine(darr, peaks, PeakTemplates(templates, search=6), mode="full")
+    res = gpucorr.dask.refine(darr, peaks, PeakTemplates(templates, search=6), upsample=7)
+    expected = gpucorr.refine(frames, peaks, PeakTemplates(templates, search=6), upsample=7)
+    got = res.compute(scheduler="sync")
+    for a, b in zip(got, expected):
+        np.testing.assert_array_equal(a, b)

@@ -9,7 +9,26 @@ from gpucorr import _validate, pipeline
 from gpucorr.backends import get_backend
 from gpucorr.pipeline import mark_bad
 
-__all__ = ["Job", "check_log_overflow", "chunk_frames"]
+__all__ = ["Job", "check_log_overflow", "checked_template", "chunk_frames"]
+
+
+def checked_template(pattern, shape, mode, n_peaks):
+    """``pattern``'s template (spectrum) for crops or frames of ``shape``, checked: one 2-D
+    template, or one per peak (PeakTemplates) in fast mode."""
+    template = pattern.get_template(sig_shape=shape)
+    if getattr(template, "ndim", 2) == 3:         # one template per peak (PeakTemplates)
+        if mode != "fast":
+            raise ValueError(f"a pattern with one template per peak "
+                             f"({type(pattern).__name__}) needs mode='fast'; got "
+                             f"mode={mode!r}")
+        if template.shape[0] != n_peaks:
+            raise ValueError(f"{type(pattern).__name__} holds {template.shape[0]} "
+                             f"templates for {n_peaks} peaks; give one per peak")
+        for one in template:
+            _validate.check_template(one, shape, name="pattern.get_template()")
+    else:
+        _validate.check_template(template, shape, name="pattern.get_template()")
+    return template
 
 
 class Job:
@@ -34,19 +53,7 @@ class Job:
         self.memory_limit = memory_limit
         self.rdtype = pipeline.compute_dtype(frames.dtype)
         shape = (2 * crop_size, 2 * crop_size) if mode == "fast" else (fy, fx)
-        template = pattern.get_template(sig_shape=shape)
-        if getattr(template, "ndim", 2) == 3:         # one template per peak (PeakTemplates)
-            if mode != "fast":
-                raise ValueError(f"a pattern with one template per peak "
-                                 f"({type(pattern).__name__}) needs mode='fast'; got "
-                                 f"mode={mode!r}")
-            if template.shape[0] != len(self.peaks):
-                raise ValueError(f"{type(pattern).__name__} holds {template.shape[0]} "
-                                 f"templates for {len(self.peaks)} peaks; give one per peak")
-            for one in template:
-                _validate.check_template(one, shape, name="pattern.get_template()")
-        else:
-            _validate.check_template(template, shape, name="pattern.get_template()")
+        template = checked_template(pattern, shape, mode, len(self.peaks))
         # a NumPy spectrum (every gpucorr pattern's): the filter is built on the host, as
         # the CPU builds it, and goes to the device in one copy, not a dozen small kernels
         on = np if isinstance(template, np.ndarray) else xp

@@ -329,7 +329,10 @@ def refine(darr, peaks, pattern, *, mode="fast", upsample=False, device=None,
     _validate.check_pattern(pattern)
     peaks = _validate.check_peaks(peaks)
     _validate.check_upsample(upsample)
-    _validate.check_crop_size(pattern.get_crop_size(), darr.shape[-2:])
+    crop_size = _validate.check_crop_size(pattern.get_crop_size(), darr.shape[-2:])
+    from gpucorr.execution.job import checked_template     # per-peak templates, now
+    checked_template(pattern, (2 * crop_size, 2 * crop_size) if mode == "fast"
+                     else tuple(darr.shape[-2:]), mode, len(peaks))
     device = _device.get_device() if device is None else device
     _device._parse(device)
     workers = _validate.check_workers(workers, allow_none=False)
