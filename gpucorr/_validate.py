@@ -291,6 +291,9 @@ def check_callable(func, name, signature):
 
 def check_pattern(pattern):
     """Duck-typed match pattern: needs get_crop_size() and get_template(sig_shape)."""
+    if isinstance(pattern, type):
+        raise TypeError(f"pattern must be a match pattern instance, e.g. "
+                        f"{pattern.__name__}(radius=4); got the class {pattern.__name__}")
     if not (hasattr(pattern, "get_crop_size") and hasattr(pattern, "get_template")):
         raise TypeError(
             "pattern must be a match pattern (gpucorr.patterns.Circular, RadialGradient, ...) "

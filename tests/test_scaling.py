@@ -138,3 +138,29 @@ def test_dask_passes_the_choices_on(data):
     with pytest.raises(ValueError, match="scaling must be one of"):
         gpucorr.dask.refine(da.from_array(frames, chunks=(2, -1, -1)), peaks, PATTERN,
                             scaling="sqrt")
+
+
+def test_an_overflowing_correlation_is_named_without_warnings():
+    """Frames so large that the correlation overflows: a ValueError that says so (not the
+    log scaling, which was not asked for; not the template), and no RuntimeWarning."""
+    import warnings
+    frames, _, centers = gpucorr.cbed_frame(128, 128, radius=4)
+    peaks = np.rint(centers).astype(int)
+    big32 = np.where(frames[0] > 0, 3e38, 0).astype(np.float32)
+    big64 = np.where(frames[0] > 0, 1e308, -1e308)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        with pytest.raises(ValueError, match=r"the correlation of the frames with the template "
+                                             r"overflows float32 in frame 0 .*frames from 0 to "
+                                             r"3e\+38; .* or pass the frames as float64"):
+            gpucorr.refine(big32, peaks, PATTERN, scaling="none")
+        with pytest.raises(ValueError, match=r"overflows float64 .*frames from -1e\+308 to "
+                                             r"1e\+308; scale the frames or the template"):
+            gpucorr.refine(big64, peaks, PATTERN, scaling="none")
+
+
+def test_a_pattern_class_is_refused():
+    frames, _, centers = gpucorr.cbed_frame(64, 64, radius=4)
+    with pytest.raises(TypeError, match=r"pattern must be a match pattern instance, e\.g\. "
+                                        r"Circular\(radius=4\); got the class Circular"):
+        gpucorr.refine(frames, np.rint(centers).astype(int), gpucorr.patterns.Circular)

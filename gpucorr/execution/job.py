@@ -78,7 +78,7 @@ class Job:
         self.run(self.backend, chunk, self.peaks, self.crop_size, self.filt, self.factor, flat,
                  scaling=self.scaling)
         check_log_overflow(self.xp, chunk, self.peaks, self.crop_size, self.mode, self.rdtype,
-                            flat, first=start)
+                            flat, first=start, log=getattr(self.scaling, "log", True))
 
     def chunk_frames(self, budget, workers, max_chunk, extra_per_frame=0):
         """Frames per chunk: within ``budget`` bytes for ``workers`` chunks at a time."""
@@ -99,7 +99,7 @@ def chunk_frames(job, budget, workers, max_chunk, extra_per_frame=0):
 
 
 def check_log_overflow(xp, frames, peaks, crop_size, mode, rdtype, out, first=0,
-                        name="frames"):
+                        name="frames", log=True):
     """After a run on frames (N, H, W) into ``out`` (flat, N * P rows): refuse results
     whose log scaling ``log(x - min + 1)`` was not finite in ``rdtype``.
 
@@ -139,10 +139,12 @@ def check_log_overflow(xp, frames, peaks, crop_size, mode, rdtype, out, first=0,
         lo, hi = min(lo, 0.0), max(hi, 0.0)
     if name == "frames":  # a stack (not the one frame of the compatible functions)
         where = f"in frame {first + n}{' ' + where if where else ''}"
-    error = _validate.log_scale_error(name, extent, rdtype, lo, hi, where)
+    error = _validate.log_scale_error(name, extent, rdtype, lo, hi, where) if log else None
     if error is None:  # not the log scaling: the correlation itself overflowed
+        scaled = "log-scaled " if log else ""
         error = ValueError(
-            f"the correlation of {name} is not finite {where} although {name} (values from "
-            f"{lo:.8g} to {hi:.8g}) and the template are; is the template (pattern) scaled "
-            f"to finite, moderate values?")
+            f"the correlation of the {scaled}{name} with the template overflows "
+            f"{np.dtype(rdtype).name} {where}: {name} from {lo:.8g} to {hi:.8g}; scale the "
+            f"{name} or the template (pattern) to moderate values"
+            + (", or pass the frames as float64" if np.dtype(rdtype).itemsize < 8 else ""))
     raise error

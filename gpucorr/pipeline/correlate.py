@@ -75,7 +75,8 @@ def correlation_filter(xp, template, shape, rdtype):
     """
     h, w = shape
     phase = _roll_phase(xp, h, False)[:, None] * _roll_phase(xp, w, True)[None, :]
-    return (xp.conj(template) * phase).astype(complex_dtype(rdtype))
+    with np.errstate(over="ignore", invalid="ignore"):    # checked after the run
+        return (xp.conj(template) * phase).astype(complex_dtype(rdtype))
 
 
 def correlate(backend, data, filt, ws=None, keep_specs=False, power=1.0):
@@ -104,16 +105,19 @@ def correlate(backend, data, filt, ws=None, keep_specs=False, power=1.0):
     fold = not keep_specs and power == 1
     # one filter per peak (P, h, w'): the crops, in (frame, peak) order, as (N, P, h, w')
     product = specs.reshape((-1,) + filt.shape) if filt.ndim == 3 else specs
-    if power != 1:
-        product *= filt
-        _raise_magnitude(xp, specs, power)
-        offsets = specs[..., 0, 0].real.astype(np.float64) / (h * w)
-    elif fold:
-        product *= filt * filt.real.dtype.type(1 / (h * w))
-        offsets = specs[..., 0, 0].real.astype(np.float64)
-    else:
-        product *= filt
-        offsets = specs[..., 0, 0].real.astype(np.float64) / (h * w)
+    # values beyond the dtype become inf / NaN quietly: the results are checked after the
+    # run (execution.job.check_log_overflow), which says what overflowed
+    with np.errstate(over="ignore", invalid="ignore"):
+        if power != 1:
+            product *= filt
+            _raise_magnitude(xp, specs, power)
+            offsets = specs[..., 0, 0].real.astype(np.float64) / (h * w)
+        elif fold:
+            product *= filt * filt.real.dtype.type(1 / (h * w))
+            offsets = specs[..., 0, 0].real.astype(np.float64)
+        else:
+            product *= filt
+            offsets = specs[..., 0, 0].real.astype(np.float64) / (h * w)
     specs[..., 0, 0] = 0
     maps = backend.irfft2(specs, s=(h, w), out=ws.out("maps", data.shape, data.dtype),
                           overwrite_x=not keep_specs, scaled=not fold)
