@@ -54,3 +54,15 @@ def test_the_reference_region_is_recorded_as_it_applies_to_the_scan():
     assert reference_text(":,0:2", None, parse_region(":,0:2"), (3, 4)) == text + "[:,0:2]"
     assert reference_text("-2:,0:9:2", None, parse_region("-2:,0:9:2"), (3, 4)) == (
         text + "[1:3,0:4:2] (given as -2:,0:9:2)")
+
+
+def test_the_virtual_bright_field_of_a_frame_does_not_depend_on_the_chunk():
+    import numpy as np
+    from gpucorr.cli.maps import virtual_bright_field
+    frames = np.random.default_rng(4).random((7, 5, 40, 40)) * 1e3
+    every = virtual_bright_field(frames, (20.3, 19.6), 9.5)
+    for at in ((0, 0), (3, 2), (6, 4)):
+        alone = virtual_bright_field(frames[at], (20.3, 19.6), 9.5)
+        assert alone == every[at]
+        assert virtual_bright_field(frames[at[0]:at[0] + 1], (20.3, 19.6), 9.5)[0, at[1]] == \
+            every[at]

@@ -120,16 +120,17 @@ def virtual_bright_field(frames, center, radius):
     yy, xx = np.mgrid[y0:y1, x0:x1]
     mask = ((yy - cy) ** 2 + (xx - cx) ** 2 <= radius ** 2).astype(np.float64)
     lead = shape[:-2]
+    # sums of products per frame, not BLAS (tensordot): a frame's sum must not depend on
+    # the chunk it is read in
     if not lead:
-        return np.asarray(np.tensordot(np.asarray(frames[y0:y1, x0:x1], dtype=np.float64),
-                                       mask, axes=2))
+        return np.asarray(np.sum(np.asarray(frames[y0:y1, x0:x1], dtype=np.float64) * mask))
     out = np.empty(lead, dtype=np.float64)
     per_row = int(np.prod(lead[1:], dtype=np.int64))
     rows = max(1, _frames_per_chunk(mask.size) // max(1, per_row))
     for start in range(0, lead[0], rows):
         stop = min(start + rows, lead[0])
         crop = np.asarray(frames[start:stop, ..., y0:y1, x0:x1], dtype=np.float64)
-        out[start:stop] = np.tensordot(crop, mask, axes=2)
+        out[start:stop] = np.sum(crop * mask, axis=(-2, -1))
     return out
 
 
