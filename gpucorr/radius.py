@@ -22,6 +22,7 @@ from typing import NamedTuple
 import numpy as np
 from gpucorr._disk_fit import fit_disks
 from gpucorr.backends.host import to_host
+from gpucorr.execution.sources import stack_list
 
 __all__ = ["RadiusEstimate", "estimate_radius", "fit_edge_radius"]
 
@@ -228,9 +229,7 @@ this)."""
 
 def _frame_sample(frames, max_frames):
     """Up to ``max_frames`` frames, evenly spaced over the scan, as one host stack."""
-    if isinstance(frames, (list, tuple)):       # a list of frames, as refine takes it
-        from gpucorr.execution.sources import stack_list
-        frames = stack_list(frames)
+    frames = stack_list(frames)                 # a list of frames, as refine takes it
     shape = tuple(getattr(frames, "shape", None) or np.shape(frames))
     if len(shape) < 2:
         raise ValueError(f"frames must be a frame (H, W) or a stack (..., H, W); "

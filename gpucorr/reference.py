@@ -22,6 +22,7 @@ import numbers
 import numpy as np
 
 from gpucorr.backends.host import like, to_host
+from gpucorr.execution.sources import stack_list
 
 __all__ = ["refine_by_reference", "reference_templates"]
 
@@ -73,15 +74,6 @@ def _is_region(reference):
         isinstance(reference, tuple) and all(isinstance(s, slice) for s in reference))
 
 
-def _stacked(frames):
-    """A list or tuple of frames as one array (in their array library), as refine takes
-    it; anything else as it is."""
-    if isinstance(frames, (list, tuple)):
-        from gpucorr.execution.sources import stack_list
-        return stack_list(frames)
-    return frames
-
-
 def _mean_frame(reference, frames):
     """The reference's mean frame (float64, host): ``reference`` frames (..., H, W), or a
     region of ``frames``' scan positions (``"0:10,0:64"`` or a tuple of slices)."""
@@ -99,7 +91,7 @@ def _mean_frame(reference, frames):
             raise ValueError(f"reference must be one slice per scan axis ({len(shape) - 2}); "
                              f"got {reference!r}")
         reference = frames[region]
-    reference = _stacked(reference)
+    reference = stack_list(reference)
     if not hasattr(reference, "shape"):
         reference = np.asarray(reference)
     shape = tuple(reference.shape)
@@ -167,7 +159,7 @@ def reference_templates(reference, peaks, search=None, scaling="log", *, frames=
     scaling = _check_scaling(scaling)
     peaks = _check_peaks(peaks)
     search = _check_search(search, peaks)
-    return _crops(_mean_frame(reference, _stacked(frames)), peaks, search, scaling)
+    return _crops(_mean_frame(reference, stack_list(frames)), peaks, search, scaling)
 
 
 def _crops(mean, peaks, search, scaling):
@@ -295,7 +287,7 @@ def refine_by_reference(frames, peaks, reference, *, pattern=None, search=None,
     from gpucorr.patterns import PeakTemplates
     from gpucorr.backends.host import as_native
 
-    frames = as_native(_stacked(frames), "frames")
+    frames = as_native(stack_list(frames), "frames")
     scaling = _check_scaling(scaling)
     host_peaks = _check_peaks(peaks)
     search = _check_search(search, host_peaks)

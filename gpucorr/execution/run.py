@@ -39,9 +39,7 @@ def prepare(frames, extra, pattern, *, upsample, scaling, power, device, memory_
     none) in the frames' array library, the pattern and its crop in the frames,
     ``upsample``, ``scaling`` and ``power``, ``progress``, ``workers``, ``memory_limit``
     and the device; and choose the frames' :class:`~gpucorr.execution.sources.Source`."""
-    if isinstance(frames, (list, tuple)):
-        frames = stack_list(frames)
-    frames = as_native(frames, "frames")
+    frames = as_native(stack_list(frames), "frames")
     extra = None if extra is None else as_native(extra, "peaks")
     in_xp = array_namespace(frames, extra)
     _validate.check_pattern(pattern)

@@ -155,7 +155,9 @@ class HostCopy(Source):
 def stack_list(frames):
     """A list or tuple of equally shaped frames as one stack, in the frames' array library
     (CuPy frames stay on their GPU; mixing libraries is a TypeError; frames of different
-    shapes a ValueError)."""
+    shapes a ValueError); anything else is returned as it is."""
+    if not isinstance(frames, (list, tuple)):
+        return frames
     shapes = []
     for i, frame in enumerate(frames):
         try:
