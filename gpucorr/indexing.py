@@ -12,6 +12,7 @@ the same lattice vectors in every frame (what a strain map compares).
 """
 import numpy as np
 
+from gpucorr._validate import check_real
 from gpucorr.backends import is_cupy
 from gpucorr.backends.devices import as_native
 from gpucorr.backends.host import like, to_host
@@ -135,14 +136,6 @@ def _check_mask(mask, shape):
         raise ValueError(f"mask must have shape (..., P) = {shape[:-1]}, the shape of peaks "
                          f"{shape} without its last axis; got {m.shape}")
     return m
-
-
-def _check_number(name, value, allowed, ok):
-    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, float, np.integer,
-                                                                      np.floating)):
-        raise TypeError(f"{name} must be {allowed}; got {value!r} ({type(value).__name__})")
-    if not (np.isfinite(value) and ok(value)):
-        raise ValueError(f"{name} must be {allowed}; got {value!r}")
 
 
 def _check_zero(zero, lead, n_peaks):
@@ -287,10 +280,9 @@ def index_peaks(peaks, *, mask=None, zero=None, tolerance=0.25, min_angle=20.0,
     if p.ndim < 2 or p.shape[-1] != 2 or p.shape[-2] == 0:
         raise ValueError(f"peaks must have shape (P, 2), or (..., P, 2) with one set per "
                          f"frame, P >= 1; got {p.shape}")
-    _check_number("tolerance", tolerance, "a number > 0 (a share of the shorter basis "
-                  "vector)", lambda v: v > 0)
-    _check_number("min_angle", min_angle, "a number of degrees, 0 < min_angle < 90",
-                  lambda v: 0 < v < 90)
+    check_real("tolerance", tolerance, minimum=0, strict=True)
+    if not 0 < check_real("min_angle", min_angle) < 90:
+        raise ValueError(f"min_angle must be in degrees, 0 < min_angle < 90; got {min_angle!r}")
     if p.ndim == 2 and zero is not None:
         _check_zero(zero, (), p.shape[-2])
     present = _check_mask(mask, p.shape) & np.all(np.isfinite(p), axis=-1)

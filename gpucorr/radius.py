@@ -21,6 +21,7 @@ from typing import NamedTuple
 
 import numpy as np
 from gpucorr._disk_fit import fit_disks
+from gpucorr._validate import check_count, check_real
 from gpucorr.backends.host import to_host
 from gpucorr.execution.sources import stack_list
 
@@ -318,21 +319,13 @@ def fit_edge_radius(frames, peaks, radius, *, width=0.7, span=1.0, step=0.1, sea
 
     check = DiskEdge(radius, width)          # checks radius and width
     for name, value in (("span", span), ("step", step)):
-        if not isinstance(value, numbers.Real) or isinstance(value, (bool, np.bool_)):
-            raise TypeError(f"{name} must be a real number > 0; got {value!r} "
-                            f"({type(value).__name__})")
-        if not (math.isfinite(value) and value > 0):
-            raise ValueError(f"{name} must be finite and > 0; got {value!r}")
+        check_real(name, value, minimum=0, strict=True)
     if step > span:
         raise ValueError(f"step must be <= span; got step={step!r}, span={span!r}")
     if not radius > span:
         raise ValueError(f"radius must be > span (the radii tried are radius +- span); "
                          f"got radius={radius!r}, span={span!r}")
-    if isinstance(max_frames, (bool, np.bool_)) or not isinstance(max_frames, numbers.Integral):
-        raise TypeError(f"max_frames must be an int >= 1; got {max_frames!r} "
-                        f"({type(max_frames).__name__})")
-    if max_frames < 1:
-        raise ValueError(f"max_frames must be an int >= 1; got {max_frames!r}")
+    max_frames = check_count(max_frames, "max_frames", "an int >= 1")
     k = int(math.floor(span / step * (1 + 1e-9)))     # the radii tried lie within +- span
     if k > MAX_EDGE_RADII:
         raise ValueError(f"span / step must be at most {MAX_EDGE_RADII} (one refine call per "
@@ -341,10 +334,7 @@ def fit_edge_radius(frames, peaks, radius, *, width=0.7, span=1.0, step=0.1, sea
     radii = radius + step * np.arange(-k, k + 1)
     if search is None:
         search = DiskEdge(radii[-1], check.width).search
-    elif isinstance(search, (bool, np.bool_)) or not isinstance(search, numbers.Real):
-        raise TypeError(f"search must be a real number >= the largest radius tried; got "
-                        f"{search!r} ({type(search).__name__})")
-    elif not search >= radii[-1]:
+    elif not check_real("search", search) >= radii[-1]:
         raise ValueError(f"search must be >= the largest radius tried, radius + span = "
                          f"{radii[-1]:g} px; got search={search!r}")
     sample = _frame_sample(frames, max_frames)

@@ -57,18 +57,8 @@ class DiskResult:
                 f"positions={self.positions.dtype}, counts={self.counts.dtype})")
 
 
-def _check_min_height(min_height):
-    if min_height is None:
-        return None
-    if isinstance(min_height, bool) or not isinstance(min_height, numbers.Real):
-        raise TypeError(f"min_height must be a real number or None; got {min_height!r}")
-    if not math.isfinite(min_height):
-        raise ValueError(f"min_height must be finite (or None: no limit); got {min_height!r}")
-    return float(min_height)
-
-
 def _check_share(name, value):
-    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+    if not _validate.is_real_number(value):
         raise TypeError(f"{name} must be a real number in [0, 1]; got {value!r}")
     if not 0 <= value <= 1:
         raise ValueError(f"{name} must be in [0, 1]; got {value!r}")
@@ -211,7 +201,9 @@ def find_disks(frames, pattern, *, max_disks, min_spacing=None, min_relative_hei
     if subpixel == "quadratic" and call.factor > 1:
         raise ValueError(f"subpixel='quadratic' refines without upsampling; got "
                          f"upsample={upsample!r} (pass upsample=False, or subpixel='com')")
-    search = DiskSearch(k, s, rel, _check_min_height(min_height), elevation, rel_elevation,
+    if min_height is not None:
+        min_height = float(_validate.check_real("min_height", min_height))
+    search = DiskSearch(k, s, rel, min_height, elevation, rel_elevation,
                         edge, call.factor, call.crop_size, call.scaling,
                         quadratic=subpixel == "quadratic")
     result = execute(call, lambda xp: DiskJob(xp, call.source, pattern, search,
