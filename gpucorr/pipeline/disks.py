@@ -5,8 +5,8 @@ kernel set finds each map's maxima (``find_maxima``) and evaluates them
 (``evaluate_at``: 5x5 centre of mass, height, elevation); with upsampling, the
 square of the map around each maximum (``2 * half`` pixels, periodic like the map)
 is refined by the rule of :func:`~gpucorr.pipeline.upsample_positions`; disks
-below ``min_elevation`` (or ``min_relative_elevation`` of the frame's highest) are dropped
-and the others move up, keeping their rank.
+below ``min_elevation`` (or ``min_relative_elevation`` of the frame's highest), or not
+higher than ``min_height``, are dropped and the others move up, keeping their rank.
 """
 from dataclasses import dataclass
 
@@ -56,18 +56,16 @@ def run_disks(backend, frames, filt, search, out, ws=None):
                         values, counts)
     if search.min_relative_height > 0:
         _threshold(xp, maps, values, centers, counts, search.min_relative_height)
-    if search.min_height is not None:
-        # the height as evaluate_at gives it: float32(map value + the map's mean, in float64)
-        reported = (values.astype(np.float64) + offsets[:, None]).astype(np.float32)
-        _keep_prefix(xp, reported.astype(np.float64) > search.min_height, centers, counts)
     backend.evaluate_at(maps, centers, counts, offsets, search.min_spacing, positions, heights,
                         elevations)
     if search.factor > 1:
         _upsample(backend, maps, centers, counts, search, positions)
     elif search.quadratic:
         _quadratic(xp, maps, centers, counts, positions)
-    if search.min_elevation > 0 or search.min_relative_elevation > 0:
-        _drop_low(xp, out, search.min_elevation, search.min_relative_elevation)
+    if (search.min_elevation > 0 or search.min_relative_elevation > 0
+            or search.min_height is not None):
+        _drop_low(xp, out, search.min_elevation, search.min_relative_elevation,
+                  search.min_height)
     if xp is not np:  # frames with NaN or infinite values: no disks (the CPU raised)
         counts[...] = xp.where(bad, 0, counts)
         mark_bad(xp, xp.repeat(bad, centers.shape[1]), (None, positions.reshape(-1, 2),
@@ -80,14 +78,9 @@ def _threshold(xp, maps, values, centers, counts, fraction):
     highest maximum's (the maxima are ranked: a prefix of each row)."""
     low = maps.min(axis=(1, 2))[:, None].astype(np.float64)
     top = values[:, :1].astype(np.float64)
-    _keep_prefix(xp, (values - low) >= fraction * (top - low), centers, counts)
-
-
-def _keep_prefix(xp, keep, centers, counts):
-    """Cut each row of ranked maxima to those where ``keep`` (N, K) holds: a prefix of the
-    row, the values falling along it (NaN, no maximum, compares False)."""
+    keep = (values - low) >= fraction * (top - low)  # NaN (no maximum) compares False
     counts[...] = xp.minimum(counts, keep.sum(axis=1).astype(np.int32))
-    gone = xp.arange(keep.shape[1])[None, :] >= counts[:, None]
+    gone = xp.arange(values.shape[1])[None, :] >= counts[:, None]
     centers[...] = xp.where(gone[..., None], -1, centers)
 
 
@@ -150,14 +143,16 @@ def _quadratic(xp, maps, centers, counts, positions):
     positions[...] = xp.where(use[..., None], vertex, positions)
 
 
-def _drop_low(xp, out, min_elevation, relative=0.0):
+def _drop_low(xp, out, min_elevation, relative=0.0, min_height=None):
     """Leave out disks of an elevation below ``min_elevation`` and, where ``relative`` > 0,
-    below that share of the frame's highest elevation or not above 0; the rest keep their
-    order."""
+    below that share of the frame's highest elevation or not above 0, and those whose
+    height (as reported) is not above ``min_height``; the rest keep their order."""
     centers, positions, heights, elevations, counts = out
     k = centers.shape[1]
     valid = xp.arange(k)[None, :] < counts[:, None]
     keep = valid & (elevations >= min_elevation)
+    if min_height is not None:
+        keep &= heights.astype(np.float64) > min_height
     if relative > 0:
         top = xp.where(valid, elevations, 0).max(axis=1)[:, None]      # K >= 1 columns
         keep &= (elevations > 0) & (elevations >= np.float32(relative) * top)
